@@ -1,0 +1,1 @@
+"""ESDL platform library."""

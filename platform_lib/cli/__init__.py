@@ -1,0 +1,55 @@
+"""The ``esdl`` command: thin argument parsing that calls the library, nothing more.
+
+Each command group lives in its own module under ``platform_lib.cli`` and exposes
+``register(subparsers)``, which adds its sub-parser and sets ``func`` (called with the parsed
+arguments; it returns the process exit code). Add a group by adding its module name to
+``COMMAND_GROUPS``.
+
+>>> from platform_lib.cli import build_parser
+>>> build_parser().prog
+'esdl'
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from platform_lib.errors import EsdlError
+
+# module names under platform_lib.cli, in the order they appear in --help
+COMMAND_GROUPS: list[str] = ["cubes", "catalog"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser with every command group registered."""
+    parser = argparse.ArgumentParser(
+        prog="esdl",
+        description="Earth System Data Lab platform: cubes, catalog, projects and the embedded platform.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_GROUPS:
+        importlib.import_module(f"platform_lib.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``esdl`` console script; returns the exit code.
+
+    Platform errors (:class:`~platform_lib.errors.EsdlError`) print one clear line to stderr and exit 2.
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except EsdlError as exc:
+        print(f"esdl: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("esdl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

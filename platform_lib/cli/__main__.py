@@ -1,0 +1,3 @@
+from platform_lib.cli import main
+
+raise SystemExit(main())

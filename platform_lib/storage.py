@@ -1,0 +1,129 @@
+"""Atomic writes: every store or file the platform writes goes to a temporary sibling first and is
+renamed into place only when complete, so a failure or Ctrl-C never leaves half a cube behind.
+
+This module is the one way to do that; cube generation, regional cubes, re-chunking and training-set
+materialisation all call :func:`write_zarr_atomic`, catalogs and state files :func:`write_text_atomic`.
+
+>>> import tempfile, numpy as np, xarray as xr
+>>> from pathlib import Path
+>>> out = Path(tempfile.mkdtemp()) / "x.zarr"
+>>> ds = xr.Dataset({"v": (("time",), np.arange(3, dtype="float32"))})
+>>> write_zarr_atomic(ds, out, progress=False).name
+'x.zarr'
+>>> float(xr.open_zarr(out)["v"].sum())
+3.0
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import uuid
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from platform_lib.errors import EsdlError
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling path of ``target``; on success rename it to ``target``.
+
+    On any exception the temporary path is removed and ``target`` is untouched. With
+    ``overwrite=False`` an existing target is an error raised *before* anything is written.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> with atomic_path(d / "f.txt") as tmp:
+    ...     _ = tmp.write_text("hi")
+    >>> (d / "f.txt").read_text()
+    'hi'
+    """
+    target = Path(target)
+    if target.exists() and not overwrite:
+        raise EsdlError(f"{target} already exists; pass overwrite=True (or --overwrite) to replace it.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        yield tmp
+        if target.exists():  # overwrite: move the old one aside, then swap, then drop the old one
+            old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(target, old)
+            os.replace(tmp, target)
+            _remove(old)
+        else:
+            os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            _remove(tmp)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str, *, mode: int | None = None) -> Path:
+    """Write ``text`` to ``path`` atomically (temporary file in the same folder, then rename).
+
+    ``mode`` sets the permissions (for example ``0o600`` for secrets) before the rename.
+
+    >>> import tempfile, stat
+    >>> p = write_text_atomic(Path(tempfile.mkdtemp()) / "s", "x", mode=0o600)
+    >>> stat.S_IMODE(p.stat().st_mode) == 0o600
+    True
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_zarr_atomic(
+    ds: Any,
+    target: str | os.PathLike[str],
+    *,
+    encoding: Mapping[str, Mapping[str, Any]] | None = None,
+    overwrite: bool = False,
+    progress: bool | str = True,
+    consolidated: bool = True,
+) -> Path:
+    """Write an ``xarray.Dataset`` to a Zarr v3 store at ``target`` atomically, with a progress bar.
+
+    The dataset may be dask-backed (computed chunk by chunk while writing, so memory stays bounded by
+    the chunk size). ``progress`` is ``True`` for a tqdm bar, a string to label it, or ``False``.
+    Consolidated metadata is written (zarr v3 warns that it is not yet in the spec; that warning is
+    silenced here).
+    """
+    label = progress if isinstance(progress, str) else f"writing {Path(target).name}"
+    with atomic_path(target, overwrite=overwrite) as tmp:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+            delayed = ds.to_zarr(
+                tmp, mode="w", zarr_format=3, consolidated=consolidated, encoding=encoding, compute=False
+            )
+            if progress:
+                from tqdm.dask import TqdmCallback
+
+                with TqdmCallback(desc=label, unit="task"):
+                    delayed.compute()
+            else:
+                delayed.compute()
+    return Path(target)
