@@ -1,0 +1,74 @@
+"""``esdl project``: check and list project specs (``projects/<name>.yaml``).
+
+>>> import argparse
+>>> sub = argparse.ArgumentParser().add_subparsers()
+>>> register(sub)
+>>> sorted(sub.choices["project"]._subparsers._group_actions[0].choices)
+['list', 'validate']
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from platform_lib.errors import EsdlError
+from platform_lib.projects import ProjectSpec, list_projects, load_project, projects_dir
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("project", help="check and list project specs (projects/<name>.yaml)")
+    sub = parser.add_subparsers(dest="project_command", metavar="SUBCOMMAND", required=True)
+
+    validate = sub.add_parser("validate", help="validate specs by name or path (all in projects/ by default)")
+    validate.add_argument("specs", nargs="*", metavar="NAME|PATH", help="project names or spec files")
+    validate.set_defaults(func=run_validate)
+
+    listing = sub.add_parser("list", help="list the project specs in projects/")
+    listing.set_defaults(func=run_list)
+
+
+def _summary(spec: ProjectSpec) -> str:
+    return (
+        f"{spec.name}: {len(spec.admins)} admin(s), {len(spec.members)} member(s), login {spec.login.method},"
+        f" {len(spec.profiles)} profile(s), up to {spec.dask.max_workers_per_user} dask workers per user"
+    )
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    """Validate each spec; print ``ok`` or every problem; exit 1 if any spec is invalid."""
+    names = args.specs or list_projects()
+    if not names:
+        raise EsdlError(f"no project specs in {projects_dir()}; pass a name or a path")
+    failed = 0
+    for name in names:
+        try:
+            spec = load_project(name)
+        except EsdlError as exc:
+            failed += 1
+            print(exc, file=sys.stderr)
+            continue
+        print(f"ok  {spec.source}  ({_summary(spec)})")
+    if failed:
+        print(f"{failed} of {len(names)} spec(s) invalid", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    """One line per spec in ``projects/``: name, title, people, login; invalid specs are flagged."""
+    names = list_projects()
+    if not names:
+        print(f"no project specs in {projects_dir()}")
+        return 0
+    width = max(len(n) for n in names)
+    for name in names:
+        try:
+            spec = load_project(name)
+        except EsdlError as exc:
+            problems = getattr(exc, "problems", [str(exc)])
+            print(
+                f"{name:<{width}}  INVALID ({len(problems)} problem(s); run `esdl project validate {name}`)"
+            )
+            continue
+        print(f"{name:<{width}}  {spec.title}  [{len(spec.users)} people, login {spec.login.method}]")
+    return 0
