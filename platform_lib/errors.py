@@ -10,7 +10,9 @@ True
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Iterable
+from types import ModuleType
 
 
 class EsdlError(ValueError):
@@ -30,6 +32,32 @@ class CubeNotGeneratedError(EsdlError, FileNotFoundError):
 
 class CatalogError(EsdlError):
     """A catalog file or entry that is malformed."""
+
+
+class MissingExtraError(EsdlError, ImportError):
+    """An optional dependency (one of esdl-platform's extras) that is not installed."""
+
+
+def import_extra(module: str, extra: str, purpose: str = "") -> ModuleType:
+    """Import ``module`` from an optional extra, or raise :class:`MissingExtraError` naming the extra.
+
+    >>> import_extra("json", "viz").__name__
+    'json'
+    >>> import_extra("no_such_module_xyz", "viz", "the 3-D view")
+    Traceback (most recent call last):
+    ...
+    platform_lib.errors.MissingExtraError: the 3-D view needs 'no_such_module_xyz', which is not installed: pip install 'esdl-platform[viz]'.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        root = module.split(".")[0]
+        if getattr(exc, "name", None) not in (None, module, root):
+            raise  # the module exists but one of *its* imports failed: show the real error
+        what = purpose or f"this feature of the {extra!r} extra"
+        raise MissingExtraError(
+            f"{what} needs {root!r}, which is not installed: pip install 'esdl-platform[{extra}]'."
+        ) from None
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
