@@ -44,6 +44,7 @@ __all__ = [
     "CatalogEntry",
     "ProjectSpec",
     "ProjectSpecError",
+    "QuotaSettings",
     "load_project",
     "list_projects",
     "parse_quantity",
@@ -314,6 +315,16 @@ class StorageSettings(_Model):
     team_access: Literal["rw", "admins-write"] = "rw"
 
 
+class QuotaSettings(_Model):
+    """The project's ceiling on Kubernetes (a ResourceQuota on its namespace): all user servers and Dask
+    clusters together. Unset fields are derived by the deployer from the people, profiles and Dask limits.
+    Every profile and one user's largest Dask cluster must fit inside an explicit quota."""
+
+    cpu: float | None = Field(default=None, gt=0, le=100_000)
+    memory: Quantity | None = None
+    pods: int | None = Field(default=None, ge=1, le=10_000)
+
+
 class CatalogEntry(_Model):
     """A cube the team adds to the shared catalog (an Intake ``zarr`` source).
 
@@ -375,6 +386,7 @@ class ProjectSpec(_Model):
     dask: DaskSettings = Field(default_factory=DaskSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
+    quota: QuotaSettings = Field(default_factory=QuotaSettings)
 
     _source: Path | None = PrivateAttr(default=None)
 
@@ -430,6 +442,50 @@ def _cross_problems(data: dict[str, Any]) -> list[str]:
             problems.append(
                 f"profiles: only one profile may have default: true, got {allowed(map(str, defaults))}"
             )
+    problems += _quota_problems(data)
+    return problems
+
+
+SCHEDULER_CPU = 1.0
+SCHEDULER_MEMORY = "2Gi"
+
+
+def _quota_problems(data: dict[str, Any]) -> list[str]:
+    """Profiles and one user's largest Dask cluster must fit inside an explicit ``quota``."""
+    try:
+        quota = QuotaSettings.model_validate(data.get("quota") or {})
+        dask = DaskSettings.model_validate(data.get("dask") or {})
+        profiles = [Profile.model_validate(p) for p in data.get("profiles") or []]
+    except (ValidationError, TypeError):
+        return []  # reported field by field elsewhere
+    problems = []
+    limit_mem = parse_quantity(quota.memory) if quota.memory else None
+    for i, p in enumerate(profiles):
+        if quota.cpu is not None and p.cpu > quota.cpu:
+            problems.append(
+                f"profiles[{i}].cpu: {p.cpu:g} CPUs is above the project's quota.cpu of {quota.cpu:g};"
+                " lower the profile or raise quota.cpu"
+            )
+        if limit_mem is not None and p.memory_bytes > limit_mem:
+            problems.append(
+                f"profiles[{i}].memory: {p.memory} is above the project's quota.memory of {quota.memory};"
+                " lower the profile or raise quota.memory"
+            )
+    workers = dask.max_workers_per_user
+    cluster_cpu = workers * max(dask.worker_cores.choices) + SCHEDULER_CPU
+    cluster_mem = workers * max(dask.worker_memory.choices_bytes) + parse_quantity(SCHEDULER_MEMORY)
+    if quota.cpu is not None and cluster_cpu > quota.cpu:
+        problems.append(
+            f"dask: one user's largest cluster ({workers} workers x {max(dask.worker_cores.choices)} cores"
+            f" + a {SCHEDULER_CPU:g}-core scheduler = {cluster_cpu:g} CPUs) is above quota.cpu of"
+            f" {quota.cpu:g}; lower dask.max_workers_per_user or dask.worker_cores, or raise quota.cpu"
+        )
+    if limit_mem is not None and cluster_mem > limit_mem:
+        problems.append(
+            f"dask: one user's largest cluster ({workers} workers x {max(dask.worker_memory.choices, key=parse_quantity)}"
+            f" + a {SCHEDULER_MEMORY} scheduler = {cluster_mem / 2**30:.1f} GiB) is above quota.memory of"
+            f" {quota.memory}; lower dask.max_workers_per_user or dask.worker_memory, or raise quota.memory"
+        )
     return problems
 
 
