@@ -45,6 +45,7 @@ __all__ = [
     "ProjectSpec",
     "ProjectSpecError",
     "QuotaSettings",
+    "ServerSettings",
     "load_project",
     "list_projects",
     "parse_quantity",
@@ -315,6 +316,13 @@ class StorageSettings(_Model):
     team_access: Literal["rw", "admins-write"] = "rw"
 
 
+class ServerSettings(_Model):
+    """Idle culling of user servers (the hub's idle culler; on Kubernetes the chart's ``cull``)."""
+
+    cull_idle_minutes: int = Field(default=60, ge=0, le=30 * 24 * 60)  # 0 = never cull idle servers
+    cull_max_age_hours: int = Field(default=0, ge=0, le=365 * 24)  # 0 = no maximum age
+
+
 class QuotaSettings(_Model):
     """The project's ceiling on Kubernetes (a ResourceQuota on its namespace): all user servers and Dask
     clusters together. Unset fields are derived by the deployer from the people, profiles and Dask limits.
@@ -386,6 +394,7 @@ class ProjectSpec(_Model):
     dask: DaskSettings = Field(default_factory=DaskSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
+    servers: ServerSettings = Field(default_factory=ServerSettings)
     quota: QuotaSettings = Field(default_factory=QuotaSettings)
 
     _source: Path | None = PrivateAttr(default=None)

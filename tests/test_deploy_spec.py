@@ -49,3 +49,12 @@ def test_quota_typo_is_refused():
     with pytest.raises(ProjectSpecError) as info:
         parse_project({**BASE, "quota": {"cpus": 8}}, "t.yaml")
     assert "quota.cpus: unknown field. Did you mean 'cpu'?" in str(info.value)
+
+
+def test_server_culling_defaults_and_bounds():
+    spec = parse_project(BASE)
+    assert (spec.servers.cull_idle_minutes, spec.servers.cull_max_age_hours) == (60, 0)
+    assert parse_project({**BASE, "servers": {"cull_idle_minutes": 0}}).servers.cull_idle_minutes == 0
+    with pytest.raises(ProjectSpecError) as info:
+        parse_project({**BASE, "servers": {"cull_idle_minutes": -5}}, "t.yaml")
+    assert "servers.cull_idle_minutes" in str(info.value)
