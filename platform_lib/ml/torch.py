@@ -1,0 +1,207 @@
+"""PyTorch adapters: an ``IterableDataset`` sharded over workers and ranks, a map-style ``Dataset``, a
+chunk-aware ``Sampler`` and :func:`make_dataloader`. Needs the ``ml`` extra (``pip install
+'esdl-platform[ml]'``).
+
+The iterable dataset gives every (rank, worker) pair its own share of the plan's blocks, so each
+sample is seen exactly once per epoch whatever ``num_workers`` and the world size, and every block is
+read by one process only. Batches are cut inside the dataset (``DataLoader(batch_size=None)``).
+
+>>> import numpy as np, xarray as xr
+>>> from platform_lib.ml import SampleSpec, TrainingSet
+>>> ds = xr.Dataset({"a": (("time", "lat"), np.arange(40, dtype="float32").reshape(10, 4))})
+>>> ts = TrainingSet(ds, SampleSpec(inputs="a", targets="a", patch={"time": 2}), normalise=False)
+>>> loader = make_dataloader(ts, batch_size=8, seed=0)
+>>> [tuple(b["x"].shape) for b in loader]
+[(8, 1, 2), (8, 1, 2), (4, 1, 2)]
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from platform_lib.errors import EsdlError, import_extra
+from platform_lib.ml.training_set import TrainingSet
+
+torch = import_extra("torch", "ml", "The PyTorch adapters (platform_lib.ml.torch)")
+_data = torch.utils.data
+
+
+def _tensors(batch: dict[str, np.ndarray]) -> dict[str, Any]:
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()}
+
+
+def _rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    if rank is None and world_size is None:
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return 0, 1
+    rank, world_size = rank or 0, world_size or 1
+    if not 0 <= rank < world_size:
+        raise EsdlError(f"rank must be in [0, world_size={world_size}); got {rank}.")
+    return rank, world_size
+
+
+class CubeIterableDataset(_data.IterableDataset):
+    """Batches (or samples, with ``batch_size=None``) of a :class:`TrainingSet`, one epoch per iteration.
+
+    Shards by ``torch.utils.data.get_worker_info()`` and by distributed rank (``rank``/``world_size``,
+    default from ``torch.distributed`` when initialised). :meth:`set_epoch` reshuffles; the epoch is
+    kept in shared memory so persistent workers see it too.
+    """
+
+    def __init__(
+        self,
+        training_set: TrainingSet,
+        batch_size: int | None = 32,
+        *,
+        seed: int = 0,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(training_set, TrainingSet):
+            raise EsdlError(f"Expected a TrainingSet; got {type(training_set).__name__}.")
+        self.training_set = training_set
+        _ = training_set.stats  # computed once here, not in every worker
+        self.batch_size, self.seed, self.shuffle, self.drop_last = batch_size, seed, shuffle, drop_last
+        self.rank, self.world_size = _rank_world(rank, world_size)
+        self._epoch = multiprocessing.get_context().Value("q", 0, lock=False)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use epoch ``epoch``'s shuffle for the next iteration."""
+        self._epoch.value = int(epoch)
+
+    def shard(self) -> tuple[int, int]:
+        """``(shard, n_shards)`` of the calling process: rank-major, then DataLoader worker."""
+        info = _data.get_worker_info()
+        worker, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        return self.rank * n_workers + worker, self.world_size * n_workers
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        shard, n_shards = self.shard()
+        for batch in self.training_set.iter_batches(
+            self.batch_size,
+            seed=self.seed,
+            epoch=int(self._epoch.value),
+            shuffle=self.shuffle,
+            shard=shard,
+            n_shards=n_shards,
+            drop_last=self.drop_last,
+        ):
+            yield _tensors(batch)
+
+
+class CubeMapDataset(_data.Dataset):
+    """Random access to the samples of a :class:`TrainingSet` (NaN-dropped samples removed up front).
+
+    Use it with :class:`ChunkAwareSampler` so consecutive indices come from the same blocks.
+    """
+
+    def __init__(self, training_set: TrainingSet, *, progress: bool = False) -> None:
+        self.training_set = training_set.without_dropped(progress=progress)
+        _ = self.training_set.stats
+
+    def __len__(self) -> int:
+        return len(self.training_set)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return _tensors(self.training_set.sample(int(index)))
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+        batch = self.training_set.take(np.asarray(indices, dtype=np.int64))
+        return [_tensors({k: v[i] for k, v in batch.items()}) for i in range(len(indices))]
+
+
+class ChunkAwareSampler(_data.Sampler):
+    """Sample ids in the plan's epoch order: blocks shuffled, then samples within a window of blocks.
+
+    ``rank``/``world_size`` split the blocks between distributed ranks.
+    """
+
+    def __init__(
+        self,
+        training_set: TrainingSet,
+        *,
+        seed: int = 0,
+        shuffle: bool = True,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
+        self.plan, self.window = training_set.plan, training_set.window
+        self.seed, self.shuffle, self.epoch = seed, shuffle, 0
+        self.rank, self.world_size = _rank_world(rank, world_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use epoch ``epoch``'s shuffle for the next iteration."""
+        self.epoch = int(epoch)
+
+    def _order(self) -> np.ndarray:
+        return self.plan.epoch_order(
+            seed=self.seed,
+            epoch=self.epoch,
+            shuffle=self.shuffle,
+            shard=self.rank,
+            n_shards=self.world_size,
+            window=self.window,
+        )
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._order().tolist())
+
+    def __len__(self) -> int:
+        return len(self._order())
+
+
+def make_dataloader(
+    training_set: TrainingSet,
+    batch_size: int = 32,
+    *,
+    num_workers: int = 0,
+    seed: int = 0,
+    shuffle: bool = True,
+    drop_last: bool = False,
+    map_style: bool = False,
+    rank: int | None = None,
+    world_size: int | None = None,
+    **loader_kwargs: Any,
+) -> Any:
+    """A ready ``torch.utils.data.DataLoader`` over ``training_set``.
+
+    The default is the iterable dataset (chunk-aware, batches cut in the workers); ``map_style=True``
+    gives a map-style dataset with a :class:`ChunkAwareSampler`. Extra keyword arguments go to the
+    ``DataLoader`` (``pin_memory``, ``persistent_workers``, ``prefetch_factor``...).
+    """
+    if batch_size is None or batch_size < 1:
+        raise EsdlError(f"batch_size must be a positive integer; got {batch_size}.")
+    if num_workers < 0:
+        raise EsdlError(f"num_workers must be >= 0; got {num_workers}.")
+    if map_style:
+        dataset = CubeMapDataset(training_set)
+        sampler = ChunkAwareSampler(
+            dataset.training_set, seed=seed, shuffle=shuffle, rank=rank, world_size=world_size
+        )
+        return _data.DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=num_workers,
+            drop_last=drop_last,
+            **loader_kwargs,
+        )
+    dataset = CubeIterableDataset(
+        training_set,
+        batch_size,
+        seed=seed,
+        shuffle=shuffle,
+        drop_last=drop_last,
+        rank=rank,
+        world_size=world_size,
+    )
+    return _data.DataLoader(dataset, batch_size=None, num_workers=num_workers, **loader_kwargs)

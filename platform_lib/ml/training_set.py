@@ -1,0 +1,425 @@
+"""A training set: a cube, a sample spec, a split, a NaN policy and normalisation, read chunk-aware.
+
+:class:`TrainingSet` is framework-neutral (numpy); the PyTorch and Keras adapters wrap it.
+
+>>> import numpy as np, xarray as xr
+>>> from platform_lib.ml import SampleSpec, TrainingSet
+>>> ds = xr.Dataset({"a": (("time", "lat"), np.arange(40, dtype="float32").reshape(10, 4))}).chunk({"time": 4})
+>>> ts = TrainingSet(ds, SampleSpec(inputs=["a"], targets=["a"], patch={"time": 2}), normalise=False)
+>>> len(ts), ts.plan.n_blocks
+(20, 3)
+>>> batch = next(ts.iter_batches(4, seed=0, progress=False))
+>>> batch["x"].shape, batch["y"].shape, batch["origin"].shape
+((4, 1, 2), (4, 1, 2), (4, 2))
+>>> t, lat = batch["origin"][0]
+>>> bool((batch["x"][0, 0] == ds["a"].values[t : t + 2, lat]).all())
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from platform_lib.errors import EsdlError
+from platform_lib.ml.nan import NanPolicy, keep_samples
+from platform_lib.ml.plan import SamplePlan, plan_samples, window_rng
+from platform_lib.ml.reader import BlockCache, BlockReader, chunk_edges, open_cube_for_reading, read_ahead
+from platform_lib.ml.spec import SampleSpec
+from platform_lib.ml.splits import BlockSplit, SplitGrid, TimeSplit
+from platform_lib.ml.stats import NormStats, compute_stats, season_slots
+
+NORMALISE = (True, False, "inputs")
+
+
+@dataclass
+class _Block:
+    data: np.ndarray
+    lo: np.ndarray
+    ids: np.ndarray  # sample ids kept in this block
+
+
+class TrainingSet:
+    """Samples of ``spec`` cut from ``cube`` (a Zarr path or a lazy ``xarray.Dataset``).
+
+    ``split`` (a :class:`BlockSplit` or :class:`TimeSplit`) with ``subset`` (default ``"train"``) keeps
+    the samples of one split; ``nan`` is a :class:`NanPolicy` or shorthand; ``normalise`` is ``True``
+    (inputs and targets), ``"inputs"`` or ``False``, with ``stats`` computed once over the *train* cells
+    (or given). ``block_bytes`` caps the memory of one read block; ``window`` blocks are mixed by the
+    within-window shuffle; ``prefetch`` blocks are read ahead by ``threads`` threads.
+    """
+
+    def __init__(
+        self,
+        cube: Any,
+        spec: SampleSpec,
+        *,
+        split: BlockSplit | TimeSplit | None = None,
+        subset: str | None = None,
+        nan: NanPolicy | str | None = None,
+        normalise: bool | str = True,
+        stats: NormStats | None = None,
+        block_bytes: int = 512 * 2**20,
+        window: int = 4,
+        prefetch: int = 2,
+        threads: int = 2,
+        plan: SamplePlan | None = None,
+    ) -> None:
+        if not isinstance(spec, SampleSpec):
+            raise EsdlError(f"spec must be a SampleSpec; got {type(spec).__name__}.")
+        if normalise not in NORMALISE:
+            raise EsdlError(f"normalise={normalise!r} is not one of True, False, 'inputs'.")
+        if split is not None and not isinstance(split, BlockSplit | TimeSplit):
+            raise EsdlError(f"split must be a BlockSplit or TimeSplit; got {type(split).__name__}.")
+        if subset is not None and split is None:
+            raise EsdlError(f"subset={subset!r} needs a split (BlockSplit or TimeSplit).")
+        self.ds = open_cube_for_reading(cube)
+        self.spec = spec
+        self.dims = spec.check(self.ds)
+        self.nan = NanPolicy.coerce(nan)
+        self.normalise = normalise
+        self.split = split
+        self.grid: SplitGrid | None = split.grid(self.ds, self.dims) if split is not None else None
+        self.subset_name = (subset or "train") if self.grid is not None else None
+        code = self.grid.code(self.subset_name) if self.grid is not None and self.subset_name else None
+        self.window, self.prefetch, self.threads, self.block_bytes = window, prefetch, threads, block_bytes
+        self.variables = spec.variables
+        self.reader = BlockReader(self.ds, self.variables)
+        self.x_channels = np.array([self.variables.index(v) for v in spec.inputs], dtype=np.int64)
+        self.y_channels = np.array([self.variables.index(v) for v in spec.targets], dtype=np.int64)
+        self.x_window = tuple(spec.patch_of(d) for d in self.dims)
+        self.y_window = tuple(spec.y_window(d) for d in self.dims)
+        self.y_offset = np.array([spec.y_offset(d) for d in self.dims], dtype=np.int64)
+        self.extent = tuple(spec.extent_of(d) for d in self.dims)
+        if plan is None:
+            grid = self.grid
+            keep = (
+                (lambda starts: grid.sample_labels(starts, self.extent) == code) if grid is not None else None
+            )
+            plan = plan_samples(
+                self.dims,
+                {d: int(self.ds.sizes[d]) for d in self.dims},
+                chunk_edges(self.ds, self.variables),
+                extent=self.extent,
+                stride=tuple(spec.stride_of(d) for d in self.dims),
+                keep=keep,
+                bytes_per_cell=len(self.variables) * self.reader.itemsize,
+                block_bytes=block_bytes,
+            )
+        self.plan = plan
+        self._stats = stats
+        self._cache: BlockCache | None = None
+        self._slots = season_slots(self.ds["time"].values) if self.nan.fill == "seasonal" else None
+
+    # -- basics -------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.plan.n_samples
+
+    def __repr__(self) -> str:
+        subset = f", subset={self.subset_name!r}" if self.subset_name else ""
+        return (
+            f"TrainingSet({len(self)} samples in {self.plan.n_blocks} blocks, inputs={list(self.spec.inputs)}, "
+            f"targets={list(self.spec.targets)}, x{self.x_shape}{subset})"
+        )
+
+    @property
+    def x_shape(self) -> tuple[int, ...]:
+        """Shape of one input sample ``(channels, *patch)``."""
+        return self.spec.x_shape(self.dims)
+
+    @property
+    def y_shape(self) -> tuple[int, ...]:
+        """Shape of one target sample."""
+        return self.spec.y_shape(self.dims)
+
+    @property
+    def stats(self) -> NormStats | None:
+        """Normalisation statistics over the train cells (computed on first use), or None."""
+        needs = self.normalise or self.nan.fill in ("mean", "seasonal")
+        if self._stats is None and needs:
+            cell_mask = None
+            if self.grid is not None and "train" in self.grid.names:
+                grid, code = self.grid, self.grid.code("train")
+                cell_mask = lambda region: grid.cell_labels(region) == code  # noqa: E731
+            self._stats = compute_stats(
+                self.ds,
+                self.variables,
+                cell_mask=cell_mask,
+                climatology=self.nan.fill == "seasonal",
+                threads=self.threads,
+                progress=False,
+            )
+        return self._stats
+
+    def subset(self, name: str) -> TrainingSet:
+        """The same training set restricted to split ``name``, sharing the train statistics.
+
+        >>> import numpy as np, xarray as xr
+        >>> from platform_lib.ml import SampleSpec, TimeSplit
+        >>> ds = xr.Dataset({"a": (("time",), np.zeros(20, "float32"))},
+        ...                 coords={"time": __import__("pandas").date_range("2001", periods=20, freq="8D")})
+        >>> ts = TrainingSet(ds, SampleSpec(inputs="a", patch={"time": 2}),
+        ...                  split=TimeSplit({"train": (None, "2001-03-31"), "val": ("2001-04-01", None)}))
+        >>> len(ts), len(ts.subset("val"))
+        (6, 4)
+        """
+        if self.grid is None:
+            raise EsdlError("subset() needs a TrainingSet built with a split (BlockSplit or TimeSplit).")
+        self.grid.code(name)
+        return TrainingSet(
+            self.ds,
+            self.spec,
+            split=self.split,
+            subset=name,
+            nan=self.nan,
+            normalise=self.normalise,
+            stats=self.stats,
+            block_bytes=self.block_bytes,
+            window=self.window,
+            prefetch=self.prefetch,
+            threads=self.threads,
+        )
+
+    # -- reading and cutting --------------------------------------------------------------------
+    def read_block(self, block: int) -> _Block:
+        """Read block ``block`` once and keep the ids of its samples that survive the NaN policy."""
+        region = self.plan.region(block)
+        data = self.reader.read(region)
+        lo = np.array([sl.start for sl in region], dtype=np.int64)
+        ids = np.arange(*self.plan.block_samples(block).indices(self.plan.n_samples))
+        if self.nan.drop is not None:
+            keep = keep_samples(
+                self.nan,
+                data,
+                self.plan.starts[ids] - lo,
+                self.x_channels,
+                self.x_window,
+                self.y_channels,
+                self.y_window,
+                self.y_offset,
+            )
+            ids = ids[keep]
+        return _Block(data, lo, ids)
+
+    def cut(self, block: _Block, ids: np.ndarray) -> dict[str, np.ndarray]:
+        """Cut samples ``ids`` (all in ``block``) from memory: a batch dict of numpy arrays."""
+        origins = self.plan.starts[ids]
+        local = origins - block.lo
+        batch = {"x": self._windows(block.data, self.x_channels, local, self.x_window)}
+        if len(self.y_channels):
+            batch["y"] = self._windows(block.data, self.y_channels, local + self.y_offset, self.y_window)
+        for key, names, offset in (("x", self.spec.inputs, 0), ("y", self.spec.targets, self.y_offset)):
+            if key not in batch:
+                continue
+            arr = batch[key]
+            if self.nan.mask:
+                batch[f"{key}_mask"] = ~np.isnan(arr)
+            if self.nan.fill is not None:
+                self._fill(arr, names, origins + offset)
+            if self.normalise is True or (self.normalise == "inputs" and key == "x"):
+                stats = self.stats
+                assert stats is not None
+                stats.normalise(arr, names)
+        n = len(ids)
+        keep_dims = [k for k, d in enumerate(self.dims) if d in self.spec.patch]
+        for key in list(batch):
+            arr = batch[key]
+            batch[key] = arr.reshape(n, arr.shape[1], *(arr.shape[2 + k] for k in keep_dims))
+        batch["origin"] = origins.astype(np.int64)
+        batch["sample"] = ids.astype(np.int64)
+        return batch
+
+    def _windows(
+        self, data: np.ndarray, channels: np.ndarray, origins: np.ndarray, window: tuple[int, ...]
+    ) -> np.ndarray:
+        out = np.empty((len(origins), len(channels), *window), dtype=data.dtype)
+        index = tuple(origins.T)
+        for j, c in enumerate(channels):
+            out[:, j] = sliding_window_view(data[c], window)[index]
+        return out
+
+    def _fill(self, arr: np.ndarray, names: tuple[str, ...], origins: np.ndarray) -> None:
+        holes = np.isnan(arr)
+        if not holes.any():
+            return
+        if not isinstance(self.nan.fill, str):
+            arr[holes] = float(self.nan.fill)  # type: ignore[arg-type]
+            return
+        stats = self.stats
+        assert stats is not None
+        idx = stats.index(names)
+        if self.nan.fill == "seasonal" and stats.climatology is not None and self._slots is not None:
+            where = np.nonzero(holes)
+            sample, chan, offs = where[0], where[1], where[2:]
+            glob = [origins[sample, k] + offs[k] for k in range(len(self.dims))]
+            t = self.dims.index("time")
+            space = [glob[k] for k, d in enumerate(self.dims) if d != "time"]
+            arr[where] = stats.climatology[(idx[chan], self._slots[glob[t]], *space)]
+            holes = np.isnan(arr)
+        means = np.broadcast_to(
+            stats.mean[idx].astype(arr.dtype).reshape(1, -1, *([1] * (arr.ndim - 2))), arr.shape
+        )
+        arr[holes] = means[holes]
+
+    def sample(self, i: int) -> dict[str, np.ndarray]:
+        """Random access to sample id ``i`` (see :meth:`take`)."""
+        if not 0 <= i < len(self):
+            raise IndexError(f"sample {i} out of range for {len(self)} samples")
+        return {k: v[0] for k, v in self.take(np.array([i])).items()}
+
+    def take(self, ids: np.ndarray) -> dict[str, np.ndarray]:
+        """A batch of the sample ids ``ids`` in that order, read through a small block cache.
+
+        Block-ordered access (as :meth:`SamplePlan.epoch_order` gives) decodes each chunk once per
+        epoch; the NaN drop policy is not applied here, use :meth:`without_dropped` first.
+        """
+        ids = np.asarray(ids, dtype=np.int64)
+        if self._cache is None:
+            self._cache = BlockCache(self._read_region, size=self.window + self.prefetch + 1)
+        blocks = np.searchsorted(self.plan.block_ptr, ids, side="right") - 1
+        window = []
+        which = np.empty(len(ids), dtype=np.int64)
+        for k, b in enumerate(np.unique(blocks)):
+            window.append(self._cache.get(int(b)))
+            which[blocks == b] = k
+        return self._cut_mixed(window, which, ids)
+
+    def _read_region(self, block: int) -> _Block:
+        region = self.plan.region(block)
+        lo = np.array([s.start for s in region], dtype=np.int64)
+        return _Block(self.reader.read(region), lo, np.zeros(0, dtype=np.int64))
+
+    def without_dropped(self, progress: bool = True) -> TrainingSet:
+        """A copy whose plan no longer holds the samples the NaN drop policy removes (one read pass).
+
+        Needed for random access (map-style datasets, Keras), whose length must be known up front.
+        """
+        if self.nan.drop is None:
+            return self
+        keep = np.zeros(self.plan.n_samples, dtype=bool)
+        blocks = np.arange(self.plan.n_blocks)
+        bar = _bar(progress, len(blocks), "NaN filter")
+        for _, block in read_ahead(self.read_block, blocks, prefetch=self.prefetch, threads=self.threads):
+            keep[block.ids] = True
+            bar.update(1)
+        bar.close()
+        return self._replace_plan(self.plan.subset(keep))
+
+    def _replace_plan(self, plan: SamplePlan) -> TrainingSet:
+        new = TrainingSet.__new__(TrainingSet)
+        new.__dict__.update(self.__dict__)
+        new.plan, new._cache = plan, None
+        new._stats = self.stats
+        return new
+
+    # -- epoch iteration ------------------------------------------------------------------------
+    def iter_batches(
+        self,
+        batch_size: int | None,
+        *,
+        seed: int = 0,
+        epoch: int = 0,
+        shuffle: bool = True,
+        shard: int = 0,
+        n_shards: int = 1,
+        drop_last: bool = False,
+        progress: bool = False,
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """One epoch of batches (dicts of numpy arrays) for shard ``shard`` of ``n_shards``.
+
+        Blocks are read once each (``prefetch`` ahead, in threads) in a seeded shuffled order; samples
+        are shuffled within ``window`` blocks. ``batch_size=None`` yields single samples.
+        """
+        if batch_size is not None and batch_size < 1:
+            raise EsdlError(f"batch_size must be a positive integer or None; got {batch_size}.")
+        if self.stats is None and (self.normalise or self.nan.fill in ("mean", "seasonal")):
+            raise EsdlError("Normalisation statistics could not be computed.")
+        blocks = self.plan.epoch_blocks(
+            seed=seed, epoch=epoch, shuffle=shuffle, shard=shard, n_shards=n_shards
+        )
+        rng = window_rng(seed, epoch, shard, n_shards)
+        size = batch_size or 256
+        pending: list[dict[str, np.ndarray]] = []
+        n_pending = 0
+        bar = _bar(progress, len(blocks), "blocks")
+        stream = read_ahead(self.read_block, blocks, prefetch=self.prefetch, threads=self.threads)
+        window: list[_Block] = []
+        for i, (_, block) in enumerate(stream):
+            window.append(block)
+            bar.update(1)
+            if len(window) < self.window and i < len(blocks) - 1:
+                continue
+            which = np.concatenate([np.full(len(b.ids), k) for k, b in enumerate(window)]).astype(np.int64)
+            gids = np.concatenate([b.ids for b in window]).astype(np.int64)
+            order = rng.permutation(len(which)) if shuffle else np.arange(len(which))
+            for start in range(0, len(order), size):
+                take = order[start : start + size]
+                if batch_size is None:
+                    yield from _rows(self._cut_mixed(window, which[take], gids[take]))
+                    continue
+                need = batch_size - n_pending
+                piece = self._cut_mixed(window, which[take[:need]], gids[take[:need]])
+                rest = take[need:]
+                pending.append(piece)
+                n_pending += len(piece["sample"])
+                if n_pending == batch_size:
+                    yield _concat(pending)
+                    pending, n_pending = [], 0
+                if len(rest):
+                    pending.append(self._cut_mixed(window, which[rest], gids[rest]))
+                    n_pending += len(rest)
+            window = []
+        bar.close()
+        if pending and not drop_last:
+            yield _concat(pending)
+
+    def _cut_mixed(self, window: list[_Block], which: np.ndarray, ids: np.ndarray) -> dict[str, np.ndarray]:
+        """Cut samples ``ids`` (``which``: their block's position in ``window``), keeping their order."""
+        parts, positions = [], []
+        for k in np.unique(which):
+            sel = np.flatnonzero(which == k)
+            block = window[int(k)]
+            parts.append(self.cut(block, ids[sel]))
+            positions.append(sel)
+        if len(parts) == 1:
+            return parts[0]
+        pos = np.concatenate(positions)
+        out = {}
+        for key in parts[0]:
+            first = parts[0][key]
+            arr = np.empty((len(pos), *first.shape[1:]), dtype=first.dtype)
+            for p, part in zip(positions, parts, strict=True):
+                arr[p] = part[key]
+            out[key] = arr
+        return out
+
+
+def _concat(pieces: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    if len(pieces) == 1:
+        return pieces[0]
+    return {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
+
+
+def _rows(batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+    for i in range(len(batch["sample"])):
+        yield {k: v[i] for k, v in batch.items()}
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _bar(progress: bool, total: int, desc: str) -> Any:
+    if not progress:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="block")

@@ -1,0 +1,303 @@
+"""The chunk-aware sampler: samples equal the cube, each once per epoch, seeded order, chunks decoded once,
+leak-free splits, NaN policies, streaming statistics and clear errors for bad specs."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+from ml_helpers import CHUNKINGS, synthetic_cube, write_cube
+
+from platform_lib.errors import EsdlError
+from platform_lib.ml import BlockSplit, NanPolicy, SampleSpec, TimeSplit, TrainingSet
+
+VARS = ["air_temperature_2m", "gross_primary_productivity"]
+SPECS = {
+    "aligned": SampleSpec(inputs=VARS, targets=["kndvi"], patch={"time": 8, "lat": 6, "lon": 8}),
+    "overlap-forecast": SampleSpec(
+        inputs=VARS,
+        targets=["kndvi", "air_temperature_2m"],
+        patch={"time": 5, "lat": 3, "lon": 5},
+        stride={"time": 3, "lat": 2},
+        target_time="next",
+        horizon=2,
+    ),
+    "pixel-series": SampleSpec(inputs=["kndvi"], patch={"time": 46}, stride={"time": 23}),
+}
+
+
+@pytest.fixture(scope="module")
+def cube() -> xr.Dataset:
+    return synthetic_cube()
+
+
+@pytest.fixture(scope="module")
+def stores(cube, tmp_path_factory) -> dict[str, object]:
+    root = tmp_path_factory.mktemp("ml-cubes")
+    return {name: write_cube(cube, root / f"{name}.zarr", chunks) for name, chunks in CHUNKINGS.items()}
+
+
+def expected(cube: xr.Dataset, spec: SampleSpec, origin: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The sample at ``origin`` by direct isel on the in-memory cube."""
+    dims = ("time", "lat", "lon")
+    sl = {d: slice(int(o), int(o) + spec.patch_of(d)) for d, o in zip(dims, origin, strict=True)}
+    keep = [d for d in dims if d in spec.patch]
+    x = np.stack([cube[v].isel(sl).transpose(*dims).values for v in spec.inputs])
+    x = x.reshape(len(spec.inputs), *(spec.patch[d] for d in keep))
+    if not spec.targets:
+        return x, None
+    ysl = {
+        d: slice(int(o) + spec.y_offset(d), int(o) + spec.y_offset(d) + spec.y_window(d))
+        for d, o in zip(dims, origin, strict=True)
+    }
+    y = np.stack([cube[v].isel(ysl).transpose(*dims).values for v in spec.targets])
+    return x, y.reshape(len(spec.targets), *(spec.y_window(d) for d in keep))
+
+
+@pytest.mark.parametrize("chunking", ["ts", "map"])
+@pytest.mark.parametrize("spec_name", list(SPECS))
+def test_every_sample_equals_the_cube_at_its_coordinates(cube, stores, chunking, spec_name):
+    spec = SPECS[spec_name]
+    ts = TrainingSet(stores[chunking], spec, normalise=False)
+    seen = 0
+    for batch in ts.iter_batches(16, seed=3):
+        assert batch["x"].shape[1:] == ts.x_shape
+        for i, origin in enumerate(batch["origin"]):
+            x, y = expected(cube, spec, origin)
+            np.testing.assert_array_equal(batch["x"][i], x)
+            if y is not None:
+                assert batch["y"].shape[1:] == ts.y_shape
+                np.testing.assert_array_equal(batch["y"][i], y)
+        seen += len(batch["sample"])
+    n_expected = 1
+    for d in ("time", "lat", "lon"):
+        n_expected *= (cube.sizes[d] - spec.extent_of(d)) // spec.stride_of(d) + 1
+    assert seen == len(ts) == n_expected
+
+
+@pytest.mark.parametrize("chunking", ["ts", "map"])
+def test_each_sample_once_per_epoch_over_shards_and_seeded_order(stores, chunking):
+    ts = TrainingSet(stores[chunking], SPECS["overlap-forecast"], normalise=False, window=2)
+
+    def epoch(seed, ep, n_shards):
+        return [
+            s
+            for shard in range(n_shards)
+            for b in ts.iter_batches(7, seed=seed, epoch=ep, shard=shard, n_shards=n_shards)
+            for s in b["sample"].tolist()
+        ]
+
+    for n_shards in (1, 3, 6):
+        ids = epoch(1, 0, n_shards)
+        assert sorted(ids) == list(range(len(ts))), f"not exactly once with {n_shards} shards"
+    assert epoch(1, 0, 1) == epoch(1, 0, 1)  # same seed, same order
+    assert epoch(1, 0, 1) != epoch(1, 1, 1)  # the next epoch reshuffles
+    assert epoch(1, 0, 1) != epoch(2, 0, 1)
+    ordered = epoch(1, 0, 1)
+    assert ordered != sorted(ordered)  # it is shuffled at all
+    batches = list(ts.iter_batches(7, seed=1))
+    assert all(len(b["sample"]) == 7 for b in batches[:-1])  # full batches across window boundaries
+
+
+class CountingStore(zarr.storage.LocalStore):
+    """A real local store that counts chunk reads per array."""
+
+    reads: Counter
+
+    async def get(self, key, prototype, byte_range=None):
+        if "/c/" in key:
+            self.reads[key.split("/c/")[0]] += 1
+        return await super().get(key, prototype, byte_range)
+
+
+@pytest.mark.parametrize("chunking", ["ts", "map"])
+def test_each_stored_chunk_is_decoded_once_per_epoch(stores, chunking):
+    store = CountingStore(str(stores[chunking]), read_only=True)
+    store.reads = Counter()
+    ds = xr.open_zarr(store, chunks=None)
+    spec = SPECS["aligned"]
+    ts = TrainingSet(ds, spec, normalise=False)
+    assert ts.plan.read_amplification == 1.0
+    n = sum(len(b["sample"]) for b in ts.iter_batches(32, seed=0))
+    assert n == len(ts)
+    chunks = CHUNKINGS[chunking]
+    n_chunks = int(np.prod([-(-ds.sizes[d] // chunks[d]) for d in ("time", "lat", "lon")]))
+    for var in spec.variables:
+        assert store.reads[var] == n_chunks, (var, store.reads[var], n_chunks)
+
+
+def test_misaligned_patches_read_each_chunk_at_most_once_when_memory_allows(stores):
+    ts = TrainingSet(stores["ts"], SPECS["overlap-forecast"], normalise=False)
+    assert ts.plan.read_amplification == 1.0  # blocks grew to whole chunk runs
+    small = TrainingSet(
+        stores["ts"], SPECS["overlap-forecast"], normalise=False, block_bytes=4 * 6 * 8 * 32 * 4
+    )
+    assert small.plan.read_amplification > 1.0  # a tight budget trades re-reads for memory
+    assert len(small) == len(ts)
+
+
+def _labels_of_extent(grid, origin, extent):
+    region = tuple(
+        slice(max(0, o - b), min(int(e[-1]), o + x + b))
+        for o, x, b, e in zip(origin, extent, grid.buffer, grid.edges, strict=True)
+    )
+    return np.unique(grid.cell_labels(region))
+
+
+def test_block_split_no_sample_crosses_a_boundary(stores):
+    split = BlockSplit(
+        {"time": 23, "lat": 6, "lon": 8},
+        {"train": 0.6, "val": 0.2, "test": 0.2},
+        buffer={"time": 2, "lat": 1},
+        seed=4,
+    )
+    spec = SampleSpec(
+        inputs=VARS, patch={"time": 4, "lat": 3, "lon": 3}, stride={"time": 2, "lat": 1, "lon": 1}
+    )
+    train = TrainingSet(stores["ts"], spec, split=split, normalise=False)
+    cells = {}
+    for name in ("train", "val", "test"):
+        ts = train.subset(name)
+        assert len(ts) > 0
+        code = ts.grid.code(name)
+        covered = np.zeros((92, 12, 24), bool)
+        for batch in ts.iter_batches(64, seed=0):
+            for origin in batch["origin"]:
+                assert _labels_of_extent(ts.grid, origin, ts.extent).tolist() == [code]
+                t, y, x = origin
+                covered[t : t + 4, y : y + 3, x : x + 3] = True
+        cells[name] = covered
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        assert not (cells[a] & cells[b]).any()
+        # the buffer keeps 2 time steps between samples of different splits that share a pixel
+        dilated = cells[a].copy()
+        for shift in (1, 2):
+            dilated[shift:] |= cells[a][:-shift]
+            dilated[:-shift] |= cells[a][shift:]
+        assert not (dilated & cells[b]).any()
+
+
+def test_time_split_keeps_a_buffer_between_periods(stores, cube):
+    split = TimeSplit({"train": (None, "2001-12-31"), "val": ("2002-01-01", None)}, buffer=3)
+    spec = SampleSpec(inputs=VARS, targets="kndvi", patch={"time": 6}, target_time="next", horizon=2)
+    train = TrainingSet(stores["map"], spec, split=split, normalise=False)
+    val = train.subset("val")
+    last_train = (
+        max(int(b["origin"][:, 0].max()) for b in train.iter_batches(256)) + spec.extent_of("time") - 1
+    )
+    first_val = min(int(b["origin"][:, 0].min()) for b in val.iter_batches(256))
+    assert cube.time.values[last_train] < np.datetime64("2002-01-01")
+    assert first_val - last_train > 3
+    with pytest.raises(EsdlError, match="Unknown split 'valid'.*Did you mean 'val'"):
+        train.subset("valid")
+
+
+def _all_raw(ts):
+    raw = TrainingSet(ts.ds, ts.spec, normalise=False)
+    return {
+        int(s): (x, y)
+        for b in raw.iter_batches(256)
+        for s, x, y in zip(b["sample"], b["x"], b["y"], strict=True)
+    }
+
+
+def test_nan_policies_do_what_they_say(stores):
+    spec = SampleSpec(
+        inputs=["gross_primary_productivity", "kndvi"],
+        targets="air_temperature_2m",
+        patch={"time": 4, "lat": 2, "lon": 2},
+    )
+    raw = _all_raw(TrainingSet(stores["ts"], spec, normalise=False))
+    any_nan = {s for s, (x, y) in raw.items() if np.isnan(x).any() or np.isnan(y).any()}
+    all_nan = {s for s, (x, y) in raw.items() if np.isnan(x).all() or np.isnan(y).all()}
+    assert any_nan and all_nan and len(any_nan) > len(all_nan)
+
+    def ids(nan):
+        ts = TrainingSet(stores["ts"], spec, nan=nan, normalise=False)
+        return [s for b in ts.iter_batches(32) for s in b["sample"].tolist()]
+
+    assert sorted(ids("drop-any")) == sorted(set(raw) - any_nan)
+    assert sorted(ids(NanPolicy(drop="all"))) == sorted(set(raw) - all_nan)
+
+    filled = TrainingSet(stores["ts"], spec, nan=NanPolicy(fill=-9.0, mask=True), normalise=False)
+    for b in filled.iter_batches(64):
+        for s, x, m in zip(b["sample"], b["x"], b["x_mask"], strict=True):
+            x0 = raw[int(s)][0]
+            np.testing.assert_array_equal(m, ~np.isnan(x0))
+            np.testing.assert_array_equal(x, np.where(np.isnan(x0), -9.0, x0))
+
+    mean = TrainingSet(stores["ts"], spec, nan="fill-mean")  # normalised: holes become 0
+    for b in mean.iter_batches(64):
+        assert not np.isnan(b["x"]).any()
+        holes = np.stack([np.isnan(raw[int(s)][0]) for s in b["sample"]])
+        np.testing.assert_allclose(b["x"][holes], 0.0, atol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore:Mean of empty slice")
+def test_seasonal_fill_uses_the_pixel_mean_seasonal_cycle(stores, cube):
+    spec = SampleSpec(inputs=["gross_primary_productivity"], patch={"time": 46, "lat": 1, "lon": 1})
+    ts = TrainingSet(stores["ts"], spec, nan="fill-seasonal", normalise=False)
+    gpp = cube["gross_primary_productivity"].values
+    clim = np.nanmean(gpp.reshape(2, 46, 12, 24), axis=0)  # two years, same slots
+    overall = np.nanmean(gpp)
+    for b in ts.iter_batches(64):
+        for (t, y, x), series in zip(b["origin"], b["x"][:, 0, :, 0, 0], strict=True):
+            want = gpp[t : t + 46, y, x].copy()
+            fill = clim[(np.arange(t, t + 46) % 46), y, x]
+            fill = np.where(np.isnan(fill), overall, fill)
+            want[np.isnan(want)] = fill[np.isnan(want)]
+            np.testing.assert_allclose(series, want, rtol=1e-5)
+
+
+def test_normalisation_stats_are_computed_on_train_cells_only(stores, cube):
+    split = BlockSplit({"time": 46, "lon": 12}, {"train": 0.5, "test": 0.5}, seed=1)
+    spec = SampleSpec(inputs=VARS, patch={"time": 8})
+    ts = TrainingSet(stores["map"], spec, split=split)
+    grid = ts.grid
+    labels = grid.cell_labels((slice(0, 92), slice(0, 12), slice(0, 24)))
+    train = labels == grid.code("train")
+    for k, v in enumerate(VARS):
+        values = cube[v].values[train]
+        assert ts.stats.mean[k] == pytest.approx(np.nanmean(values.astype("float64")), rel=1e-9)
+        assert ts.stats.std[k] == pytest.approx(np.nanstd(values.astype("float64")), rel=1e-9)
+        assert ts.stats.count[k] == np.isfinite(values).sum()
+    x = np.concatenate([b["x"] for b in ts.iter_batches(256)])
+    assert abs(np.nanmean(x[:, 0])) < 0.1 and abs(np.nanstd(x[:, 0]) - 1) < 0.1
+    assert ts.subset("test").stats is ts.stats
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"inputs": ["air_temprature_2m"], "patch": {"time": 4}},
+            "not in the cube.*Did you mean 'air_temperature_2m'",
+        ),
+        ({"inputs": VARS, "patch": {"time": 400}}, "needs 400 cells along 'time' but the cube has only 92"),
+        ({"inputs": VARS, "patch": {"lat": 4, "lon": 30}}, "along 'lon' but the cube has only 24"),
+        ({"inputs": VARS, "patch": {"depth": 4}}, "patch dim 'depth' is not a dim of the cube"),
+        (
+            {"inputs": VARS, "targets": "kndvi", "patch": {"time": 90}, "target_time": "next", "horizon": 3},
+            "needs 93",
+        ),
+    ],
+)
+def test_bad_spec_gives_a_clear_error(stores, kwargs, message):
+    with pytest.raises(EsdlError, match=message):
+        TrainingSet(stores["ts"], SampleSpec(**kwargs))
+
+
+def test_bad_arguments_give_clear_errors(stores):
+    with pytest.raises(EsdlError, match="positive integer"):
+        SampleSpec(inputs=VARS, patch={"time": -1})
+    with pytest.raises(EsdlError, match="stride names dim 'lat' that has no patch size"):
+        SampleSpec(inputs=VARS, patch={"time": 4}, stride={"lat": 2})
+    with pytest.raises(EsdlError, match="Unknown NaN policy 'drop'"):
+        TrainingSet(stores["ts"], SampleSpec(inputs=VARS, patch={"time": 4}), nan="drop")
+    with pytest.raises(EsdlError, match="No cube store at"):
+        TrainingSet(stores["ts"].parent / "missing.zarr", SampleSpec(inputs=VARS, patch={"time": 4}))
+    with pytest.raises(EsdlError, match="BlockSplit names dim 'height'"):
+        TrainingSet(stores["ts"], SampleSpec(inputs=VARS, patch={"time": 4}), split=BlockSplit({"height": 3}))
