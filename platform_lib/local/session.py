@@ -1,0 +1,80 @@
+"""What a user's session finds when it starts: the curated notebooks and the ``team`` folder.
+
+The hub calls :func:`prepare_home` (as ``Spawner.pre_spawn_hook``) before each server start. Curated
+notebooks from ``<repo>/notebooks/`` are copied in once each: a file the user edited, renamed or deleted
+is never touched again (the names already copied are kept in ``~/.esdl/seeded.json``); notebooks added
+to the repository later arrive at the next start. ``~/team`` is a link to the project's shared folder.
+
+>>> import tempfile
+>>> from pathlib import Path
+>>> tmp = Path(tempfile.mkdtemp())
+>>> (tmp / "nb").mkdir(); _ = (tmp / "nb" / "intro.ipynb").write_text("{}")
+>>> (tmp / "team").mkdir()
+>>> prepare_home(tmp / "home" / "ada", notebooks_dir=tmp / "nb", team_dir=tmp / "team")
+['intro.ipynb']
+>>> sorted(p.name for p in (tmp / "home" / "ada").iterdir())
+['.esdl', 'intro.ipynb', 'team']
+>>> prepare_home(tmp / "home" / "ada", notebooks_dir=tmp / "nb", team_dir=tmp / "team")
+[]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+SEED_RECORD = ".esdl/seeded.json"
+_SKIP = {".ipynb_checkpoints", "__pycache__", ".git"}
+
+
+def _curated_files(notebooks_dir: Path) -> list[Path]:
+    if not notebooks_dir.is_dir():
+        return []
+    out = []
+    for path in sorted(notebooks_dir.rglob("*")):
+        rel = path.relative_to(notebooks_dir)
+        if path.is_file() and not any(part in _SKIP or part.startswith(".") for part in rel.parts):
+            out.append(rel)
+    return out
+
+
+def prepare_home(
+    home: str | os.PathLike[str], *, notebooks_dir: str | os.PathLike[str], team_dir: str | os.PathLike[str]
+) -> list[str]:
+    """Create ``home``, copy in curated notebooks not copied before, link ``team``; return what was copied."""
+    home, notebooks_dir, team_dir = Path(home), Path(notebooks_dir), Path(team_dir)
+    home.mkdir(parents=True, exist_ok=True)
+    record = home / SEED_RECORD
+    record.parent.mkdir(exist_ok=True)
+    try:
+        seeded = set(json.loads(record.read_text()))
+    except (FileNotFoundError, json.JSONDecodeError):
+        seeded = set()
+    copied = []
+    for rel in _curated_files(notebooks_dir):
+        key = rel.as_posix()
+        target = home / rel
+        if key in seeded or target.exists() or target.is_symlink():
+            seeded.add(key)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(notebooks_dir / rel, target)
+        seeded.add(key)
+        copied.append(key)
+    tmp = record.with_suffix(".tmp")
+    tmp.write_text(json.dumps(sorted(seeded), indent=1))
+    os.replace(tmp, record)
+    link = home / "team"
+    if not link.is_symlink() and not link.exists():
+        link.symlink_to(team_dir, target_is_directory=True)
+    return copied
+
+
+def pre_spawn_hook(spawner: Any, *, notebooks_dir: str, team_dir: str) -> None:
+    """``Spawner.pre_spawn_hook``: :func:`prepare_home` for the spawner's home folder."""
+    copied = prepare_home(spawner.home_dir, notebooks_dir=notebooks_dir, team_dir=team_dir)
+    if copied:
+        spawner.log.info("ESDL: copied %d curated notebook(s) into %s", len(copied), spawner.home_dir)

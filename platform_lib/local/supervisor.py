@@ -1,0 +1,542 @@
+"""The supervisor of the embedded platform: start, check, restart and stop each project's processes.
+
+Per project three components run as detached processes (their own session, logs in ``logs/``): the
+Dask Gateway (with its own proxy and, later, the users' clusters), configurable-http-proxy, and the
+JupyterHub (which spawns the users' servers). Start order: gateway and proxy, then the hub once both
+answer; :func:`up` returns when the login page answers through the proxy.
+
+Every process of a project carries ``ESDL_PLATFORM=<its state folder>`` in its environment (the user
+servers, kernels and Dask processes inherit or are given it), so :func:`down` can stop every process the
+platform started, however it got there, and leave no orphans. A component that died (even ``kill -9``)
+is reported by :func:`status` and restarted by the next :func:`up`; user servers survive a hub restart
+(``cleanup_servers = False``) because the hub finds them again from its database.
+
+>>> [c for c in COMPONENTS]
+['gateway', 'proxy', 'hub']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from platform_lib.errors import EsdlError
+from platform_lib.local.configs import (
+    ROLE_VARIABLE,
+    TAG_VARIABLE,
+    PlatformSettings,
+    missing_stores,
+    proxy_command,
+    venv_bin,
+    write_configs,
+)
+from platform_lib.local.layout import ProjectLayout, known_layouts, write_private_json
+from platform_lib.projects import ProjectSpec, ProjectSpecError, load_project
+
+COMPONENTS = ("gateway", "proxy", "hub")
+START_TIMEOUT = {"gateway": 60.0, "proxy": 30.0, "hub": 120.0}
+LOG_TAIL_LINES = 25
+
+
+class PlatformStartError(EsdlError):
+    """A component did not start; the message holds the last lines of its log."""
+
+
+def _psutil():
+    try:
+        import psutil
+    except ImportError:  # pragma: no cover - psutil comes with the hub extra (ipykernel, distributed)
+        raise EsdlError(
+            "the embedded platform needs the hub extra: pip install 'esdl-platform[hub]'"
+        ) from None
+    return psutil
+
+
+def check_requirements() -> None:
+    """Raise a clear error when the hub extra (JupyterHub, dask-gateway, NativeAuthenticator) is missing."""
+    missing = [m for m in ("jupyterhub", "dask_gateway_server", "nativeauthenticator", "dask_gateway", "psutil")
+               if importlib.util.find_spec(m) is None]  # fmt: skip
+    if missing:
+        raise EsdlError(f"the embedded platform needs {', '.join(missing)}: pip install 'esdl-platform[hub]'")
+    for script in ("jupyterhub", "jupyterhub-singleuser", "dask-gateway-server", "dask"):
+        if not (venv_bin() / script).exists():
+            raise EsdlError(
+                f"{venv_bin() / script} is missing: pip install 'esdl-platform[hub]' into this Python"
+            )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# processes
+
+
+@dataclass
+class Component:
+    """One supervised process: how to start it and how to tell that it answers."""
+
+    name: str
+    cmd: list[str]
+    cwd: Path
+    env: dict[str, str]
+    health_url: str
+    health_headers: dict[str, str] = field(default_factory=dict)
+
+
+def _base_env(s: PlatformSettings, role: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("JUPYTERHUB_", "DASK_GATEWAY", "CONFIGPROXY_"))
+    }
+    env["PATH"] = f"{venv_bin()}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONUNBUFFERED"] = "1"
+    env[TAG_VARIABLE] = s.tag
+    env[ROLE_VARIABLE] = role
+    return env
+
+
+def components(s: PlatformSettings) -> dict[str, Component]:
+    """The three components of one project, in start order."""
+    layout, ports = s.layout, s.ports
+    proxy_env = _base_env(s, "proxy")
+    proxy_env["CONFIGPROXY_AUTH_TOKEN"] = layout.read_secret("proxy_token")
+    return {
+        "gateway": Component(
+            "gateway",
+            [str(venv_bin() / "dask-gateway-server"), "-f", str(layout.gateway_config)],
+            layout.gateway_dir,
+            _base_env(s, "gateway"),
+            f"http://127.0.0.1:{ports['gateway_api']}/api/health",
+        ),
+        "proxy": Component(
+            "proxy",
+            proxy_command(s),
+            layout.root,
+            proxy_env,
+            f"http://127.0.0.1:{ports['proxy_api']}/api/routes",
+            {"Authorization": f"token {layout.read_secret('proxy_token')}"},
+        ),
+        "hub": Component(
+            "hub",
+            [str(venv_bin() / "jupyterhub"), "-f", str(layout.hub_config)],
+            layout.hub_dir,
+            _base_env(s, "hub"),
+            f"http://127.0.0.1:{ports['hub']}/hub/health",
+        ),
+    }
+
+
+def http_ok(url: str, headers: dict[str, str] | None = None, timeout: float = 2.0) -> bool:
+    """Whether ``url`` answers with a 2xx status.
+
+    >>> http_ok("http://127.0.0.1:9/nothing-listens-here")
+    False
+    """
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            return 200 <= resp.status < 300
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _record(layout: ProjectLayout, name: str) -> dict[str, Any] | None:
+    try:
+        return json.loads(layout.run_file(name).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _process(record: dict[str, Any] | None):
+    """The live process of a run record, or ``None`` (gone, reused pid, or a zombie)."""
+    if not record:
+        return None
+    psutil = _psutil()
+    try:
+        proc = psutil.Process(record["pid"])
+        if abs(proc.create_time() - record["create_time"]) > 0.5 or proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return proc
+    except (psutil.NoSuchProcess, psutil.AccessDenied, KeyError):
+        return None
+
+
+def tagged_processes(tag: str, roles: Iterable[str] | None = None) -> list:
+    """Every live process whose environment has ``ESDL_PLATFORM=tag`` (and a role in ``roles``)."""
+    psutil = _psutil()
+    wanted = set(roles) if roles is not None else None
+    out = []
+    for proc in psutil.process_iter():
+        if proc.pid == os.getpid():
+            continue
+        try:
+            env = proc.environ()
+            mine = env.get(TAG_VARIABLE) == tag and (wanted is None or env.get(ROLE_VARIABLE) in wanted)
+            if mine and proc.status() != psutil.STATUS_ZOMBIE:
+                out.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+            continue
+    return out
+
+
+def terminate(processes: Sequence, timeout: float = 10.0) -> None:
+    """SIGTERM ``processes``, wait up to ``timeout`` s, then SIGKILL what is left, and reap."""
+    psutil = _psutil()
+    alive = []
+    for p in processes:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            p.terminate()
+            alive.append(p)
+    _, alive = psutil.wait_procs(alive, timeout=timeout)
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            p.kill()
+    psutil.wait_procs(alive, timeout=5)
+
+
+def _log_tail(path: Path, offset: int, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            text = fh.read().decode(errors="replace")
+    except FileNotFoundError:
+        return "(no log)"
+    tail = text.strip().splitlines()[-lines:]
+    return "\n".join(f"    {line}" for line in tail) or "    (the log is empty)"
+
+
+@dataclass
+class _Started:
+    component: Component
+    popen: subprocess.Popen
+    log_offset: int
+
+
+def _start(s: PlatformSettings, comp: Component, config_hash: str) -> _Started:
+    layout = s.layout
+    # a leftover of an earlier run of this component (its record lost, or a dead gateway's clusters)
+    roles = ("gateway", "cluster") if comp.name == "gateway" else (comp.name,)
+    terminate(tagged_processes(s.tag, roles), timeout=5)
+    log_path = layout.log_file(comp.name)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    offset = os.lseek(fd, 0, os.SEEK_END)
+    os.write(
+        fd, f"\n=== esdl up: starting {comp.name} at {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n".encode()
+    )
+    try:
+        popen = subprocess.Popen(
+            comp.cmd, cwd=comp.cwd, env=comp.env, stdin=subprocess.DEVNULL, stdout=fd, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    finally:
+        os.close(fd)
+    proc = _psutil().Process(popen.pid)
+    write_private_json(
+        layout.run_file(comp.name),
+        {"pid": popen.pid, "create_time": proc.create_time(), "cmd": comp.cmd, "config_hash": config_hash,
+         "started": time.time(), "log": str(log_path)},
+    )  # fmt: skip
+    return _Started(comp, popen, offset)
+
+
+def _wait_healthy(s: PlatformSettings, started: Sequence[_Started], timeout_scale: float = 1.0) -> None:
+    pending = list(started)
+    t0 = time.monotonic()
+    while pending:
+        for st in list(pending):
+            comp = st.component
+            if st.popen.poll() is not None:
+                raise PlatformStartError(
+                    f"project {s.spec.name!r}: {comp.name} exited with code {st.popen.returncode} while starting;"
+                    f" last lines of {s.layout.log_file(comp.name)}:\n{_log_tail(s.layout.log_file(comp.name), st.log_offset)}"
+                )
+            if http_ok(comp.health_url, comp.health_headers, timeout=1.0):
+                pending.remove(st)
+            elif time.monotonic() - t0 > START_TIMEOUT[comp.name] * timeout_scale:
+                raise PlatformStartError(
+                    f"project {s.spec.name!r}: {comp.name} did not answer at {comp.health_url} within"
+                    f" {START_TIMEOUT[comp.name] * timeout_scale:.0f} s; last lines of"
+                    f" {s.layout.log_file(comp.name)}:\n{_log_tail(s.layout.log_file(comp.name), st.log_offset)}"
+                )
+        if pending:
+            time.sleep(0.05)
+
+
+def _login_page_ok(s: PlatformSettings) -> bool:
+    return http_ok(f"http://127.0.0.1:{s.ports['public']}/hub/login", timeout=2.0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# up
+
+
+@dataclass
+class ProjectPlatform:
+    """A prepared project: settings, components and config hashes (see :func:`prepare`)."""
+
+    settings: PlatformSettings
+    components: dict[str, Component]
+    hashes: dict[str, str]
+
+    @property
+    def name(self) -> str:
+        return self.settings.spec.name
+
+    @property
+    def url(self) -> str:
+        return self.settings.url
+
+
+def _running_ports(layout: ProjectLayout) -> list[int]:
+    """Ports held by this project's own running components (they may be kept)."""
+    ports = layout.saved_ports() or {}
+    live = {name for name in COMPONENTS if _process(_record(layout, name))}
+    owners = {
+        "gateway": ("gateway_api", "gateway_http", "gateway_tcp"),
+        "proxy": ("proxy_api", "public"),
+        "hub": ("hub",),
+    }
+    return [ports[p] for name in live for p in owners[name] if p in ports]
+
+
+def prepare(
+    spec: ProjectSpec, *, port: int | None = None, host: str = "127.0.0.1", log_level: str = "INFO"
+) -> ProjectPlatform:
+    """Check everything that can be checked before starting, then write state, credentials and configs."""
+    layout = ProjectLayout.for_project(spec.name)
+    settings = PlatformSettings(spec, layout, ports={}, host=host, log_level=log_level)
+    problems = missing_stores(settings)
+    if problems:
+        raise ProjectSpecError(str(spec.source or spec.name), problems)
+    layout.ensure()
+    settings.ports = layout.assign_ports(port, busy_ok=_running_ports(layout), host=host)
+    layout.credentials(spec.users)
+    hashes = write_configs(settings)
+    return ProjectPlatform(settings, components(settings), hashes)
+
+
+def _plan(p: ProjectPlatform) -> list[str]:
+    """The components to (re)start: dead or with a changed config; a new proxy needs a new hub."""
+    layout = p.settings.layout
+    todo = []
+    for name in COMPONENTS:
+        record = _record(layout, name)
+        proc = _process(record)
+        if proc is None or record.get("config_hash") != p.hashes[name]:
+            todo.append(name)
+    if "proxy" in todo and "hub" not in todo:
+        todo.append("hub")  # the hub adds its routes to the proxy when it starts
+    return todo
+
+
+def start_project(p: ProjectPlatform, echo: Callable[[str], None] = print) -> list[str]:
+    """Start what is not running (stopping outdated components first); return what was started."""
+    s, layout = p.settings, p.settings.layout
+    todo = _plan(p)
+    for name in todo:  # outdated but alive: stop before starting the new one
+        proc = _process(_record(layout, name))
+        if proc is not None:
+            echo(f"  {p.name}: restarting {name} (configuration changed)")
+            terminate([proc])
+    first = [_start(s, p.components[n], p.hashes[n]) for n in ("gateway", "proxy") if n in todo]
+    _wait_healthy(s, first)
+    if "hub" in todo:
+        _wait_healthy(s, [_start(s, p.components["hub"], p.hashes["hub"])])
+    t0 = time.monotonic()
+    while not _login_page_ok(s):
+        if time.monotonic() - t0 > 30:
+            raise PlatformStartError(
+                f"project {p.name!r}: the login page at {s.url}hub/login does not answer"
+            )
+        time.sleep(0.05)
+    return todo
+
+
+def up(
+    projects: Sequence[str] = ("demo",),
+    *,
+    port: int | None = None,
+    host: str = "127.0.0.1",
+    log_level: str = "INFO",
+    echo: Callable[[str], None] = print,
+) -> list[ProjectPlatform]:
+    """Start (or repair) the platform of each project; return when every login page answers.
+
+    Specs, cube stores, ports and the installation are all checked before anything starts. If any
+    component fails to start, every project of this call is stopped again and the error names the
+    component and shows the end of its log.
+    """
+    if port is not None and len(projects) != 1:
+        raise EsdlError("--port applies to one project; start projects one at a time to choose their ports")
+    if len(set(projects)) != len(projects):
+        raise EsdlError(f"a project is named twice: {list(projects)}")
+    check_requirements()
+    specs = [load_project(name) for name in projects]  # every spec is valid before anything starts
+    prepared = [prepare(spec, port=port, host=host, log_level=log_level) for spec in specs]
+    publics = [p.settings.ports["public"] for p in prepared]
+    if len(set(publics)) != len(publics):
+        raise EsdlError(f"two projects would share the web port {publics}; give them different ports")
+    try:
+        for p in prepared:
+            started = start_project(p, echo)
+            what = f"started {', '.join(started)}" if started else "already running"
+            echo(f"{p.name}: ready at {p.url} ({what})")
+    except BaseException:
+        for p in prepared:
+            stop_project(p.settings.layout)
+        raise
+    return prepared
+
+
+# ---------------------------------------------------------------------------------------------------------
+# down and status
+
+
+def stop_project(layout: ProjectLayout, timeout: float = 10.0) -> int:
+    """Stop every process of one project (components, user servers, kernels, clusters); return the count.
+
+    All get SIGTERM at once (the gateway stops its clusters, servers their kernels), whatever is left
+    after ``timeout`` seconds gets SIGKILL, and a last sweep catches anything started meanwhile.
+    """
+    tag = str(layout.root.resolve())
+    procs = {proc.pid: proc for name in COMPONENTS if (proc := _process(_record(layout, name)))}
+    procs.update({proc.pid: proc for proc in tagged_processes(tag)})
+    terminate(list(procs.values()), timeout=timeout)
+    late = tagged_processes(tag)
+    terminate(late, timeout=2)
+    for name in COMPONENTS:
+        layout.run_file(name).unlink(missing_ok=True)
+    return len(procs) + len(late)
+
+
+def down(projects: Sequence[str] | None = None, echo: Callable[[str], None] = print) -> int:
+    """Stop the named projects (all with state when ``None``); return how many processes were stopped."""
+    layouts = known_layouts() if not projects else [ProjectLayout.for_project(n) for n in projects]
+    total = 0
+    for layout in layouts:
+        if not layout.exists():
+            raise EsdlError(f"project {layout.project!r} has never been started (no state in {layout.root})")
+        n = stop_project(layout)
+        total += n
+        echo(f"{layout.project}: stopped ({n} process(es))" if n else f"{layout.project}: not running")
+    return total
+
+
+@dataclass
+class ProjectStatus:
+    """What :func:`status` reports for one project."""
+
+    name: str
+    url: str | None
+    components: dict[str, str]  # running | dead | stopped | not answering
+    pids: dict[str, int]
+    user_servers: list[str]
+    clusters: int
+    credentials: dict[str, str]
+    state_dir: Path
+
+    @property
+    def state(self) -> str:
+        values = set(self.components.values())
+        if values == {"running"}:
+            return "running"
+        return "stopped" if values == {"stopped"} else "degraded"
+
+
+def project_status(layout: ProjectLayout) -> ProjectStatus:
+    """The state of each component of one project, its user servers and clusters."""
+    ports = layout.saved_ports()
+    url = f"http://localhost:{ports['public']}/" if ports else None
+    comps: dict[str, str] = {}
+    pids: dict[str, int] = {}
+    health = {}
+    if ports:
+        token = layout.read_secret("proxy_token") if layout.secret_file("proxy_token").exists() else ""
+        health = {
+            "gateway": (f"http://127.0.0.1:{ports['gateway_api']}/api/health", {}),
+            "proxy": (
+                f"http://127.0.0.1:{ports['proxy_api']}/api/routes",
+                {"Authorization": f"token {token}"},
+            ),
+            "hub": (f"http://127.0.0.1:{ports['hub']}/hub/health", {}),
+        }
+    for name in COMPONENTS:
+        record = _record(layout, name)
+        proc = _process(record)
+        if record is None:
+            comps[name] = "stopped"
+        elif proc is None:
+            comps[name] = "dead"
+        else:
+            pids[name] = proc.pid
+            url_, headers = health.get(name, ("", {}))
+            comps[name] = "running" if http_ok(url_, headers) else "not answering"
+    tag = str(layout.root.resolve())
+    servers, clusters = [], 0
+    for proc in tagged_processes(tag, ("user", "cluster")):
+        try:
+            cmd = " ".join(proc.cmdline())
+            env = proc.environ()
+        except Exception:  # noqa: BLE001 - a process that ended meanwhile
+            continue
+        if "jupyterhub-singleuser" in cmd:
+            servers.append(env.get("JUPYTERHUB_USER", "?"))
+        elif env.get(ROLE_VARIABLE) == "cluster" and "scheduler" in cmd:
+            clusters += 1
+    return ProjectStatus(
+        layout.project, url, comps, pids, sorted(servers), clusters, layout.stored_credentials(), layout.root
+    )
+
+
+def status(projects: Sequence[str] | None = None) -> list[ProjectStatus]:
+    """Status of the named projects (every project with state when ``None``)."""
+    layouts = known_layouts() if not projects else [ProjectLayout.for_project(n) for n in projects]
+    return [project_status(layout) for layout in layouts]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# foreground
+
+
+class _Stop(Exception):
+    pass
+
+
+def run_foreground(
+    prepared: Sequence[ProjectPlatform], echo: Callable[[str], None] = print, interval: float = 2.0
+) -> None:
+    """Watch the running projects, restart dead components, and stop everything on Ctrl-C or SIGTERM."""
+
+    def on_term(signum, frame):
+        raise _Stop()
+
+    old = signal.signal(signal.SIGTERM, on_term)
+    try:
+        echo("Press Ctrl-C to stop.")
+        while True:
+            time.sleep(interval)
+            for p in prepared:
+                todo = _plan(p)
+                if todo:
+                    echo(f"{p.name}: {', '.join(todo)} not running; restarting")
+                    start_project(p, echo)
+                    echo(f"{p.name}: ready again at {p.url}")
+    except (KeyboardInterrupt, _Stop):
+        echo("\nStopping ...")
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        for p in prepared:
+            n = stop_project(p.settings.layout)
+            echo(f"{p.name}: stopped ({n} process(es))")
+        sys.stdout.flush()
