@@ -378,7 +378,9 @@ def share_notebook(
     if not target_name.endswith(NOTEBOOK_SUFFIX):
         target_name += NOTEBOOK_SUFFIX
     if "/" in target_name or target_name.startswith("."):
-        raise EsdlError(f"invalid notebook name {target_name!r}: use a plain file name like 'analysis.ipynb'.")
+        raise EsdlError(
+            f"invalid notebook name {target_name!r}: use a plain file name like 'analysis.ipynb'."
+        )
     folder = team_notebooks_dir(team)
     target = folder / target_name
     nb.setdefault("metadata", {})["esdl"] = {
