@@ -31,7 +31,10 @@ _data = torch.utils.data
 
 
 def _tensors(batch: dict[str, np.ndarray]) -> dict[str, Any]:
-    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()}
+    return {
+        k: torch.from_numpy(np.ascontiguousarray(v)) if np.ndim(v) else torch.as_tensor(v)
+        for k, v in batch.items()
+    }
 
 
 def _rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:

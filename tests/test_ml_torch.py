@@ -1,0 +1,106 @@
+"""The PyTorch adapters: exactly once per epoch over DataLoader workers and ranks, map-style access, and a
+tiny model that learns through the DataLoader on the CPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ml_helpers import CHUNKINGS, synthetic_cube, write_cube
+
+torch = pytest.importorskip("torch", reason="the 'ml' extra (torch) is not installed")
+
+from platform_lib.ml import SampleSpec, TrainingSet  # noqa: E402
+from platform_lib.ml.torch import (  # noqa: E402
+    ChunkAwareSampler,
+    CubeIterableDataset,
+    CubeMapDataset,
+    make_dataloader,
+)
+
+SPEC = SampleSpec(
+    inputs=["air_temperature_2m", "kndvi"],
+    targets="gross_primary_productivity",
+    patch={"time": 8, "lat": 3, "lon": 4},
+    stride={"time": 4},
+)
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ml-torch")
+    cube = synthetic_cube(seed=1)
+    return {name: write_cube(cube, root / f"{name}.zarr", chunks) for name, chunks in CHUNKINGS.items()}
+
+
+def _ids(loader) -> list[int]:
+    return [s for batch in loader for s in batch["sample"].tolist()]
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create 3 worker processes")
+@pytest.mark.parametrize("num_workers", [0, 1, 3])
+def test_each_sample_exactly_once_per_epoch_with_workers_and_two_ranks(stores, num_workers):
+    ts = TrainingSet(stores["ts"], SPEC, nan="fill-mean", window=2)
+    everything: list[int] = []
+    for rank in range(2):
+        loader = make_dataloader(ts, batch_size=16, num_workers=num_workers, seed=5, rank=rank, world_size=2)
+        batch = next(iter(loader))
+        assert batch["x"].dtype == torch.float32 and tuple(batch["x"].shape[1:]) == ts.x_shape
+        assert not torch.isnan(batch["x"]).any()
+        everything += _ids(loader)
+    assert sorted(everything) == list(range(len(ts)))
+
+
+def test_set_epoch_reshuffles_and_the_same_seed_repeats(stores):
+    ts = TrainingSet(stores["map"], SPEC, normalise=False)
+    dataset = CubeIterableDataset(ts, batch_size=8, seed=11)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=0)
+    first = _ids(loader)
+    assert _ids(loader) == first
+    dataset.set_epoch(1)
+    second = _ids(loader)
+    assert second != first and sorted(second) == sorted(first) == list(range(len(ts)))
+
+
+def test_map_style_dataset_and_chunk_aware_sampler(stores):
+    ts = TrainingSet(stores["ts"], SPEC, nan="drop-any", normalise=False)
+    loader = make_dataloader(ts, batch_size=10, map_style=True, seed=2)
+    ds: CubeMapDataset = loader.dataset
+    assert len(ds) < len(ts)  # the NaN drop happened up front
+    ids = _ids(loader)
+    assert sorted(ids) == list(range(len(ds)))
+    batch = next(iter(loader))
+    assert not torch.isnan(batch["x"]).any() and not torch.isnan(batch["y"]).any()
+    one = ds[int(batch["sample"][0])]
+    torch.testing.assert_close(one["x"], batch["x"][0])
+    ranks = [list(ChunkAwareSampler(ds.training_set, seed=2, rank=r, world_size=2)) for r in range(2)]
+    assert sorted(ranks[0] + ranks[1]) == list(range(len(ds))) and not set(ranks[0]) & set(ranks[1])
+    # block-ordered access decodes each block once
+    assert ds.training_set._cache.misses <= ds.training_set.plan.n_blocks
+
+
+def test_a_tiny_model_learns_through_the_dataloader_on_cpu(stores):
+    torch.manual_seed(0)
+    spec = SampleSpec(
+        inputs=["air_temperature_2m", "kndvi"],
+        targets="gross_primary_productivity",
+        patch={"time": 8, "lat": 3, "lon": 4},
+        stride={"time": 2, "lat": 1, "lon": 1},
+    )
+    ts = TrainingSet(stores["ts"], spec, nan="drop-any")
+    model = torch.nn.Sequential(
+        torch.nn.Conv3d(2, 8, kernel_size=3, padding=1), torch.nn.ReLU(), torch.nn.Conv3d(8, 1, kernel_size=1)
+    )
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    loader = make_dataloader(ts, batch_size=32, num_workers=0, seed=0)
+    losses = []
+    for step, batch in enumerate(loader):
+        loss = torch.nn.functional.mse_loss(model(batch["x"]), batch["y"])
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+        if step == 40:
+            break
+    assert len(losses) > 20
+    print("losses", [round(v, 3) for v in losses])
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
