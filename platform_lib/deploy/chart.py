@@ -103,8 +103,8 @@ def kubernetes_versions() -> list[str]:
 def validate_manifests(docs: Iterable[Mapping[str, Any]], versions: Iterable[str] | None = None) -> list[str]:
     """Problems of ``docs`` against the Kubernetes OpenAPI schemas (strict: unknown fields are errors).
 
-    >>> validate_manifests([{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "dta": {}}])[0][:40]
-    'ConfigMap/x (Kubernetes 1.32): Addition'
+    >>> validate_manifests([{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "dta": {}}])[0]
+    "ConfigMap/x (Kubernetes 1.32): Additional properties are not allowed ('dta' was unexpected)"
     """
     kv = import_extra("kubernetes_validate", "deploy", "checking manifests")
     problems = []
