@@ -1,0 +1,52 @@
+"""Cube analyses: intrinsic dimension and multivariate extreme events.
+
+>>> from platform_lib.analysis import intrinsic_dimension, anomaly_features, anomaly_scores, detect_events
+>>> callable(detect_events)
+True
+"""
+
+from platform_lib.analysis.events import (
+    Events,
+    cell_area_km2,
+    detect_events,
+    event_skill,
+    event_table,
+    label_events,
+)
+from platform_lib.analysis.extremes import (
+    METHODS,
+    anomaly_features,
+    anomaly_scores,
+    anomaly_scores_block,
+    ewma,
+    quantile_scores,
+    raw_scores,
+    time_delay_embedding,
+)
+from platform_lib.analysis.intrinsic import (
+    TIME_SCALES,
+    decompose_time_scales,
+    intrinsic_dimension,
+    intrinsic_dimension_block,
+)
+
+__all__ = [
+    "METHODS",
+    "TIME_SCALES",
+    "Events",
+    "anomaly_features",
+    "anomaly_scores",
+    "anomaly_scores_block",
+    "cell_area_km2",
+    "decompose_time_scales",
+    "detect_events",
+    "event_skill",
+    "event_table",
+    "ewma",
+    "intrinsic_dimension",
+    "intrinsic_dimension_block",
+    "label_events",
+    "quantile_scores",
+    "raw_scores",
+    "time_delay_embedding",
+]

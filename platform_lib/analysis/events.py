@@ -1,0 +1,406 @@
+"""Extreme events from a score cube: threshold, label in space-time, describe, and check against truth.
+
+An event is a connected set of ``(time, lat, lon)`` cells whose score reaches a threshold, with
+26-connectivity (cells touching by a face, an edge or a corner, in time as in space) and, on a global
+grid, wrap-around in longitude: a cell in the last longitude column touches the first column, so an
+event crossing the dateline is one event (labels touching across the seam are merged with a
+union-find). Events smaller than ``min_size`` cells are dropped.
+
+The event table has one row per event: ``event_id, start, end, n_steps, duration_days, n_cells,
+area_km2`` (footprint of cells hit at any time, each weighted by ``cos(lat)``), ``volume_km2_days``
+(the sum of cell area x step length over the event's cells), the bounding box ``lat_min, lat_max,
+lon_min, lon_max`` (cell edges; ``lon_min > lon_max`` when it crosses the dateline), the
+``centroid_lat, centroid_lon`` (area-and-time weighted; circular mean in longitude), ``peak_score,
+peak_time`` and ``variables`` (features whose mean absolute standardised anomaly in the event is at
+least ``affected_threshold``, strongest first).
+
+>>> import numpy as np, pandas as pd, xarray as xr
+>>> lon = np.arange(-175.0, 180.0, 10.0)                     # global 10 degree grid
+>>> score = xr.DataArray(np.zeros((6, 3, 36)), dims=("time", "lat", "lon"),
+...     coords={"time": pd.date_range("2003-07-04", periods=6, freq="8D"), "lat": [40.0, 50.0, 60.0], "lon": lon})
+>>> score[1:4, 1, [0, 35]] = 1.0                             # one event on both sides of the dateline
+>>> events = detect_events(score, threshold=0.5, min_size=2)
+>>> events.table[["event_id", "n_steps", "duration_days", "lon_min", "lon_max"]].to_dict("records")
+[{'event_id': 1, 'n_steps': 3, 'duration_days': 24.0, 'lon_min': 170.0, 'lon_max': -170.0}]
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from scipy import ndimage
+
+from platform_lib.errors import EsdlError, allowed
+
+EARTH_RADIUS_KM = 6371.0088
+DEFAULT_QUANTILE = 0.995
+DEFAULT_MIN_SIZE = 8
+DIMS = ("time", "lat", "lon")
+
+
+def _as_cube(da: xr.DataArray, what: str) -> xr.DataArray:
+    missing = [d for d in DIMS if d not in da.dims]
+    extra = [d for d in da.dims if d not in DIMS]
+    if missing or extra:
+        raise EsdlError(
+            f"{what} must have exactly the dims {DIMS}; it has {tuple(map(str, da.dims))}"
+            + (f" (missing {missing})" if missing else "")
+            + (f" (select or reduce {extra} first)" if extra else "")
+            + "."
+        )
+    return da.transpose(*DIMS)
+
+
+def _spacing(coord: xr.DataArray) -> float:
+    values = np.asarray(coord.values, dtype=np.float64)
+    return float(np.median(np.abs(np.diff(values)))) if values.size > 1 else 1.0
+
+
+def is_global_lon(lon: xr.DataArray | np.ndarray) -> bool:
+    """True when ``lon`` cell centres cover all 360 degrees (so the first and last columns touch).
+
+    >>> is_global_lon(np.arange(-175.0, 180.0, 10.0)), is_global_lon(np.arange(0.0, 90.0, 10.0))
+    (True, False)
+    """
+    values = np.asarray(lon, dtype=np.float64)
+    if values.size < 2:
+        return False
+    step = float(np.median(np.abs(np.diff(values))))
+    return math.isclose(step * values.size, 360.0, rel_tol=1e-6)
+
+
+def _find(parent: np.ndarray, i: int) -> int:
+    root = i
+    while parent[root] != root:
+        root = parent[root]
+    while parent[i] != root:  # path compression
+        parent[i], i = root, parent[i]
+    return root
+
+
+def _merge_across_dateline(labels: np.ndarray, n: int) -> np.ndarray:
+    """Lookup table old label -> merged label for labels touching across the first/last lon column."""
+    first, last = labels[:, :, 0], labels[:, :, -1]
+    n_t, n_y = first.shape
+    pairs = []
+    for dt in (-1, 0, 1):
+        for dy in (-1, 0, 1):
+            a = first[max(0, -dt) : n_t - max(0, dt), max(0, -dy) : n_y - max(0, dy)]
+            b = last[max(0, dt) : n_t - max(0, -dt), max(0, dy) : n_y - max(0, -dy)]
+            hit = (a > 0) & (b > 0)
+            if hit.any():
+                pairs.append(np.stack([a[hit], b[hit]], axis=1))
+    parent = np.arange(n + 1)
+    if pairs:
+        for a, b in np.unique(np.concatenate(pairs), axis=0):
+            ra, rb = _find(parent, int(a)), _find(parent, int(b))
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)
+    return np.array([_find(parent, i) for i in range(n + 1)])
+
+
+def label_events(mask: xr.DataArray, *, min_size: int = 1, wrap_lon: bool | None = None) -> xr.DataArray:
+    """Label connected events in a boolean ``(time, lat, lon)`` mask: 0 outside events, 1..N inside.
+
+    26-connectivity in (time, lat, lon); ``wrap_lon`` (default: when the grid is global) also joins
+    the first and last longitude columns. Events of fewer than ``min_size`` cells are dropped; the rest
+    are numbered by their first cell (earliest start first). The mask is loaded into memory (one byte
+    per cell; the labels take four).
+
+    >>> import numpy as np, xarray as xr
+    >>> m = xr.DataArray(np.zeros((3, 2, 4), bool), dims=("time", "lat", "lon"), coords={"lon": [-135.0, -45.0, 45.0, 135.0]})
+    >>> m[0, 0, 0] = m[1, 1, 3] = m[2, 0, 1] = True   # (1,1,3) touches (0,0,0) across the dateline
+    >>> label_events(m).values[:, :, [0, 1, 3]].max(axis=(1, 2)).tolist()
+    [1, 1, 2]
+    """
+    if mask.dtype != bool:
+        raise EsdlError(
+            f"label_events needs a boolean mask, got dtype {mask.dtype}; threshold the scores first."
+        )
+    mask = _as_cube(mask, "the event mask")
+    m = np.asarray(mask.values, dtype=bool)
+    labels, n = ndimage.label(m, structure=np.ones((3, 3, 3), dtype=bool))
+    if wrap_lon is None:
+        wrap_lon = is_global_lon(mask["lon"]) if "lon" in mask.coords else False
+    if n and wrap_lon and m.shape[2] > 1:
+        labels = _merge_across_dateline(labels, n)[labels]
+    if n:
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)
+        keep = sizes >= max(min_size, 1)
+        keep[0] = False
+        flat = labels.ravel()
+        _, first_at = np.unique(flat, return_index=True)  # first cell of each label, raster (time) order
+        present = np.unique(flat)
+        order = present[keep[present]][np.argsort(first_at[keep[present]], kind="stable")]
+        lookup = np.zeros(labels.max() + 1, dtype=np.int32)
+        lookup[order] = np.arange(1, order.size + 1, dtype=np.int32)
+        labels = lookup[labels]
+    return xr.DataArray(
+        labels.astype(np.int32, copy=False),
+        coords=mask.coords,
+        dims=DIMS,
+        name="event",
+        attrs={
+            "long_name": "event label (0: no event)",
+            "connectivity": "26, wrap-around in lon" if wrap_lon else "26",
+        },
+    )
+
+
+def _step_days(time: xr.DataArray) -> np.ndarray:
+    """Length in days of each time step: the gap to the next stamp (the last repeats the median)."""
+    t = pd.DatetimeIndex(time.values)
+    if len(t) < 2:
+        return np.ones(len(t))
+    gaps = np.diff(t.values).astype("timedelta64[s]").astype(np.float64) / 86400.0
+    return np.append(gaps, np.median(gaps))
+
+
+def cell_area_km2(lat: np.ndarray, dlat: float, dlon: float) -> np.ndarray:
+    """Area of grid cells centred at ``lat`` (degrees), ``cos(lat)``-weighted.
+
+    >>> round(float(cell_area_km2(np.array([0.0]), 1.0, 1.0)[0]))
+    12364
+    """
+    km_per_degree = EARTH_RADIUS_KM * math.pi / 180.0
+    return km_per_degree**2 * dlat * dlon * np.cos(np.deg2rad(np.asarray(lat, dtype=np.float64)))
+
+
+def _lon_extent(lons: np.ndarray, dlon: float, circular: bool) -> tuple[float, float]:
+    lons = np.unique(lons)
+    if not circular or lons.size == 1:
+        return float(lons.min() - dlon / 2), float(lons.max() + dlon / 2)
+    gaps = np.diff(np.append(lons, lons[0] + 360.0))
+    i = int(np.argmax(gaps))  # the widest empty stretch is outside the event
+    if i == lons.size - 1:
+        return float(lons[0] - dlon / 2), float(lons[-1] + dlon / 2)
+    lo, hi = lons[i + 1] - dlon / 2, lons[i] + dlon / 2
+    return float((lo + 180.0) % 360.0 - 180.0), float((hi + 180.0) % 360.0 - 180.0)
+
+
+EVENT_COLUMNS = [
+    "event_id", "start", "end", "n_steps", "duration_days", "n_cells", "area_km2", "volume_km2_days",
+    "lat_min", "lat_max", "lon_min", "lon_max", "centroid_lat", "centroid_lon", "peak_score", "peak_time",
+    "variables",
+]  # fmt: skip
+
+
+def event_table(
+    labels: xr.DataArray,
+    scores: xr.DataArray | None = None,
+    features: xr.DataArray | None = None,
+    *,
+    affected_threshold: float = 1.0,
+) -> pd.DataFrame:
+    """One row per labelled event (see the module docstring for the columns).
+
+    ``scores`` (same grid) gives ``peak_score``/``peak_time``; ``features`` (the grid plus a
+    ``variable`` dim, e.g. :func:`~platform_lib.analysis.anomaly_features`) gives the affected
+    ``variables``: those whose mean absolute value over the event's cells is at least
+    ``affected_threshold`` (1 standard deviation for standardised anomalies).
+
+    >>> import numpy as np, xarray as xr
+    >>> lab = xr.DataArray(np.zeros((2, 2, 2), np.int32), dims=("time", "lat", "lon"),
+    ...     coords={"time": np.array(["2001-01-05", "2001-01-13"], "datetime64[ns]"), "lat": [0.5, 1.5], "lon": [0.5, 1.5]})
+    >>> lab[:, 0, 0] = 1
+    >>> row = event_table(lab).iloc[0]
+    >>> int(row.n_steps), float(row.duration_days), round(float(row.area_km2)), round(float(row.volume_km2_days))
+    (2, 16.0, 12364, 197822)
+    """
+    labels = _as_cube(labels, "the labels")
+    lab = np.asarray(labels.values)
+    t, y, x = np.nonzero(lab)
+    if t.size == 0:
+        return pd.DataFrame(columns=EVENT_COLUMNS)
+    lat = np.asarray(labels["lat"].values, dtype=np.float64)
+    lon = np.asarray(labels["lon"].values, dtype=np.float64)
+    times = pd.DatetimeIndex(labels["time"].values)
+    dlat, dlon = _spacing(labels["lat"]), _spacing(labels["lon"])
+    circular = is_global_lon(lon)
+    days = _step_days(labels["time"])
+    cum_days = np.concatenate([[0.0], np.cumsum(days)])
+    area = cell_area_km2(lat, dlat, dlon)
+    weight = area[y] * days[t]
+    df = pd.DataFrame({"id": lab[t, y, x], "t": t, "y": y, "x": x, "w": weight})
+    df["sin"] = weight * np.sin(np.deg2rad(lon[x]))
+    df["cos"] = weight * np.cos(np.deg2rad(lon[x]))
+    df["wlat"] = weight * lat[y]
+    if scores is not None:
+        sc = _as_cube(scores, "the scores")
+        values = (
+            sc.data.vindex[t, y, x].compute() if sc.chunks is not None else np.asarray(sc.values)[t, y, x]
+        )
+        df["score"] = np.asarray(values, dtype=np.float64)
+    g = df.groupby("id", sort=True)
+    agg = g.agg(t0=("t", "min"), t1=("t", "max"), n=("t", "size"), vol=("w", "sum"), s=("sin", "sum"),
+                c=("cos", "sum"), wlat=("wlat", "sum"), y0=("y", "min"), y1=("y", "max"))  # fmt: skip
+    footprint = df[["id", "y", "x"]].drop_duplicates()
+    fp_area = pd.Series(area[footprint["y"].to_numpy()], index=footprint.index).groupby(footprint["id"]).sum()
+    affected: dict[int, list[str]] = {}
+    if features is not None:
+        if "variable" not in features.dims:
+            raise EsdlError(f"features need a 'variable' dim; they have {tuple(map(str, features.dims))}.")
+        ft = features.transpose(*DIMS, "variable")
+        names = [str(v) for v in ft["variable"].values]
+        fv = ft.data.vindex[t, y, x].compute() if ft.chunks is not None else np.asarray(ft.values)[t, y, x]
+        mean_abs = (
+            pd.DataFrame(np.abs(np.asarray(fv, dtype=np.float64)), columns=names)
+            .groupby(df["id"].to_numpy())
+            .mean()
+        )
+        for eid, row in mean_abs.iterrows():
+            strong = row[row >= affected_threshold].sort_values(ascending=False)
+            affected[int(eid)] = list(strong.index)
+    rows = []
+    for a in agg.itertuples():
+        eid = int(a.Index)
+        lon_min, lon_max = _lon_extent(
+            lon[footprint.loc[footprint["id"] == eid, "x"].to_numpy()], dlon, circular
+        )
+        row = {
+            "event_id": int(eid),
+            "start": times[a.t0],
+            "end": times[a.t1],
+            "n_steps": int(a.t1 - a.t0 + 1),
+            "duration_days": float(cum_days[a.t1 + 1] - cum_days[a.t0]),
+            "n_cells": int(a.n),
+            "area_km2": float(fp_area[eid]),
+            "volume_km2_days": float(a.vol),
+            "lat_min": float(lat[a.y0] - dlat / 2),
+            "lat_max": float(lat[a.y1] + dlat / 2),
+            "lon_min": lon_min,
+            "lon_max": lon_max,
+            "centroid_lat": float(a.wlat / a.vol),
+            "centroid_lon": float(np.rad2deg(np.arctan2(a.s, a.c))),
+            "peak_score": np.nan,
+            "peak_time": pd.NaT,
+            "variables": affected.get(int(eid), []),
+        }
+        rows.append(row)
+    table = pd.DataFrame(rows, columns=EVENT_COLUMNS)
+    if scores is not None:
+        peak = df.loc[g["score"].idxmax().to_numpy()]
+        table["peak_score"] = peak["score"].to_numpy()
+        table["peak_time"] = times[peak["t"].to_numpy()]
+    return table
+
+
+@dataclass
+class Events:
+    """What :func:`detect_events` found: the label cube, the event table and the threshold used."""
+
+    labels: xr.DataArray
+    table: pd.DataFrame
+    threshold: float
+    quantile: float | None
+
+    @property
+    def mask(self) -> xr.DataArray:
+        """Boolean (time, lat, lon): inside any kept event."""
+        return (self.labels > 0).rename("event_mask")
+
+
+def detect_events(
+    scores: xr.DataArray | xr.Dataset,
+    quantile: float | None = DEFAULT_QUANTILE,
+    *,
+    threshold: float | None = None,
+    variable: str = "ensemble",
+    min_size: int = DEFAULT_MIN_SIZE,
+    features: xr.DataArray | None = None,
+    wrap_lon: bool | None = None,
+    affected_threshold: float = 1.0,
+) -> Events:
+    """Threshold a score cube, label its events and describe them.
+
+    The threshold is the ``quantile`` (default 0.995) of all finite scores, or ``threshold`` when
+    given; cells with ``score >= threshold`` are candidates, labelled with :func:`label_events`
+    (26-connectivity, dateline wrap-around) and kept when they have at least ``min_size`` cells
+    (default 8). ``scores`` is a DataArray or a Dataset from
+    :func:`~platform_lib.analysis.anomaly_scores` (``variable`` picks the score, default the ensemble).
+    The scores are computed here (the labelling needs the whole mask in memory).
+
+    See the module docstring for an example; on the demo cube, see :func:`event_skill`.
+    """
+    if isinstance(scores, xr.Dataset):
+        if variable not in scores.data_vars:
+            raise EsdlError(f"no score {variable!r} in the Dataset; it has: {allowed(scores.data_vars)}.")
+        scores = scores[variable]
+    scores = _as_cube(scores, "the scores")
+    values = scores.compute()
+    if threshold is None:
+        if quantile is None or not 0 < quantile < 1:
+            raise EsdlError(
+                f"quantile={quantile} is not allowed: give 0 < quantile < 1, or a threshold value."
+            )
+        finite = np.asarray(values.values, dtype=np.float64)
+        finite = finite[np.isfinite(finite)]
+        if finite.size == 0:
+            raise EsdlError("the score cube has no finite values: nothing to threshold.")
+        threshold = float(np.quantile(finite, quantile))
+    else:
+        quantile = None
+    mask = (values >= threshold).fillna(False).astype(bool)
+    labels = label_events(mask, min_size=min_size, wrap_lon=wrap_lon)
+    table = event_table(labels, values, features, affected_threshold=affected_threshold)
+    return Events(labels=labels, table=table, threshold=threshold, quantile=quantile)
+
+
+def event_skill(
+    detected: xr.DataArray, truth: xr.DataArray, *, wrap_lon: bool | None = None
+) -> dict[str, float]:
+    """Precision and recall of detected events against known ones, cell by cell and event by event.
+
+    ``detected``: labels (int, 0 = none) or a boolean mask; ``truth``: boolean mask of the true events
+    (for the demo cube, :func:`platform_lib.demo.event_mask`). Cell scores: ``precision`` = share of
+    detected cells that are true, ``recall`` = share of true cells detected, ``f1``. Event scores:
+    ``event_recall`` = share of true events (connected parts of ``truth``) touched by a detection,
+    ``event_precision`` = share of detected events that touch a true event.
+
+    >>> import numpy as np, xarray as xr
+    >>> truth = xr.DataArray(np.zeros((4, 3, 3), bool), dims=("time", "lat", "lon")); truth[2:4, 1, 1] = True
+    >>> found = truth.copy(); found[0, 0, 0] = True
+    >>> {k: round(v, 2) for k, v in event_skill(found, truth).items()}
+    {'precision': 0.67, 'recall': 1.0, 'f1': 0.8, 'event_precision': 0.5, 'event_recall': 1.0}
+    """
+    truth = _as_cube(truth, "truth").astype(bool)
+    detected = _as_cube(detected, "the detections")
+    det_mask = detected.astype(bool) if detected.dtype != bool else detected
+    det_labels = detected if detected.dtype != bool else label_events(det_mask, wrap_lon=wrap_lon)
+    d, tr = np.asarray(det_mask.values), np.asarray(truth.values)
+    if d.shape != tr.shape:
+        raise EsdlError(f"detections {d.shape} and truth {tr.shape} must be on the same grid.")
+    hit = float((d & tr).sum())
+    precision = hit / d.sum() if d.sum() else 0.0
+    recall = hit / tr.sum() if tr.sum() else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    tl = np.asarray(label_events(truth, wrap_lon=wrap_lon).values)
+    dl = np.asarray(det_labels.values)
+    n_true, n_det = int(tl.max()), int(dl.max()) if dl.size else 0
+    true_found = np.unique(tl[(tl > 0) & d]).size
+    det_true = np.unique(dl[(dl > 0) & tr]).size
+    return {
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1": float(f1),
+        "event_precision": det_true / n_det if n_det else 0.0,
+        "event_recall": true_found / n_true if n_true else 0.0,
+    }
+
+
+__all__ = [
+    "DEFAULT_MIN_SIZE",
+    "DEFAULT_QUANTILE",
+    "EVENT_COLUMNS",
+    "Events",
+    "cell_area_km2",
+    "detect_events",
+    "event_skill",
+    "event_table",
+    "is_global_lon",
+    "label_events",
+]

@@ -1,0 +1,459 @@
+"""Multivariate extreme events: features, anomaly scores and event scores per pixel time series.
+
+Faithful to Flach et al. (2017, Earth Syst. Dynam. 8, 677-696) and the definitions in
+MultivariateAnomalies.jl (``detectAnomalies``), computed for every pixel's ``time x feature`` matrix
+``X`` of ``T`` valid steps, with ``D`` its Euclidean distance matrix:
+
+- ``KDE``: ``1 - mean_j exp(-0.5 * D_ij / sigma**2)`` with ``sigma = median(D)`` over all ``T*T``
+  entries (as in the package, the Gaussian kernel is applied to the distance ``D``, not ``D**2``);
+- ``REC``: ``1 - #{j != i : D_ij < eps} / T``, the recurrence rate within ``eps = median(D)``;
+- ``KNN_Gamma``: mean distance to the ``k = ceil(0.05 T)`` nearest neighbours, self excluded;
+- ``KNN_Delta``: ``|| x_i - mean of its k nearest neighbours ||``;
+- ``T2``: Hotelling's T2, ``(x_i - m)' Q^-1 (x_i - m)`` with the mean ``m`` and covariance ``Q`` of
+  ``X``, inverted by SVD with eigenvalues ``+1e-10`` as in the package.
+
+Quantile normalisation follows ``get_quantile_scores``: the 0, 0.01, ..., 1 quantiles of a pixel's
+scores are thresholds and each score becomes the first level whose threshold it does not exceed; the
+ensemble is the mean (median, max or min) of the methods' quantile scores.
+
+Time steps where any feature is missing get no score (NaN) and are left out of the pixel's matrix.
+Pixels are processed in batches that share the same missing steps: one batched distance matrix
+(``matmul``), one ``partition`` for the medians and the neighbours, one ``exp`` -- no Python loop
+over pixels.
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(1)
+>>> block = rng.standard_normal((2, 100, 3))       # 2 pixels, 100 steps, 3 features
+>>> block[:, 50] += 6.0                            # one multivariate outlier at step 50
+>>> scores = anomaly_scores_block(block, quantiles=False)
+>>> scores.shape                                   # pixels, time, (5 methods)
+(2, 100, 5)
+>>> [bool(scores[0, 50, m] == scores[0, :, m].max()) for m in range(5)]  # step 50 scores highest
+[True, True, True, True, True]
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import xarray as xr
+
+from platform_lib.compute import (
+    STEPS_PER_YEAR,
+    as_variable_array,
+    map_cube,
+    seasonal_cycle_numpy,
+    seasonal_step,
+)
+from platform_lib.errors import EsdlError, allowed
+
+METHODS: tuple[str, ...] = ("KDE", "REC", "KNN_Gamma", "KNN_Delta", "T2")
+ENSEMBLES = ("mean", "median", "max", "min")
+QUANTILE_LEVELS = np.arange(101) / 100.0  # Julia's 0.0:0.01:1.0, each level correctly rounded
+MIN_STEPS = 10  # fewer valid time steps than this in a pixel: no scores
+DEFAULT_SCORE_BYTES = 128 * 2**20  # working memory of one batch of distance matrices
+
+
+# --- features ---------------------------------------------------------------------------------------
+
+
+def ewma(x: np.ndarray, lam: float = 0.15, axis: int = -1) -> np.ndarray:
+    """Exponentially weighted moving average along ``axis``: ``z_t = lam x_t + (1 - lam) z_(t-1)``.
+
+    As MultivariateAnomalies.jl's ``EWMA`` (``z_1 = lam x_1``). A missing value gives NaN and leaves
+    the running average untouched.
+
+    >>> ewma(np.array([1.0, 1.0, np.nan, 1.0]), 0.5).tolist()
+    [0.5, 0.75, nan, 0.875]
+    """
+    if not 0 < lam <= 1:
+        raise EsdlError(f"ewma lambda={lam} is not allowed: 0 < lambda <= 1 (1 means no smoothing).")
+    x = np.moveaxis(np.asarray(x, dtype=np.float64), axis, 0)
+    out = np.empty_like(x)
+    state = np.zeros(x.shape[1:])
+    for t in range(x.shape[0]):
+        ok = ~np.isnan(x[t])
+        state = np.where(ok, lam * np.where(ok, x[t], 0.0) + (1.0 - lam) * state, state)
+        out[t] = np.where(ok, state, np.nan)
+    return np.moveaxis(out, 0, axis)
+
+
+def time_delay_embedding(x: np.ndarray, delay: int, dimension: int = 3) -> np.ndarray:
+    """Stack ``x`` (..., time, feature) with its copies lagged by ``delay, 2 delay, ...``: (..., time, feature * dimension).
+
+    As MultivariateAnomalies.jl's ``TDE``; the first ``(dimension - 1) * delay`` steps, which have no
+    complete history, are NaN instead of being cut off so the time axis is kept.
+
+    >>> time_delay_embedding(np.arange(4.0)[:, None], delay=1, dimension=2).tolist()
+    [[0.0, nan], [1.0, 0.0], [2.0, 1.0], [3.0, 2.0]]
+    """
+    if delay < 1 or dimension < 1:
+        raise EsdlError(
+            f"time delay embedding needs delay >= 1 and dimension >= 1; got {delay}, {dimension}."
+        )
+    x = np.asarray(x, dtype=np.float64)
+    parts = []
+    for d in range(dimension):
+        lag = d * delay
+        shifted = np.full_like(x, np.nan)
+        if lag < x.shape[-2]:
+            shifted[..., lag:, :] = x[..., : x.shape[-2] - lag, :]
+        parts.append(shifted)
+    return np.concatenate(parts, axis=-1)
+
+
+def _median_cycle_anomalies(x: np.ndarray, steps: np.ndarray, years: np.ndarray, n_steps: int) -> np.ndarray:
+    msc = seasonal_cycle_numpy(
+        np.moveaxis(x, -2, -1), steps, years, n_steps, "median"
+    )  # (..., feature, step)
+    return x - np.moveaxis(msc[..., steps], -1, -2)
+
+
+def _feature_kernel(
+    block: np.ndarray,
+    steps: np.ndarray,
+    years: np.ndarray,
+    steps_per_year: int,
+    standardize: bool,
+    ewma_lambda: float | None,
+    embedding: tuple[int, int] | None,
+) -> np.ndarray:
+    x = _median_cycle_anomalies(np.asarray(block, dtype=np.float64), steps, years, steps_per_year)
+    if standardize:
+        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns (ocean) stay NaN
+            mean = np.nanmean(x, axis=1, keepdims=True) if x.size else x
+            std = np.nanstd(x, axis=1, keepdims=True) if x.size else x
+            x = np.where(
+                std > 0, (x - mean) / np.where(std > 0, std, 1.0), np.where(np.isnan(x), np.nan, 0.0)
+            )
+    if ewma_lambda is not None:
+        x = ewma(x, ewma_lambda, axis=1)
+    if embedding is not None:
+        x = time_delay_embedding(x, *embedding)
+    return x
+
+
+def anomaly_features(
+    cube: xr.Dataset | xr.DataArray,
+    variables: Sequence[str] | None = None,
+    *,
+    standardize: bool = True,
+    ewma_lambda: float | None = None,
+    embedding: tuple[int, int] | None = None,
+    steps_per_year: int = STEPS_PER_YEAR,
+) -> xr.DataArray:
+    """Features for the scores: anomalies against each pixel's median seasonal cycle (lazy).
+
+    ``standardize`` divides each pixel's anomalies of each variable by their standard deviation (so
+    variables in J m-2 and in degC weigh alike); ``ewma_lambda`` smooths them with an exponentially
+    weighted moving average; ``embedding=(delay, dimension)`` appends lagged copies. The result has the
+    loop dims, then ``time`` and ``variable`` (one entry per feature).
+
+    >>> from platform_lib.demo import make_demo_cube
+    >>> cube = make_demo_cube(resolution=10.0, years=(2001, 2003))
+    >>> f = anomaly_features(cube, ["air_temperature_2m", "root_moisture"], embedding=(1, 2))
+    >>> f.dims, f["variable"].values.tolist()
+    (('lat', 'lon', 'time', 'variable'), ['air_temperature_2m', 'root_moisture', 'air_temperature_2m_lag1', 'root_moisture_lag1'])
+    """
+    stacked = as_variable_array(cube, variables)
+    if "time" not in stacked.dims:
+        raise EsdlError(f"the cube needs a 'time' dimension; it has: {list(map(str, stacked.dims))}.")
+    names = [str(v) for v in stacked["variable"].values]
+    n_out = len(names)
+    if embedding is not None:
+        delay, dimension = embedding
+        names = names + [f"{n}_lag{d * delay}" for d in range(1, dimension) for n in names]
+        n_out = len(names)
+    steps = seasonal_step(stacked["time"], steps_per_year)
+    years = stacked["time"].dt.year.values - int(stacked["time"].dt.year.min())
+    return (
+        map_cube(
+            _feature_kernel,
+            stacked,
+            input_dims=("time", "variable"),
+            output_dims=("time", "feature"),
+            batched=True,
+            output_sizes={"feature": n_out},
+            kwargs={
+                "steps": steps,
+                "years": years,
+                "steps_per_year": steps_per_year,
+                "standardize": standardize,
+                "ewma_lambda": ewma_lambda,
+                "embedding": embedding,
+            },
+            name="features",
+            attrs={
+                "long_name": "anomalies against the median seasonal cycle"
+                + (" (standardised)" if standardize else "")
+            },
+        )
+        .rename({"feature": "variable"})
+        .assign_coords(variable=names)
+    )
+
+
+# --- scores -----------------------------------------------------------------------------------------
+
+
+def _check_methods(methods: Sequence[str]) -> list[str]:
+    methods = list(methods)
+    for m in methods:
+        if m not in METHODS:
+            raise EsdlError(f"unknown score method {m!r}; allowed: {allowed(METHODS)}.")
+    if not methods or len(set(methods)) != len(methods):
+        raise EsdlError(
+            f"methods must be a non-empty list of distinct names from {allowed(METHODS)}; got {methods}."
+        )
+    return methods
+
+
+def distance_matrices(x: np.ndarray) -> np.ndarray:
+    """Euclidean distance matrices (batch, T, T) of ``x`` (batch, T, features), batched with matmul.
+
+    >>> distance_matrices(np.array([[[0.0, 0.0], [3.0, 4.0]]])).tolist()
+    [[[0.0, 5.0], [5.0, 0.0]]]
+    """
+    sq = np.einsum("btf,btf->bt", x, x)
+    d = np.matmul(x, np.swapaxes(x, 1, 2))
+    d *= -2.0
+    d += sq[:, :, None]
+    d += sq[:, None, :]
+    np.maximum(d, 0.0, out=d)
+    np.sqrt(d, out=d)
+    n = x.shape[1]
+    d.reshape(x.shape[0], -1)[:, :: n + 1] = 0.0
+    return d
+
+
+def _median_rows(a: np.ndarray, scratch: np.ndarray) -> np.ndarray:
+    """Median of each row of ``a`` (batch, N) using ``scratch`` (same shape) as workspace."""
+    n = a.shape[1]
+    np.copyto(scratch, a)
+    lo, hi = (n - 1) // 2, n // 2
+    scratch.partition([lo, hi] if hi != lo else lo, axis=1)
+    return 0.5 * (scratch[:, lo] + scratch[:, hi])
+
+
+def raw_scores(x: np.ndarray, methods: Sequence[str] = METHODS, k_perc: float = 0.05) -> np.ndarray:
+    """Scores (batch, T, len(methods)) of complete matrices ``x`` (batch, T, features), no NaN allowed.
+
+    >>> x = np.array([[[0.0], [0.1], [0.2], [5.0]]])   # 4 steps, 1 feature; the last is far away
+    >>> raw_scores(x, ["KNN_Gamma", "REC"]).round(3).tolist()
+    [[[0.1, 0.75], [0.1, 0.5], [0.1, 0.75], [4.8, 1.0]]]
+    """
+    methods = _check_methods(methods)
+    b, n, f = x.shape
+    out = np.empty((b, n, len(methods)))
+    need_d = any(m in methods for m in ("KDE", "REC", "KNN_Gamma", "KNN_Delta"))
+    if need_d:
+        d = distance_matrices(x)
+        flat = d.reshape(b, n * n)
+        scratch = np.empty_like(flat)
+        if "KDE" in methods or "REC" in methods:
+            sigma = _median_rows(flat, scratch)  # sigma = eps = median of all distances
+        if "KDE" in methods:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                factor = np.where(sigma > 0, -0.5 / sigma**2, -np.inf)
+            with np.errstate(invalid="ignore"):
+                np.multiply(flat, factor[:, None], out=scratch)
+            np.nan_to_num(scratch, copy=False, nan=0.0)  # 0 * -inf (sigma == 0) on the diagonal
+            np.exp(scratch, out=scratch)
+            out[..., methods.index("KDE")] = 1.0 - scratch.reshape(b, n, n).mean(axis=2)
+        if "REC" in methods:
+            inside = (d < sigma[:, None, None]).sum(axis=2) - (sigma > 0)[:, None]  # self excluded
+            out[..., methods.index("REC")] = 1.0 - inside / n
+        if "KNN_Gamma" in methods or "KNN_Delta" in methods:
+            k = math.ceil(k_perc * n)
+            if not 1 <= k <= n - 1:
+                raise EsdlError(
+                    f"k = ceil({k_perc} * {n}) = {k} nearest neighbours is not possible with {n} steps."
+                )
+            np.copyto(scratch, flat)
+            nn = scratch.reshape(b, n, n)
+            nn.reshape(b, -1)[:, :: n + 1] = np.inf  # self is not a neighbour
+            idx = np.argpartition(nn, k - 1, axis=2)[:, :, :k]
+            if "KNN_Gamma" in methods:
+                out[..., methods.index("KNN_Gamma")] = np.take_along_axis(d, idx, axis=2).mean(axis=2)
+            if "KNN_Delta" in methods:
+                neighbours = x[np.arange(b)[:, None, None], idx]  # (b, n, k, f)
+                out[..., methods.index("KNN_Delta")] = np.linalg.norm(x - neighbours.mean(axis=2), axis=2)
+            del idx
+        del d, flat, scratch
+    if "T2" in methods:
+        centred = x - x.mean(axis=1, keepdims=True)
+        cov = np.matmul(np.swapaxes(centred, 1, 2), centred) / max(n - 1, 1)
+        w, u = np.linalg.eigh(cov)
+        proj = np.matmul(centred, u)
+        out[..., methods.index("T2")] = (proj**2 / (np.abs(w) + 1e-10)[:, None, :]).sum(axis=2)
+    return out
+
+
+def quantile_scores(scores: np.ndarray, axis: int = 1) -> np.ndarray:
+    """Quantile-normalise ``scores`` along ``axis`` as MultivariateAnomalies.jl's ``get_quantile_scores``.
+
+    Thresholds are the 0, 0.01, ..., 1 quantiles of the scores; a score ``s`` becomes the first level
+    whose threshold is ``>= s``. NaN stays NaN.
+
+    >>> quantile_scores(np.arange(101.0)[None], axis=1)[0, [0, 1, 50, 100]].tolist()
+    [0.0, 0.01, 0.5, 1.0]
+    """
+    s = np.moveaxis(np.asarray(scores, dtype=np.float64), axis, -1)
+    out = np.full(s.shape, np.nan)
+    valid = ~np.isnan(s)
+    if valid.all():
+        thresholds = np.moveaxis(np.quantile(s, QUANTILE_LEVELS, axis=-1), 0, -1)  # (..., 101)
+        below = (s[..., :, None] > thresholds[..., None, :]).sum(axis=-1)
+        out = QUANTILE_LEVELS[np.minimum(below, len(QUANTILE_LEVELS) - 1)]
+    else:
+        flat_s, flat_out = s.reshape(-1, s.shape[-1]), out.reshape(-1, s.shape[-1])
+        for i in range(flat_s.shape[0]):
+            ok = ~np.isnan(flat_s[i])
+            if ok.any():
+                flat_out[i, ok] = quantile_scores(flat_s[i, ok][None], axis=1)[0]
+    return np.moveaxis(out, -1, axis)
+
+
+def _combine(q: np.ndarray, how: str) -> np.ndarray:
+    return {"mean": np.mean, "median": np.median, "max": np.max, "min": np.min}[how](q, axis=-1)
+
+
+def anomaly_scores_block(
+    block: np.ndarray,
+    methods: Sequence[str] = METHODS,
+    *,
+    k_perc: float = 0.05,
+    quantiles: bool = True,
+    ensemble: Literal["mean", "median", "max", "min"] | None = None,
+    ensemble_methods: Sequence[str] | None = None,
+    max_bytes: int = DEFAULT_SCORE_BYTES,
+) -> np.ndarray:
+    """Scores of every pixel of ``block`` (pixels, time, features) -> (pixels, time, n_out).
+
+    ``n_out`` is ``len(methods)``, plus one last column with the ensemble when ``ensemble`` is given.
+    Steps with a missing feature are left out of their pixel's matrix and score NaN; pixels with fewer
+    than 10 complete steps score NaN. Pixels that miss the same steps are scored together in batches of
+    at most ``max_bytes`` of distance matrices.
+
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).standard_normal((3, 40, 2)); x[1, 5] = np.nan
+    >>> s = anomaly_scores_block(x, ["KDE", "KNN_Gamma"], ensemble="mean")
+    >>> s.shape, bool(np.isnan(s[1, 5]).all()), float(np.nanmax(s))
+    ((3, 40, 3), True, 1.0)
+    """
+    methods = _check_methods(methods)
+    if ensemble is not None and ensemble not in ENSEMBLES:
+        raise EsdlError(f"ensemble={ensemble!r} is not allowed; use one of {allowed(ENSEMBLES)} or None.")
+    ens_idx = (
+        [methods.index(m) for m in _check_methods(ensemble_methods)]
+        if ensemble_methods
+        else list(range(len(methods)))
+    )
+    if ensemble_methods and any(m not in methods for m in ensemble_methods):
+        raise EsdlError(f"ensemble_methods {list(ensemble_methods)} must be among methods {methods}.")
+    block = np.asarray(block, dtype=np.float64)
+    if block.ndim != 3:
+        raise EsdlError(f"expected a (pixels, time, features) block, got shape {block.shape}.")
+    p, t, _ = block.shape
+    n_out = len(methods) + (ensemble is not None)
+    out = np.full((p, t, n_out), np.nan)
+    valid = ~np.isnan(block).any(axis=2)
+    usable = valid.sum(axis=1) >= MIN_STEPS
+    if not usable.any():
+        return out
+    patterns, group = np.unique(np.packbits(valid[usable], axis=1), axis=0, return_inverse=True)
+    pixels = np.flatnonzero(usable)
+    for g in range(len(patterns)):
+        members = pixels[group.ravel() == g]
+        rows = np.flatnonzero(valid[members[0]])
+        n = rows.size
+        per_pixel = 5 * 8 * n * n  # distances, scratch, neighbour indices (int64) and slack
+        batch = max(1, int(max_bytes // per_pixel))
+        for start in range(0, members.size, batch):
+            chunk = members[start : start + batch]
+            x = block[np.ix_(chunk, rows)]
+            s = raw_scores(x, methods, k_perc)
+            q = quantile_scores(s, axis=1) if (quantiles or ensemble) else s
+            res = q if quantiles else s
+            if ensemble is not None:
+                res = np.concatenate([res, _combine(q[..., ens_idx], ensemble)[..., None]], axis=2)
+            out[np.ix_(chunk, rows)] = res
+    return out
+
+
+def anomaly_scores(
+    features: xr.DataArray | xr.Dataset,
+    methods: Sequence[str] = METHODS,
+    *,
+    variables: Sequence[str] | None = None,
+    k_perc: float = 0.05,
+    quantiles: bool = True,
+    ensemble: Literal["mean", "median", "max", "min"] | None = "mean",
+    ensemble_methods: Sequence[str] | None = ("KDE", "REC", "KNN_Gamma"),
+) -> xr.Dataset:
+    """Anomaly scores per pixel time series (lazy): one ``(time, lat, lon)`` variable per method.
+
+    ``features``: usually :func:`anomaly_features` (dims ``..., time, variable``); a Dataset of raw
+    variables is stacked as is. With ``quantiles=True`` each score is quantile-normalised per pixel; the
+    ``ensemble`` variable combines the quantile scores of ``ensemble_methods`` (default KDE, REC and
+    KNN-Gamma, the best performers in Flach et al. 2017; pass None to use all methods).
+
+    >>> from platform_lib.demo import make_demo_cube
+    >>> cube = make_demo_cube(resolution=10.0, years=(2001, 2003))
+    >>> scores = anomaly_scores(anomaly_features(cube, ["air_temperature_2m", "root_moisture"]))
+    >>> sorted(scores.data_vars), scores["ensemble"].dims
+    (['KDE', 'KNN_Delta', 'KNN_Gamma', 'REC', 'T2', 'ensemble'], ('time', 'lat', 'lon'))
+    """
+    methods = _check_methods(methods)
+    stacked = as_variable_array(features, variables)
+    if "time" not in stacked.dims:
+        raise EsdlError(f"the features need a 'time' dimension; they have: {list(map(str, stacked.dims))}.")
+    names = methods + (["ensemble"] if ensemble is not None else [])
+    scored = map_cube(
+        anomaly_scores_block,
+        stacked,
+        input_dims=("time", "variable"),
+        output_dims=("time", "score"),
+        batched=True,
+        output_coords={"score": names},
+        kwargs={
+            "methods": methods,
+            "k_perc": k_perc,
+            "quantiles": quantiles,
+            "ensemble": ensemble,
+            "ensemble_methods": list(ensemble_methods) if ensemble_methods else None,
+        },
+        name="score",
+        attrs={},
+    )
+    loop = [d for d in stacked.dims if d not in ("time", "variable")]
+    ds = scored.transpose("score", "time", *loop).to_dataset("score")
+    for name in names:
+        ds[name].attrs = {
+            "long_name": f"{name} anomaly score"
+            + (" (quantile-normalised per pixel)" if quantiles or name == "ensemble" else ""),
+            "units": "1",
+            "features": ", ".join(map(str, stacked["variable"].values)),
+            "references": "Flach et al. (2017), Earth Syst. Dynam. 8, 677-696, doi:10.5194/esd-8-677-2017",
+        }
+    return ds
+
+
+__all__ = [
+    "ENSEMBLES",
+    "METHODS",
+    "QUANTILE_LEVELS",
+    "anomaly_features",
+    "anomaly_scores",
+    "anomaly_scores_block",
+    "distance_matrices",
+    "ewma",
+    "quantile_scores",
+    "raw_scores",
+    "time_delay_embedding",
+]
