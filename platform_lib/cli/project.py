@@ -1,10 +1,11 @@
-"""``esdl project``: check and list project specs (``projects/<name>.yaml``).
+"""``esdl project``: check and list project specs (``projects/<name>.yaml``); render, deploy, diff
+and delete their Kubernetes releases (:mod:`platform_lib.cli.project_deploy`).
 
 >>> import argparse
 >>> sub = argparse.ArgumentParser().add_subparsers()
 >>> register(sub)
 >>> sorted(sub.choices["project"]._subparsers._group_actions[0].choices)
-['list', 'validate']
+['delete', 'deploy', 'diff', 'list', 'render', 'validate']
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from platform_lib.cli.project_deploy import add_subcommands as add_deploy_subcommands
 from platform_lib.errors import EsdlError
 from platform_lib.projects import ProjectSpec, list_projects, load_project, projects_dir
 
@@ -26,6 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     listing = sub.add_parser("list", help="list the project specs in projects/")
     listing.set_defaults(func=run_list)
+
+    add_deploy_subcommands(sub)  # render, deploy, diff, delete: platform_lib/cli/project_deploy.py
 
 
 def _summary(spec: ProjectSpec) -> str:
