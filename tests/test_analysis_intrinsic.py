@@ -1,0 +1,191 @@
+"""The batched intrinsic dimension against a per-pixel SVD reference and known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from sklearn.decomposition import PCA
+
+from platform_lib.analysis import (
+    TIME_SCALES,
+    decompose_time_scales,
+    intrinsic_dimension,
+    intrinsic_dimension_block,
+)
+from platform_lib.errors import EsdlError
+
+
+def reference_dimension(matrix: np.ndarray, explained: float = 0.95, retained: float = 0.999) -> float:
+    """The talk's per-pixel function, written plainly: z-score, SVD, keep 0.999, first k > 0.95."""
+    if np.isnan(matrix).any():
+        return np.nan
+    std = matrix.std(axis=0)
+    z = (matrix - matrix.mean(axis=0)) / np.where(std == 0, 1.0, std)
+    z[:, std == 0] = 1.0
+    s = np.linalg.svd(z, compute_uv=False)
+    var = s**2
+    share = np.cumsum(var) / var.sum()
+    n_keep = min(int(np.searchsorted(share, retained, side="right")) + 1, len(var))
+    kept = var[:n_keep]
+    kept_share = np.cumsum(kept) / kept.sum()
+    for k, value in enumerate(kept_share, start=1):
+        if value > explained:
+            return float(k)
+    return float(n_keep)
+
+
+def sklearn_dimension(matrix: np.ndarray, explained: float = 0.95) -> float:
+    """The same with scikit-learn's PCA (it centres again, a no-op for z-scored columns)."""
+    z = (matrix - matrix.mean(axis=0)) / matrix.std(axis=0)
+    pca = PCA(n_components=0.999, svd_solver="full").fit(z)
+    share = np.cumsum(pca.explained_variance_) / pca.explained_variance_.sum()
+    return float(np.argmax(share > explained) + 1)
+
+
+def random_block(n_pixels: int, n_time: int, n_var: int, seed: int) -> np.ndarray:
+    """Pixels with different numbers of latent signals, noise levels and variable scales."""
+    rng = np.random.default_rng(seed)
+    out = np.empty((n_pixels, n_time, n_var))
+    for p in range(n_pixels):
+        k = rng.integers(1, n_var + 1)
+        mix = rng.standard_normal((k, n_var)) * rng.uniform(0.2, 3.0, size=(k, 1))
+        signals = rng.standard_normal((n_time, k))
+        noise = rng.uniform(1e-3, 0.5) * rng.standard_normal((n_time, n_var))
+        out[p] = (signals @ mix + noise) * rng.uniform(0.01, 100.0, size=n_var) + rng.uniform(
+            -50, 50, size=n_var
+        )
+    return out
+
+
+def test_batched_dimension_matches_the_per_pixel_svd_reference_on_random_data():
+    block = random_block(300, 230, 6, seed=1)
+    block[7, :, 2] = 4.0  # a zero-variance column becomes ones
+    block[8, 5, 1] = np.nan  # a gap: NaN
+    got = intrinsic_dimension_block(block)
+    ref = np.array([reference_dimension(m) for m in block])
+    np.testing.assert_array_equal(got, ref)
+    assert np.isnan(got[8]) and len(set(ref[~np.isnan(ref)])) >= 4  # the test covers many answers
+    for p in range(0, 300, 10):
+        if p not in (7, 8):
+            assert got[p] == sklearn_dimension(block[p])
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 6])
+def test_k_independent_signals_have_dimension_k(k):
+    rng = np.random.default_rng(k)
+    signals = rng.standard_normal((5, 400, k))  # 5 pixels
+    copies = 12 // k  # each signal measured by 12/k variables, with their own scale and tiny noise
+    block = np.concatenate([signals * rng.uniform(0.5, 5.0) for _ in range(copies)], axis=2)
+    block += 1e-4 * rng.standard_normal(block.shape)
+    assert intrinsic_dimension_block(block).tolist() == [float(k)] * 5
+
+
+def esdc_time(first: int, last: int) -> pd.DatetimeIndex:
+    return pd.DatetimeIndex(
+        [
+            pd.Timestamp(y, 1, 1) + pd.Timedelta(days=8 * k + 4)
+            for y in range(first, last + 1)
+            for k in range(46)
+        ]
+    )
+
+
+def cube_from_block(block: np.ndarray, n_lat: int, n_lon: int, time: pd.DatetimeIndex) -> xr.Dataset:
+    data = block.reshape(n_lat, n_lon, len(time), -1)
+    return xr.Dataset(
+        {f"v{i}": (("lat", "lon", "time"), data[..., i].astype(np.float32)) for i in range(data.shape[-1])},
+        coords={"lat": np.arange(n_lat) + 0.5, "lon": np.arange(n_lon) + 0.5, "time": time},
+    ).transpose("time", "lat", "lon")
+
+
+def reference_gap_fill(series: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    msc = pd.Series(series).groupby(steps).mean().reindex(range(46)).to_numpy()
+    filled = np.where(np.isnan(series), msc[steps], series)
+    ok = ~np.isnan(filled)
+    if not ok.any():
+        return filled
+    t = np.arange(series.size)
+    return np.interp(t, t[ok], filled[ok])
+
+
+def test_cube_dimension_is_lazy_gap_filled_and_matches_the_reference():
+    time = esdc_time(2001, 2004)
+    block = random_block(4 * 5, len(time), 5, seed=4)
+    rng = np.random.default_rng(5)
+    block[rng.random(block.shape) < 0.05] = np.nan  # scattered gaps: filled
+    block[3, :, 1] = np.nan  # a variable with no data at one pixel: stays NaN
+    cube = cube_from_block(block, 4, 5, time).chunk({"time": 46, "lat": 2, "lon": 5})
+    dim = intrinsic_dimension(cube)
+    assert dim.chunks is not None and dim.dims == ("lat", "lon")
+    assert "Mahecha" in dim.attrs["references"]
+    got = dim.values.ravel()
+    steps = np.tile(np.arange(46), 4)
+    stored = block.astype(np.float32).astype(np.float64)
+    for p in range(block.shape[0]):
+        filled = np.stack([reference_gap_fill(stored[p, :, v], steps) for v in range(5)], axis=1)
+        assert got[p] == reference_dimension(filled) or (np.isnan(got[p]) and p == 3), p
+
+
+def reference_scales(series: np.ndarray) -> np.ndarray:
+    n = series.size
+    t = np.arange(n)
+    slope, intercept = np.polyfit(t, series, 1)
+    spec = np.fft.rfft(series - (slope * t + intercept))
+    freq = np.arange(spec.size) * 46 / n
+    annual = np.zeros(spec.size, bool)
+    for h in (1, 2, 3):
+        annual |= np.abs(freq - h) <= 0.1 * h
+    long = freq < 0.9
+    annual &= ~long
+    return np.stack([np.fft.irfft(np.where(b, spec, 0), n) for b in (long, annual, ~(long | annual))])
+
+
+def test_time_scale_decomposition_matches_a_per_series_fft_and_adds_up():
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((7, 46 * 6)).cumsum(axis=1)
+    got = decompose_time_scales(x)
+    for i in range(7):
+        np.testing.assert_allclose(got[i], reference_scales(x[i]), atol=1e-9)
+        t = np.arange(x.shape[1])
+        detrended = x[i] - np.polyval(np.polyfit(t, x[i], 1), t)
+        np.testing.assert_allclose(got[i].sum(axis=0), detrended, atol=1e-9)
+
+
+def test_time_scales_give_one_map_per_scale_with_the_built_in_dimensions():
+    time = esdc_time(2001, 2010)
+    n = len(time)
+    t = np.arange(n)
+    rng = np.random.default_rng(7)
+    slow = np.convolve(rng.standard_normal(n + 200), np.ones(200) / 200, "valid")[:n]  # below 0.9 / year
+    block = np.empty((2, n, 4))
+    for p in range(2):
+        for v in range(4):
+            phase = v * np.pi / 3
+            block[p, :, v] = (
+                (v + 1) * slow * 20
+                + (1 + v) * np.cos(2 * np.pi * t / 46 + phase)
+                + 0.3 * np.convolve(rng.standard_normal(n + 2), [1, 1, 1], "valid")  # fast, independent
+            )
+    cube = cube_from_block(block, 1, 2, time)
+    dims = intrinsic_dimension(cube, time_scales=True)
+    assert dims.dims == ("scale", "lat", "lon") and dims["scale"].values.tolist() == list(TIME_SCALES)
+    assert dims.sel(scale="annual").values.ravel().tolist() == [2.0, 2.0]  # cos and sin
+    assert dims.sel(scale="fast").values.ravel().tolist() == [4.0, 4.0]
+    for p in range(2):
+        parts = np.stack(
+            [reference_scales(block[p, :, v].astype(np.float32).astype(float)) for v in range(4)]
+        )
+        expected = [reference_dimension(parts[:, s, :].T) for s in range(3)]
+        assert dims.values[:, 0, p].tolist() == expected
+
+
+def test_clear_errors():
+    cube = cube_from_block(random_block(2, 46, 3, seed=0), 1, 2, esdc_time(2001, 2001))
+    with pytest.raises(EsdlError, match="must be fractions"):
+        intrinsic_dimension(cube, explained_variance=95)
+    with pytest.raises(EsdlError, match="at least 2 variables"):
+        intrinsic_dimension(cube, ["v0"])
+    with pytest.raises(EsdlError, match="no variable 'v9'"):
+        intrinsic_dimension(cube, ["v0", "v9"])
