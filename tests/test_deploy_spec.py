@@ -41,7 +41,9 @@ def test_dask_cluster_above_quota_is_refused_with_the_arithmetic():
     with pytest.raises(ProjectSpecError) as info:
         parse_project(data, "t.yaml")
     (problem,) = info.value.problems
-    assert problem.startswith("dask: one user's largest cluster (4 workers x 2 cores + a 1-core scheduler = 9 CPUs)")
+    assert problem.startswith(
+        "dask: one user's largest cluster (4 workers x 2 cores + a 1-core scheduler = 9 CPUs)"
+    )
     assert "quota.cpu of 8" in problem
 
 

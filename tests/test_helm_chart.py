@@ -52,7 +52,12 @@ def test_every_manifest_is_valid_kubernetes(rendered):
     spec, _, docs = rendered
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == [
-        "ConfigMap", "LimitRange", "NetworkPolicy", "NetworkPolicy", "PersistentVolumeClaim", "ResourceQuota"
+        "ConfigMap",
+        "LimitRange",
+        "NetworkPolicy",
+        "NetworkPolicy",
+        "PersistentVolumeClaim",
+        "ResourceQuota",
     ]
     assert validate_manifests(docs) == []
     for doc in docs:
@@ -124,6 +129,10 @@ def test_subchart_typos_are_caught_by_upstream_schemas_and_by_helm_lint():
 
 
 def test_catalog_configmap_refuses_credentials():
-    leaked = {"catalog": {"project": "sources:\n  x:\n    args:\n      storage_options:\n        secret: AbCdEf123456789\n"}}
+    leaked = {
+        "catalog": {
+            "project": "sources:\n  x:\n    args:\n      storage_options:\n        secret: AbCdEf123456789\n"
+        }
+    }
     with pytest.raises(EsdlError, match="catalog.project looks like it holds a credential"):
         render_manifests(leaked, release="x", namespace="esdl-x")

@@ -24,7 +24,9 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     )
     render.add_argument("spec", metavar="NAME|PATH", help="project name or spec file")
     render.add_argument("--out", metavar="DIR", help="folder to write to (default: <state>/deploy/NAME)")
-    render.add_argument("--shared-catalog", metavar="PATH", help="shared catalog (default: catalog/esdl.yaml)")
+    render.add_argument(
+        "--shared-catalog", metavar="PATH", help="shared catalog (default: catalog/esdl.yaml)"
+    )
     render.add_argument(
         "--check",
         action="store_true",
@@ -36,9 +38,15 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
 
     deploy = sub.add_parser("deploy", help="create the namespace, check Secrets, helm upgrade --install")
     deploy.add_argument("spec", metavar="NAME|PATH", help="project name or spec file")
-    deploy.add_argument("--dry-run", action="store_true", help="print the plan; change nothing on the cluster")
     deploy.add_argument(
-        "-f", "--values", action="append", default=[], metavar="FILE",
+        "--dry-run", action="store_true", help="print the plan; change nothing on the cluster"
+    )
+    deploy.add_argument(
+        "-f",
+        "--values",
+        action="append",
+        default=[],
+        metavar="FILE",
         help="extra values layered on top (site settings: ingress, TLS, node selectors); repeatable",
     )
     deploy.add_argument("--kube-context", metavar="NAME", help="kubeconfig context (default: current)")
@@ -47,14 +55,18 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     diff = sub.add_parser("diff", help="show how the rendered values differ from the deployed release")
     diff.add_argument("spec", metavar="NAME|PATH", help="project name or spec file")
     diff.add_argument("--kube-context", metavar="NAME", help="kubeconfig context (default: current)")
-    diff.add_argument("--dry-run", action="store_true", help="accepted for symmetry: diff never changes anything")
+    diff.add_argument(
+        "--dry-run", action="store_true", help="accepted for symmetry: diff never changes anything"
+    )
     diff.set_defaults(func=run_diff)
 
     delete = sub.add_parser("delete", help="helm uninstall the project's release (team storage is kept)")
     delete.add_argument("spec", metavar="NAME|PATH", help="project name or spec file")
     delete.add_argument("--dry-run", action="store_true", help="print what would be removed; remove nothing")
     delete.add_argument(
-        "--delete-namespace", action="store_true", help="also delete the namespace, with the team storage claim"
+        "--delete-namespace",
+        action="store_true",
+        help="also delete the namespace, with the team storage claim",
     )
     delete.add_argument("--kube-context", metavar="NAME", help="kubeconfig context (default: current)")
     delete.set_defaults(func=run_delete)
@@ -93,7 +105,10 @@ def run_deploy(args: argparse.Namespace) -> int:
     from platform_lib.deploy.release import deploy
 
     return deploy(
-        load_project(args.spec), dry_run=args.dry_run, extra_values=args.values, kube_context=args.kube_context
+        load_project(args.spec),
+        dry_run=args.dry_run,
+        extra_values=args.values,
+        kube_context=args.kube_context,
     )
 
 

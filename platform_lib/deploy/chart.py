@@ -58,7 +58,9 @@ def load_chart(chart_dir: str | os.PathLike[str] = CHART_DIR) -> Any:
     return _helm().Chart.load(str(chart_dir))
 
 
-def merged_values(values: Mapping[str, Any] | None = None, chart_dir: str | os.PathLike[str] = CHART_DIR) -> dict:
+def merged_values(
+    values: Mapping[str, Any] | None = None, chart_dir: str | os.PathLike[str] = CHART_DIR
+) -> dict:
     """The chart's values.yaml coalesced with ``values`` by Helm (what an install would use).
 
     >>> merged_values({"quota": {"cpu": "8"}})["quota"]["cpu"]
@@ -152,7 +154,10 @@ def _metadata_chart(subchart: str, upstream: Path | None, target: Path) -> Path:
 
 
 def subchart_values(
-    values: Mapping[str, Any] | None, subchart: str, upstream: Path | None = None, chart_dir: str | os.PathLike[str] = CHART_DIR
+    values: Mapping[str, Any] | None,
+    subchart: str,
+    upstream: Path | None = None,
+    chart_dir: str | os.PathLike[str] = CHART_DIR,
 ) -> dict[str, Any]:
     """What ``subchart`` would receive: its block of the merged values over its own defaults (Helm's merge).
 
@@ -190,7 +195,9 @@ def check_values(values: Mapping[str, Any] | None, upstream: Path | None = None)
 
 
 def lint_chart(
-    values: Mapping[str, Any] | None = None, upstream: Path | None = None, chart_dir: str | os.PathLike[str] = CHART_DIR
+    values: Mapping[str, Any] | None = None,
+    upstream: Path | None = None,
+    chart_dir: str | os.PathLike[str] = CHART_DIR,
 ) -> dict[str, Any]:
     """``helm lint --strict --with-subcharts`` on a copy of the chart whose ``charts/`` holds the upstream
     charts' metadata, defaults and schemas (their templates cannot be downloaded offline), so Helm itself

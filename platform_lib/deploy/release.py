@@ -123,7 +123,9 @@ def write_release(
         "manifests": out / "manifests.yaml",
     }
     write_text_atomic(files["values"], _header(spec, "Helm values") + _dump(values), mode=0o600)
-    write_text_atomic(files["namespace"], _header(spec, "Namespace") + _dump(namespace_manifest(spec)), mode=0o600)
+    write_text_atomic(
+        files["namespace"], _header(spec, "Namespace") + _dump(namespace_manifest(spec)), mode=0o600
+    )
     write_text_atomic(
         files["manifests"],
         _header(spec, "The chart's own objects") + yaml.safe_dump_all(manifests, sort_keys=False),
@@ -195,7 +197,9 @@ def _missing_secrets(core: Any, namespace: str, refs: Iterable[SecretRef]) -> li
             continue
         if ref.key not in (secret.data or {}):
             have = ", ".join(sorted(secret.data or {})) or "(none)"
-            missing.append(f"Secret {namespace}/{ref.secret} has no key {ref.key!r} (for {ref.env}); keys: {have}")
+            missing.append(
+                f"Secret {namespace}/{ref.secret} has no key {ref.key!r} (for {ref.env}); keys: {have}"
+            )
     return missing
 
 
@@ -257,7 +261,8 @@ def deploy(
         if missing:
             message = (
                 "referenced Secrets are missing; create them first (kubectl -n "
-                f"{namespace} create secret generic NAME --from-literal=KEY=...):\n  - " + "\n  - ".join(missing)
+                f"{namespace} create secret generic NAME --from-literal=KEY=...):\n  - "
+                + "\n  - ".join(missing)
             )
             if not dry_run:
                 raise EsdlError(message)
@@ -349,7 +354,11 @@ def diff(
         else:
             deployed = deployed_values(core, spec)
             old = deployed or {}
-            where = f"release {release_name(spec)} in {namespace_for(spec)}" if deployed else "nothing (not installed)"
+            where = (
+                f"release {release_name(spec)} in {namespace_for(spec)}"
+                if deployed
+                else "nothing (not installed)"
+            )
     a = _dump(old).splitlines(keepends=True)
     b = _dump(new).splitlines(keepends=True)
     lines = list(difflib.unified_diff(a, b, fromfile=where, tofile=f"projects/{spec.name}.yaml (rendered)"))
