@@ -1,0 +1,191 @@
+"""Batched anomaly scores against a plain per-pixel port of MultivariateAnomalies.jl's definitions."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from scipy.spatial.distance import cdist
+from sklearn.neighbors import NearestNeighbors
+
+from platform_lib.analysis import (
+    METHODS,
+    anomaly_features,
+    anomaly_scores,
+    anomaly_scores_block,
+    ewma,
+    quantile_scores,
+    time_delay_embedding,
+)
+from platform_lib.errors import EsdlError
+
+
+def reference_scores(x: np.ndarray) -> dict[str, np.ndarray]:
+    """One pixel's complete (T, F) matrix, scored the obvious way, one method at a time."""
+    t = len(x)
+    d = cdist(x, x)
+    sigma = np.median(d)  # all T*T entries, the diagonal included, as in the package
+    kde = 1.0 - np.exp(-0.5 * d / sigma**2).mean(axis=1)
+    rec = np.empty(t)
+    for i in range(t):
+        inside = sum(1 for j in range(t) if j != i and d[i, j] < sigma)
+        rec[i] = 1.0 - inside / t
+    k = math.ceil(0.05 * t)
+    dist, ind = NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(x).kneighbors(x)
+    assert (ind[:, 0] == np.arange(t)).all()  # self first (continuous random data)
+    gamma = dist[:, 1:].mean(axis=1)
+    delta = np.array([np.linalg.norm(sum(x[i] - x[j] for j in ind[i, 1:]) / k) for i in range(t)])
+    q = np.cov(x, rowvar=False).reshape(x.shape[1], x.shape[1])
+    u, s, vt = np.linalg.svd(q)
+    q_inv_half = (u @ np.diag((s + 1e-10) ** -0.5) @ vt).T
+    t2 = (((x - x.mean(axis=0)) @ q_inv_half) ** 2).sum(axis=1)
+    return {"KDE": kde, "REC": rec, "KNN_Gamma": gamma, "KNN_Delta": delta, "T2": t2}
+
+
+def reference_quantiles(scores: np.ndarray) -> np.ndarray:
+    """get_quantile_scores: thresholds at 0:0.01:1; level i where thresholds[i-1] < s <= thresholds[i]."""
+    levels = np.arange(101) / 100
+    thresholds = np.quantile(scores, levels)
+    out = np.empty_like(scores)
+    for j, s in enumerate(scores):
+        if s <= thresholds[0]:
+            out[j] = levels[0]
+        for i in range(1, 101):
+            if thresholds[i - 1] < s <= thresholds[i]:
+                out[j] = levels[i]
+    return out
+
+
+def reference_block(block: np.ndarray, ensemble_methods=METHODS) -> np.ndarray:
+    """(pixels, time, features) -> (pixels, time, 5 raw + 5 quantile + ensemble mean), NaN rows skipped."""
+    out = np.full((*block.shape[:2], 11), np.nan)
+    for p, pixel in enumerate(block):
+        ok = ~np.isnan(pixel).any(axis=1)
+        if ok.sum() < 10:
+            continue
+        raw = reference_scores(pixel[ok])
+        quant = {m: reference_quantiles(raw[m]) for m in METHODS}
+        for i, m in enumerate(METHODS):
+            out[p, ok, i] = raw[m]
+            out[p, ok, 5 + i] = quant[m]
+        out[p, ok, 10] = np.mean([quant[m] for m in ensemble_methods], axis=0)
+    return out
+
+
+def random_block(seed: int, n_pixels=12, n_time=150, n_features=3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    block = rng.standard_normal((n_pixels, n_time, n_features)) * rng.uniform(
+        0.5, 3, (n_pixels, 1, n_features)
+    )
+    block[:, 40:44] += 4.0  # a multivariate event
+    block[2, rng.random(n_time) < 0.2, 1] = np.nan  # gaps: steps without a score
+    block[3, 17] = np.nan
+    block[5, :] = np.nan  # no data (ocean)
+    block[6, 5:] = np.nan  # too short to score
+    return block
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_raw_and_quantile_scores_match_the_per_pixel_reference(seed):
+    block = random_block(seed)
+    ref = reference_block(block)
+    raw = anomaly_scores_block(block, quantiles=False)
+    quant = anomaly_scores_block(block, quantiles=True, ensemble="mean", max_bytes=150 * 150 * 40 * 3)
+    np.testing.assert_allclose(raw, ref[..., :5], rtol=1e-6, atol=1e-6, equal_nan=True)
+    np.testing.assert_allclose(quant[..., :5], ref[..., 5:10], atol=1e-6, equal_nan=True)
+    np.testing.assert_allclose(quant[..., 5], ref[..., 10], atol=1e-6, equal_nan=True)
+    assert np.isnan(quant[5]).all() and np.isnan(quant[6]).all() and np.isnan(quant[3, 17]).all()
+    assert np.isfinite(quant[0]).all()
+    # the injected event scores at the top for every method at an untouched pixel
+    assert (quant[0, 40:44, :5] >= 0.9).all()
+
+
+def test_method_subsets_and_ensembles():
+    block = random_block(3, n_pixels=7)
+    ref = reference_block(block, ensemble_methods=("KDE", "KNN_Gamma"))
+    got = anomaly_scores_block(
+        block, ["KNN_Gamma", "KDE"], ensemble="mean", ensemble_methods=["KDE", "KNN_Gamma"]
+    )
+    np.testing.assert_allclose(got[..., 0], ref[..., 7], atol=1e-6, equal_nan=True)
+    np.testing.assert_allclose(got[..., 2], ref[..., 10], atol=1e-6, equal_nan=True)
+    maxed = anomaly_scores_block(block, ["KDE", "T2"], ensemble="max")
+    np.testing.assert_allclose(maxed[..., 2], np.fmax(ref[..., 5], ref[..., 9]), atol=1e-6, equal_nan=True)
+    with pytest.raises(EsdlError, match="unknown score method 'LOF'"):
+        anomaly_scores_block(block, ["LOF"])
+    with pytest.raises(EsdlError, match="ensemble='vote' is not allowed"):
+        anomaly_scores_block(block, ensemble="vote")
+
+
+def test_quantile_scores_handle_ties_and_nan_like_the_reference():
+    rng = np.random.default_rng(9)
+    scores = np.round(rng.random((3, 80)), 1)  # many ties
+    scores[1, ::7] = np.nan
+    got = quantile_scores(scores, axis=1)
+    for row, g in zip(scores, got, strict=True):
+        ok = ~np.isnan(row)
+        np.testing.assert_array_equal(g[ok], reference_quantiles(row[ok]))
+        assert np.isnan(g[~ok]).all()
+
+
+def test_ewma_and_embedding_follow_the_package():
+    x = np.random.default_rng(2).standard_normal((30, 2))
+    z = np.empty_like(x)
+    z[0] = 0.15 * x[0]
+    for t in range(1, 30):
+        z[t] = 0.15 * x[t] + 0.85 * z[t - 1]
+    np.testing.assert_allclose(ewma(x, 0.15, axis=0), z, rtol=1e-12)
+    emb = time_delay_embedding(x, delay=2, dimension=3)
+    assert emb.shape == (30, 6) and np.isnan(emb[:4, 2:]).any() and not np.isnan(emb[4:]).any()
+    np.testing.assert_array_equal(emb[10], np.r_[x[10], x[8], x[6]])
+    with pytest.raises(EsdlError, match="0 < lambda <= 1"):
+        ewma(x, 0.0)
+
+
+def esdc_time(first: int, last: int) -> pd.DatetimeIndex:
+    return pd.DatetimeIndex(
+        [
+            pd.Timestamp(y, 1, 1) + pd.Timedelta(days=8 * k + 4)
+            for y in range(first, last + 1)
+            for k in range(46)
+        ]
+    )
+
+
+def test_cube_scores_are_lazy_and_equal_the_reference_on_features():
+    time = esdc_time(2001, 2004)
+    rng = np.random.default_rng(4)
+    season = np.cos(2 * np.pi * np.arange(len(time)) / 46)[:, None, None]
+    cube = xr.Dataset(
+        {
+            "a": (
+                ("time", "lat", "lon"),
+                (10 * season + rng.standard_normal((len(time), 2, 3))).astype(np.float32),
+            ),
+            "b": (
+                ("time", "lat", "lon"),
+                (1e6 * season + 1e5 * rng.standard_normal((len(time), 2, 3))).astype(np.float32),
+            ),
+        },
+        coords={"time": time, "lat": [10.0, 20.0], "lon": [0.0, 10.0, 20.0]},
+    ).chunk({"time": 46, "lat": 1})
+    cube["a"][:, 1, 2] = np.nan
+    features = anomaly_features(cube, ["a", "b"], ewma_lambda=0.5)
+    scores = anomaly_scores(features)
+    assert scores["ensemble"].chunks is not None and scores["KDE"].dims == ("time", "lat", "lon")
+    feats = features.transpose("lat", "lon", "time", "variable").values.reshape(6, len(time), 2)
+    # the features themselves: standardised anomalies against the median cycle, then EWMA
+    x = cube["b"][:, 0, 1].values.astype(np.float64)
+    steps = np.tile(np.arange(46), 4)
+    anom = x - pd.Series(x).groupby(steps).median().to_numpy()[steps]
+    np.testing.assert_allclose(
+        feats[1, :, 1], ewma((anom - anom.mean()) / anom.std(), 0.5), rtol=1e-6, atol=1e-9
+    )
+    ref = reference_block(feats, ensemble_methods=("KDE", "REC", "KNN_Gamma"))
+    got = np.stack(
+        [scores[m].transpose("lat", "lon", "time").values.reshape(6, -1) for m in [*METHODS, "ensemble"]], -1
+    )
+    np.testing.assert_allclose(got, ref[..., 5:], atol=1e-6, equal_nan=True)
+    assert np.isnan(got[5]).all()
