@@ -1,0 +1,183 @@
+"""Event labelling and the event table against a plain flood fill and hand-computed answers."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from platform_lib.analysis import cell_area_km2, detect_events, event_skill, label_events
+from platform_lib.errors import EsdlError
+
+KM_PER_DEGREE = 6371.0088 * math.pi / 180
+
+
+def grid_cube(
+    values: np.ndarray, resolution: float = 10.0, lat0: float = -85.0, lon0: float = -175.0
+) -> xr.DataArray:
+    n_t, n_y, n_x = values.shape
+    return xr.DataArray(
+        values,
+        dims=("time", "lat", "lon"),
+        coords={
+            "time": pd.date_range("2003-06-02", periods=n_t, freq="8D"),
+            "lat": lat0 + resolution * np.arange(n_y),
+            "lon": lon0 + resolution * np.arange(n_x),
+        },
+    )
+
+
+def flood_fill(mask: np.ndarray, wrap: bool) -> np.ndarray:
+    """Reference labelling: breadth-first search over the 26 neighbours, lon taken modulo n if wrap."""
+    labels = np.zeros(mask.shape, int)
+    n_t, n_y, n_x = mask.shape
+    current = 0
+    for start in zip(*np.nonzero(mask), strict=True):
+        if labels[start]:
+            continue
+        current += 1
+        labels[start] = current
+        queue = deque([start])
+        while queue:
+            t, y, x = queue.popleft()
+            for dt in (-1, 0, 1):
+                for dy in (-1, 0, 1):
+                    for dx in (-1, 0, 1):
+                        tt, yy, xx = t + dt, y + dy, x + dx
+                        if wrap:
+                            xx %= n_x
+                        if (
+                            0 <= tt < n_t
+                            and 0 <= yy < n_y
+                            and 0 <= xx < n_x
+                            and mask[tt, yy, xx]
+                            and not labels[tt, yy, xx]
+                        ):
+                            labels[tt, yy, xx] = current
+                            queue.append((tt, yy, xx))
+    return labels
+
+
+def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    """True when two labellings group the cells identically (labels may be numbered differently)."""
+    if not np.array_equal(a > 0, b > 0):
+        return False
+    pairs = set(zip(a[a > 0].tolist(), b[b > 0].tolist(), strict=True))
+    return len(pairs) == len({p[0] for p in pairs}) == len({p[1] for p in pairs})
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_labels_equal_a_flood_fill_with_and_without_wrap(seed):
+    rng = np.random.default_rng(seed)
+    mask = rng.random((9, 7, 36)) < 0.12
+    global_mask = grid_cube(mask)  # 36 x 10 degrees: global, wraps
+    regional = grid_cube(mask, resolution=1.0)  # 36 x 1 degree: does not wrap
+    wrapped = label_events(global_mask).values
+    flat = label_events(regional).values
+    assert same_partition(wrapped, flood_fill(mask, wrap=True))
+    assert same_partition(flat, flood_fill(mask, wrap=False))
+    assert wrapped.max() < flat.max()  # the seam joined some events
+    starts = [np.nonzero(wrapped == i)[0].min() for i in range(1, wrapped.max() + 1)]
+    assert starts == sorted(starts)  # numbered by start
+
+
+def test_min_size_drops_small_events():
+    rng = np.random.default_rng(5)
+    mask = rng.random((8, 6, 36)) < 0.1
+    ref = flood_fill(mask, wrap=True)
+    sizes = np.bincount(ref.ravel())
+    keep = [i for i in range(1, sizes.size) if sizes[i] >= 4]
+    assert 0 < len(keep) < ref.max()  # some events go, some stay
+    got = label_events(grid_cube(mask), min_size=4).values
+    assert same_partition(got, np.where(np.isin(ref, keep), ref, 0))
+    with pytest.raises(EsdlError, match="needs a boolean mask"):
+        label_events(grid_cube(mask.astype(float)))
+    with pytest.raises(EsdlError, match=r"exactly the dims \('time', 'lat', 'lon'\)"):
+        label_events(grid_cube(mask).rename(lat="y"))
+
+
+def test_an_injected_block_is_one_event_with_the_right_area_and_duration():
+    scores = np.random.default_rng(1).random((20, 18, 36)) * 0.5
+    scores[5:9, 12:15, 3:6] = 0.9 + 0.01 * np.arange(4)[:, None, None]  # 4 steps x 3 lat x 3 lon
+    scores[12, 2, 30] = 0.95  # a single cell: below min_size
+    cube = grid_cube(scores)
+    events = detect_events(cube, threshold=0.8, min_size=2)
+    assert len(events.table) == 1
+    row = events.table.iloc[0]
+    lats = cube.lat.values[12:15]
+    area = sum(3 * (KM_PER_DEGREE * 10) ** 2 * math.cos(math.radians(la)) for la in lats)
+    assert row.n_steps == 4 and row.n_cells == 36
+    assert row.duration_days == 32.0
+    assert row.start == cube.time.values[5] and row.end == cube.time.values[8]
+    assert row.area_km2 == pytest.approx(area, rel=1e-12)
+    assert row.volume_km2_days == pytest.approx(area * 32, rel=1e-12)
+    assert (row.lat_min, row.lat_max, row.lon_min, row.lon_max) == (30.0, 60.0, -150.0, -120.0)
+    weights = np.cos(np.radians(lats))
+    assert row.centroid_lat == pytest.approx(float((weights * lats).sum() / weights.sum()), rel=1e-12)
+    assert row.centroid_lon == pytest.approx(-135.0, abs=1e-9)
+    assert row.peak_score == pytest.approx(0.93) and row.peak_time == cube.time.values[8]
+    assert int((events.labels > 0).sum()) == 36 and events.threshold == 0.8 and events.quantile is None
+
+
+def test_an_event_crossing_the_dateline_is_one_event():
+    scores = np.zeros((10, 18, 36))
+    scores[3:6, 14, 34:36] = 1.0  # 160..180 E
+    scores[4:7, 15, 0:2] = 1.0  # 180..160 W, one step later and one row up: touches only across the seam
+    events = detect_events(grid_cube(scores), threshold=0.5, min_size=1)
+    assert len(events.table) == 1
+    row = events.table.iloc[0]
+    assert (row.lon_min, row.lon_max) == (160.0, -160.0)  # lon_min > lon_max: crosses the dateline
+    assert row.n_steps == 4 and row.n_cells == 12
+    assert abs(row.centroid_lon) > 170  # near the dateline, not near 0
+    regional = detect_events(grid_cube(scores, resolution=1.0), threshold=0.5, min_size=1)
+    assert len(regional.table) == 2  # a regional grid does not wrap
+
+
+def test_event_table_matches_per_event_sums():
+    rng = np.random.default_rng(3)
+    scores = rng.random((12, 9, 36))
+    cube = grid_cube(scores, resolution=10.0, lat0=-40.0)
+    features = xr.DataArray(
+        rng.standard_normal((12, 9, 36, 2)) * [0.3, 3.0],
+        dims=("time", "lat", "lon", "variable"),
+        coords={**cube.coords, "variable": ["calm", "wild"]},
+    )
+    events = detect_events(cube, quantile=0.9, min_size=3, features=features)
+    labels = events.labels.values
+    assert events.threshold == pytest.approx(np.quantile(scores, 0.9))
+    assert len(events.table) == labels.max() > 1
+    lat = cube.lat.values
+    for row in events.table.itertuples():
+        t, y, x = np.nonzero(labels == row.event_id)
+        area = cell_area_km2(lat, 10.0, 10.0)
+        assert row.n_cells == t.size
+        assert row.volume_km2_days == pytest.approx((area[y] * 8.0).sum(), rel=1e-12)
+        cells = {(a, b) for a, b in zip(y.tolist(), x.tolist(), strict=True)}
+        assert row.area_km2 == pytest.approx(sum(area[a] for a, _ in cells), rel=1e-12)
+        assert row.peak_score == pytest.approx(scores[t, y, x].max())
+        assert row.start == cube.time.values[t.min()] and row.n_steps == t.max() - t.min() + 1
+        assert row.lat_min == lat[y.min()] - 5 and row.lat_max == lat[y.max()] + 5
+        assert row.variables == ["wild"]  # mean |anomaly| >= 1 only for the wild variable
+
+
+def test_event_skill_counts_cells_and_events():
+    truth = np.zeros((10, 6, 36), bool)
+    truth[2:4, 1:3, 5:7] = True  # event A: 8 cells
+    truth[6:8, 3, 35] = True  # event B: 2 cells
+    found = np.zeros_like(truth)
+    found[3:5, 1:3, 5:7] = True  # half of A, plus 4 wrong cells
+    found[8, 0, 20] = True  # a false event
+    skill = event_skill(grid_cube(found), grid_cube(truth))
+    assert skill == pytest.approx(
+        {
+            "precision": 4 / 9,
+            "recall": 4 / 10,
+            "f1": 2 * (4 / 9) * 0.4 / (4 / 9 + 0.4),
+            "event_precision": 0.5,
+            "event_recall": 0.5,
+        }
+    )
