@@ -54,6 +54,16 @@ class Raw(str):
         return str(self)
 
 
+def notebooks_dir() -> Path:
+    """The curated notebooks copied into each new home: ``ESDL_NOTEBOOKS_DIR`` or ``<repo>/notebooks``.
+
+    >>> notebooks_dir().name
+    'notebooks'
+    """
+    env = os.environ.get("ESDL_NOTEBOOKS_DIR")
+    return Path(env) if env else repo_root() / "notebooks"
+
+
 def venv_bin() -> Path:
     """The folder of the running Python's scripts (``jupyterhub``, ``dask``, ...)."""
     return Path(sys.executable).parent
@@ -205,7 +215,7 @@ def hub_config_text(s: PlatformSettings) -> str:
         "Spawner.mem_limit": profile.memory_bytes,
         "Spawner.cpu_limit": profile.cpu,
         "Spawner.pre_spawn_hook": Raw(
-            f"functools.partial(pre_spawn_hook, notebooks_dir={str(repo_root() / 'notebooks')!r},"
+            f"functools.partial(pre_spawn_hook, notebooks_dir={str(notebooks_dir())!r},"
             f" team_dir={str(layout.team_dir)!r})"
         ),
         "JupyterHub.template_vars": {"announcement_login": f"{spec.title}: sign in with your ESDL password."},

@@ -377,8 +377,11 @@ def up(
     component fails to start, every project of this call is stopped again and the error names the
     component and shows the end of its log.
     """
-    if port is not None and len(projects) != 1:
-        raise EsdlError("--port applies to one project; start projects one at a time to choose their ports")
+    if port and len(projects) != 1:
+        raise EsdlError(
+            "--port N applies to one project; start projects one at a time to choose their ports"
+            " (--port 0 gives each project any free port)"
+        )
     if len(set(projects)) != len(projects):
         raise EsdlError(f"a project is named twice: {list(projects)}")
     check_requirements()

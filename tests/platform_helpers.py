@@ -1,0 +1,92 @@
+"""Helpers for the embedded-platform tests: temporary state, specs, the ``esdl`` command, process checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from platform_lib.local.layout import ProjectLayout
+from platform_lib.local.supervisor import tagged_processes
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def small_spec(name: str, admins: list[str], members: list[str], **extra: Any) -> dict[str, Any]:
+    """A project spec sized for a 2-core test machine."""
+    spec = {
+        "name": name,
+        "title": f"Test project {name}",
+        "admins": admins,
+        "members": members,
+        "profiles": [{"name": "small", "display_name": "Small", "cpu": 1, "memory": "1Gi", "default": True}],
+        "dask": {
+            "max_workers_per_user": 2,
+            "max_clusters_per_user": 1,
+            "worker_cores": {"choices": [1], "default": 1},
+            "worker_memory": {"choices": ["1Gi"], "default": "1Gi"},
+            "idle_timeout_minutes": 10,
+        },
+    }
+    spec.update(extra)
+    return spec
+
+
+@dataclass
+class PlatformEnv:
+    """A throw-away state folder, projects folder and notebooks folder for ``esdl`` runs."""
+
+    root: Path
+    env: dict[str, str]
+
+    @classmethod
+    def create(cls, root: Path) -> PlatformEnv:
+        for sub in ("state", "projects", "notebooks"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        env.update(
+            ESDL_STATE_DIR=str(root / "state"),
+            ESDL_PROJECTS_DIR=str(root / "projects"),
+            ESDL_NOTEBOOKS_DIR=str(root / "notebooks"),
+        )
+        env.setdefault("ESDL_DATA_DIR", str(root / "state" / "data"))
+        return cls(root, env)
+
+    def write_spec(self, spec: dict[str, Any]) -> Path:
+        path = self.root / "projects" / f"{spec['name']}.yaml"
+        path.write_text(yaml.safe_dump(spec, sort_keys=False))
+        return path
+
+    def esdl(self, *args: str, timeout: float = 240, check: bool = True) -> subprocess.CompletedProcess:
+        """Run the ``esdl`` command with this environment; ``check`` raises with its output on failure."""
+        proc = subprocess.run(
+            [sys.executable, "-m", "platform_lib.cli", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.root,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"esdl {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+            )
+        return proc
+
+    def layout(self, project: str) -> ProjectLayout:
+        return ProjectLayout(project, self.root / "state" / "platform" / project)
+
+    def url(self, project: str) -> str:
+        return f"http://127.0.0.1:{self.layout(project).saved_ports()['public']}"
+
+    def password(self, project: str, user: str) -> str:
+        return json.loads(self.layout(project).credentials_file.read_text())[user]["password"]
+
+    def processes(self, project: str) -> list:
+        return tagged_processes(str(self.layout(project).root.resolve()))
