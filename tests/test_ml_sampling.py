@@ -293,8 +293,8 @@ def test_bad_spec_gives_a_clear_error(stores, kwargs, message):
 def test_bad_arguments_give_clear_errors(stores):
     with pytest.raises(EsdlError, match="positive integer"):
         SampleSpec(inputs=VARS, patch={"time": -1})
-    with pytest.raises(EsdlError, match="stride names dim 'lat' that has no patch size"):
-        SampleSpec(inputs=VARS, patch={"time": 4}, stride={"lat": 2})
+    with pytest.raises(EsdlError, match="stride dim 'depth' is not a dim of the cube"):
+        TrainingSet(stores["ts"], SampleSpec(inputs=VARS, patch={"time": 4}, stride={"depth": 2}))
     with pytest.raises(EsdlError, match="Unknown NaN policy 'drop'"):
         TrainingSet(stores["ts"], SampleSpec(inputs=VARS, patch={"time": 4}), nan="drop")
     with pytest.raises(EsdlError, match="No cube store at"):

@@ -52,7 +52,8 @@ class SampleSpec:
     Dims not named in ``patch`` have size 1 and are dropped from the sample's shape, so
     ``patch={"time": 46}`` gives pixel time series of shape ``(channels, 46)`` and
     ``patch={"time": 8, "lat": 16, "lon": 16}`` gives ``(channels, 8, 16, 16)``. ``stride`` defaults to
-    the patch (no overlap; 1 along unnamed dims); a smaller stride overlaps patches.
+    the patch (no overlap; 1 along unnamed dims); a smaller stride overlaps patches, a stride along an
+    unnamed dim thins the samples (``stride={"lat": 4, "lon": 4}``: every 4th pixel's series).
     ``target_time="same"`` cuts targets from the same window as the inputs; ``"next"`` cuts the
     ``horizon`` time steps that follow the input window (forecasting).
 
@@ -88,11 +89,6 @@ class SampleSpec:
             raise EsdlError(f"SampleSpec horizon must be a positive integer; got {self.horizon!r}.")
         if self.target_time == "next" and not self.targets:
             raise EsdlError("SampleSpec target_time='next' needs targets=[...] to forecast.")
-        for dim in self.stride:
-            if dim not in self.patch:
-                raise EsdlError(
-                    f"SampleSpec stride names dim {dim!r} that has no patch size; patch dims: {allowed(self.patch)}."
-                )
 
     @property
     def variables(self) -> tuple[str, ...]:
@@ -168,11 +164,13 @@ class SampleSpec:
                 raise EsdlError(
                     f"SampleSpec variables must share dims; {self.variables[0]!r} has {dims} but {v!r} has {tuple(ds[v].dims)}."
                 )
-        for dim in self.patch:
-            if dim not in dims:
-                raise EsdlError(
-                    f"SampleSpec patch dim {dim!r} is not a dim of the cube; dims: {allowed(dims)}.{did_you_mean(dim, dims)}"
-                )
+        for what, sizes in (("patch", self.patch), ("stride", self.stride)):
+            for dim in sizes:
+                if dim not in dims:
+                    raise EsdlError(
+                        f"SampleSpec {what} dim {dim!r} is not a dim of the cube; dims: {allowed(dims)}."
+                        f"{did_you_mean(dim, dims)}"
+                    )
         if self.target_time == "next" and "time" not in dims:
             raise EsdlError(f"SampleSpec target_time='next' needs a 'time' dim; the cube has {dims}.")
         for dim in dims:
