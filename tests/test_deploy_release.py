@@ -1,0 +1,221 @@
+"""``esdl project render | deploy | diff | delete``: the files, the refusals, the plan; and against a live
+cluster only when KUBECONFIG points at one (skipped otherwise)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from platform_lib.cli import main
+from platform_lib.deploy.chart import validate_manifests
+from platform_lib.deploy.release import delete, deploy, diff, helm_commands, write_release
+from platform_lib.deploy.values import ENV_SECRET, render_values
+from platform_lib.errors import EsdlError
+from platform_lib.projects import load_project, project_path
+
+GOOD = {
+    "name": "tiny",
+    "title": "Tiny project",
+    "admins": ["ada"],
+    "members": ["bo"],
+    "profiles": [{"name": "small", "display_name": "Small", "cpu": 1, "memory": "2Gi", "default": True}],
+}
+
+
+@pytest.fixture()
+def state(tmp_path, monkeypatch):
+    monkeypatch.setenv("ESDL_STATE_DIR", str(tmp_path / "state"))
+    return tmp_path / "state"
+
+
+@pytest.fixture()
+def no_cluster(tmp_path, monkeypatch):
+    """No kubeconfig and no helm on PATH: what this machine and CI have."""
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv(
+        "PATH",
+        os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if not (Path(p) / "helm").exists()),
+    )
+
+
+def write_spec(folder: Path, data: dict) -> Path:
+    path = folder / f"{data['name']}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_render_writes_private_files_that_match_the_spec(state, capsys):
+    assert main(["project", "render", "extremes-lab"]) == 0
+    out = capsys.readouterr().out
+    folder = state / "deploy" / "extremes-lab"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    for name in ("values.yaml", "namespace.yaml", "manifests.yaml"):
+        assert f"{folder / name}" in out
+        assert stat.S_IMODE((folder / name).stat().st_mode) == 0o600
+    spec = load_project("extremes-lab")
+    assert yaml.safe_load((folder / "values.yaml").read_text()) == render_values(spec)
+    namespace = yaml.safe_load((folder / "namespace.yaml").read_text())
+    assert namespace["metadata"]["name"] == "esdl-extremes-lab"
+    manifests = list(yaml.safe_load_all((folder / "manifests.yaml").read_text()))
+    assert validate_manifests([namespace, *manifests]) == []
+    assert {d["kind"] for d in manifests} >= {"ResourceQuota", "PersistentVolumeClaim", "NetworkPolicy"}
+
+
+def test_render_check_and_dry_run(state, capsys):
+    assert main(["project", "render", "demo", "--check", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "checked 6 manifests and the values of 3 charts: 0 problem(s)" in out
+    assert yaml.safe_load(out.split("problem(s)\n", 1)[1])["project"]["name"] == "demo"
+    assert not (state / "deploy" / "demo").exists()  # a dry run writes nothing
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"login": {"method": "github", "client_id": "Iv1.abc", "client_secret": "hunter2-is-my-secret"}},
+            "login.client_secret: looks like a plaintext secret; allowed: a reference 'env:VARIABLE' or"
+            " 'secret:SECRET-NAME/KEY'",
+        ),
+        (
+            {"profiles": [{"name": "small", "display_name": "Small", "cpus": 1, "memory": "2Gi"}]},
+            "profiles[0].cpus: unknown field. Did you mean 'cpu'?",
+        ),
+        (
+            {"profiles": [{"name": "gpu", "display_name": "GPU", "cpu": 1, "memory": "2Gi", "gpu": 1}]},
+            "profiles[0].gpu: unknown field.",
+        ),
+        ({"quota": {"cpu": 4}}, "is above quota.cpu of 4; lower dask.max_workers_per_user"),
+        (
+            {"quota": {"cpu": 64, "memory": "1Gi"}},
+            "profiles[0].memory: 2Gi is above the project's quota.memory of 1Gi",
+        ),
+        ({"name": "Team_A"}, "name: 'Team_A' is not DNS-safe"),
+    ],
+)
+def test_bad_specs_are_refused_with_a_clear_message_and_nothing_written(
+    state, tmp_path, capsys, change, message
+):
+    data = {**GOOD, **change}
+    path = write_spec(tmp_path, data)
+    assert main(["project", "render", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.startswith("esdl: error: ") and "is not a valid project spec" in err
+    assert not (state / "deploy").exists()
+
+
+def test_deploy_dry_run_without_cluster_or_helm_prints_the_plan(state, no_cluster, capsys):
+    assert main(["project", "deploy", "demo", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "no Kubernetes cluster configured" in out and "skipping the cluster checks" in out
+    values = state / "deploy" / "demo" / "values.yaml"
+    chart = state / "deploy" / "demo" / "chart"
+    assert f"helm upgrade --install demo {chart} --namespace esdl-demo --values {values}" in out
+    assert "--dry-run=client" in out
+    assert (chart / "Chart.yaml").is_file() and not (chart / "charts").exists()
+
+
+def test_deploy_without_helm_or_cluster_is_a_clear_error(state, no_cluster):
+    with pytest.raises(EsdlError, match="no Kubernetes cluster configured"):
+        deploy(load_project("demo"), out=lambda _: None)
+
+
+def test_deploy_needs_the_env_references_and_never_writes_them(state, no_cluster):
+    spec = load_project("extremes-lab")
+    with pytest.raises(EsdlError, match="EXTREMES_LAB_S3_KEY, EXTREMES_LAB_S3_SECRET"):
+        deploy(spec, dry_run=True, environ={}, out=lambda _: None)
+    secret_value = f"not-in-any-file-{uuid.uuid4().hex}"
+    lines: list[str] = []
+    environ = {"EXTREMES_LAB_S3_KEY": secret_value, "EXTREMES_LAB_S3_SECRET": secret_value}
+    assert deploy(spec, dry_run=True, environ=environ, out=lines.append) == 0
+    for path in (state / "deploy").rglob("*"):
+        if path.is_file():
+            assert secret_value not in path.read_text(errors="replace"), path
+    assert not any(secret_value in line for line in lines)
+
+
+def test_extra_values_files_are_layered_and_must_exist(state, no_cluster, tmp_path):
+    spec = load_project("demo")
+    extra = tmp_path / "site.yaml"
+    extra.write_text("jupyterhub:\n  proxy:\n    service:\n      type: NodePort\n")
+    upgrade = helm_commands(spec, "values.yaml", [extra])[-1]
+    assert upgrade[upgrade.index("values.yaml") + 1 :][:2] == ["--values", str(extra)]
+    with pytest.raises(EsdlError, match="--values .*missing.yaml: no such file"):
+        deploy(spec, dry_run=True, extra_values=[tmp_path / "missing.yaml"], out=lambda _: None)
+
+
+def test_diff_without_a_cluster_compares_with_the_last_render(state, no_cluster, tmp_path, capsys):
+    data = {**GOOD, "quota": {"cpu": 64, "memory": "128Gi"}}
+    path = write_spec(tmp_path, data)
+    with pytest.raises(EsdlError, match="no earlier render"):
+        diff(load_project(path), out=lambda _: None)
+    write_release(load_project(path))
+    assert main(["project", "diff", str(path)]) == 0
+    assert "no changes" in capsys.readouterr().out
+    write_spec(tmp_path, {**data, "title": "Tiny project, renamed", "quota": {"cpu": 96, "memory": "128Gi"}})
+    assert main(["project", "diff", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "-  title: Tiny project\n+  title: Tiny project, renamed" in out
+    assert "-  cpu: '64'\n+  cpu: '96'" in out
+
+
+def test_delete_dry_run_without_helm_names_the_command_and_keeps_team_storage(no_cluster):
+    lines: list[str] = []
+    assert delete(load_project("demo"), dry_run=True, out=lines.append) == 0
+    text = "\n".join(lines)
+    assert "helm uninstall demo --namespace esdl-demo --wait --dry-run" in text
+    assert "team storage claim in esdl-demo is kept" in text
+    with pytest.raises(EsdlError, match="helm CLI is not on PATH"):
+        delete(load_project("demo"), out=lambda _: None)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# a live cluster
+
+
+def _cluster_reason() -> str | None:
+    kubeconfig = os.environ.get("KUBECONFIG")
+    if not kubeconfig or not all(Path(p).is_file() for p in kubeconfig.split(os.pathsep) if p):
+        return "needs a live Kubernetes cluster: KUBECONFIG does not point at a kubeconfig file"
+    if shutil.which("helm") is None:
+        return "needs the helm CLI on PATH to install the release"
+    try:
+        import kubernetes
+
+        kubernetes.config.load_kube_config()
+        kubernetes.client.CoreV1Api().list_namespace(limit=1, _request_timeout=10)
+    except Exception as exc:  # noqa: BLE001 - any failure means there is no usable cluster
+        return f"needs a live Kubernetes cluster: the one in KUBECONFIG does not answer ({exc.__class__.__name__})"
+    return None
+
+
+@pytest.mark.cluster
+@pytest.mark.skipif(_cluster_reason() is not None, reason=str(_cluster_reason()))
+def test_deploy_diff_delete_on_a_live_cluster(state, tmp_path, monkeypatch):
+    import kubernetes
+
+    name = f"esdl-test-{uuid.uuid4().hex[:6]}"
+    data = {**GOOD, "name": name, "storage": {"team_size": "1Gi", "home_size": "1Gi"}}
+    monkeypatch.setenv("ESDL_PROJECTS_DIR", str(tmp_path))
+    write_spec(tmp_path, data)
+    spec = load_project(name)
+    assert project_path(name).parent == tmp_path
+    core = kubernetes.client.CoreV1Api()
+    try:
+        assert deploy(spec, dry_run=True) == 0
+        assert deploy(spec) == 0
+        assert core.read_namespace(f"esdl-{name}").metadata.labels["esdl.io/project"] == name
+        pods = core.list_namespaced_pod(f"esdl-{name}", label_selector="component=hub").items
+        assert pods and pods[0].status.phase == "Running"
+        assert diff(spec) == 0  # nothing to change right after a deploy
+    finally:
+        assert delete(spec, delete_namespace=True) == 0
+    assert ENV_SECRET == "esdl-env"
