@@ -8,6 +8,7 @@ Core pieces are numpy-only; :mod:`platform_lib.ml.torch` and :mod:`platform_lib.
 (1, 46)
 """
 
+from platform_lib.ml.materialise import load_training_set, materialise
 from platform_lib.ml.nan import NanPolicy
 from platform_lib.ml.plan import SamplePlan, plan_samples
 from platform_lib.ml.spec import SampleSpec
@@ -24,5 +25,7 @@ __all__ = [
     "TimeSplit",
     "TrainingSet",
     "compute_stats",
+    "load_training_set",
+    "materialise",
     "plan_samples",
 ]

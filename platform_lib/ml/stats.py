@@ -87,7 +87,7 @@ class NormStats:
         }
         if self.climatology is not None:
             data["climatology"] = (("variable", "slot", *self.space_dims), self.climatology)
-        return xr.Dataset(data, coords={"variable": list(self.variables)})
+        return xr.Dataset(data, coords={"variable": np.array(self.variables, dtype=object)})
 
     @classmethod
     def from_dataset(cls, ds: Any) -> NormStats:

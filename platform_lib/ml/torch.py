@@ -18,12 +18,14 @@ read by one process only. Batches are cut inside the dataset (``DataLoader(batch
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from platform_lib.errors import EsdlError, import_extra
+from platform_lib.ml.reader import BlockCache
 from platform_lib.ml.training_set import TrainingSet
 
 torch = import_extra("torch", "ml", "The PyTorch adapters (platform_lib.ml.torch)")
@@ -208,3 +210,43 @@ def make_dataloader(
         world_size=world_size,
     )
     return _data.DataLoader(dataset, batch_size=None, num_workers=num_workers, **loader_kwargs)
+
+
+class MaterialisedDataset(_data.Dataset):
+    """Map-style access to a training set written by :func:`platform_lib.ml.materialise` (one ``subset``).
+
+    Items are dicts of tensors (``x``, ``y``, masks, ``origin``); stored chunks of samples are decoded
+    once and cached, so sequential or chunk-local access is cheap.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], subset: str | None = None, cache_chunks: int = 4
+    ) -> None:
+        import zarr
+
+        from platform_lib.ml.materialise import load_training_set
+
+        ds = load_training_set(path)
+        names = ds["split"].attrs["flag_meanings"].split()
+        codes = ds["split"].values
+        if subset is None:
+            self.index = np.arange(len(codes))
+        else:
+            if subset not in names:
+                raise EsdlError(f"Unknown subset {subset!r}; this training set has {names}.")
+            self.index = np.flatnonzero(codes == names.index(subset))
+        keys = [k for k in ("x", "y", "x_mask", "y_mask", "origin") if k in ds]
+        self.arrays = {k: zarr.open_array(str(path), path=k, mode="r") for k in keys}
+        self.chunk = int(self.arrays["x"].chunks[0])
+        self._cache = BlockCache(self._load, size=cache_chunks)
+
+    def _load(self, c: int) -> dict[str, np.ndarray]:
+        return {k: a[c * self.chunk : (c + 1) * self.chunk] for k, a in self.arrays.items()}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        j = int(self.index[int(i)])
+        block = self._cache.get(j // self.chunk)
+        return _tensors({k: v[j % self.chunk] for k, v in block.items()})
