@@ -34,6 +34,7 @@ from typing import Any
 
 from platform_lib.errors import EsdlError
 from platform_lib.local.configs import (
+    GATEWAY_PREFIX,
     ROLE_VARIABLE,
     TAG_VARIABLE,
     PlatformSettings,
@@ -117,7 +118,8 @@ def components(s: PlatformSettings) -> dict[str, Component]:
             [str(venv_bin() / "dask-gateway-server"), "-f", str(layout.gateway_config)],
             layout.gateway_dir,
             _base_env(s, "gateway"),
-            f"http://127.0.0.1:{ports['gateway_api']}/api/health",
+            # through the gateway's own HTTP proxy: both the API and the proxy must answer
+            f"http://127.0.0.1:{ports['gateway_http']}{GATEWAY_PREFIX}/api/health",
         ),
         "proxy": Component(
             "proxy",
@@ -424,16 +426,21 @@ def stop_project(layout: ProjectLayout, timeout: float = 10.0) -> int:
 
 
 def down(projects: Sequence[str] | None = None, echo: Callable[[str], None] = print) -> int:
-    """Stop the named projects (all with state when ``None``); return how many processes were stopped."""
+    """Stop the named projects (all with state when ``None``); return how many processes were stopped.
+
+    The projects are stopped in parallel (one thread each: SIGTERM, wait, SIGKILL).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     layouts = known_layouts() if not projects else [ProjectLayout.for_project(n) for n in projects]
-    total = 0
     for layout in layouts:
         if not layout.exists():
             raise EsdlError(f"project {layout.project!r} has never been started (no state in {layout.root})")
-        n = stop_project(layout)
-        total += n
+    with ThreadPoolExecutor(max_workers=max(len(layouts), 1)) as pool:
+        counts = list(pool.map(stop_project, layouts))
+    for layout, n in zip(layouts, counts, strict=True):
         echo(f"{layout.project}: stopped ({n} process(es))" if n else f"{layout.project}: not running")
-    return total
+    return sum(counts)
 
 
 @dataclass
@@ -467,7 +474,7 @@ def project_status(layout: ProjectLayout) -> ProjectStatus:
     if ports:
         token = layout.read_secret("proxy_token") if layout.secret_file("proxy_token").exists() else ""
         health = {
-            "gateway": (f"http://127.0.0.1:{ports['gateway_api']}/api/health", {}),
+            "gateway": (f"http://127.0.0.1:{ports['gateway_http']}{GATEWAY_PREFIX}/api/health", {}),
             "proxy": (
                 f"http://127.0.0.1:{ports['proxy_api']}/api/routes",
                 {"Authorization": f"token {token}"},

@@ -1,0 +1,130 @@
+"""Bad input and faults of the embedded platform: clear errors, nothing left running, clean Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from platform_helpers import PlatformEnv, small_spec
+
+from platform_lib.local import supervisor
+from platform_lib.local.supervisor import PlatformStartError, http_ok, tagged_processes
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def penv(tmp_path):
+    return PlatformEnv.create(tmp_path)
+
+
+def assert_nothing_running(penv: PlatformEnv, project: str) -> None:
+    layout = penv.layout(project)
+    assert penv.processes(project) == []
+    assert not any(layout.run_file(c).exists() for c in supervisor.COMPONENTS)
+
+
+def test_invalid_spec_starts_nothing(penv: PlatformEnv):
+    spec = small_spec("broken", ["alice"], ["alice"], dask={"max_wrkers_per_user": 3})
+    spec["login"] = {"method": "github", "client_id": "x", "client_secret": "hunter2-plaintext"}
+    penv.write_spec(spec)
+    proc = penv.esdl("up", "--project", "broken", "--port", "0", check=False)
+    assert proc.returncode == 2
+    err = proc.stderr
+    assert "broken.yaml is not a valid project spec (3 problems)" in err
+    assert "dask.max_wrkers_per_user: unknown field. Did you mean 'max_workers_per_user'?" in err
+    assert "login.client_secret: looks like a plaintext secret" in err
+    assert "members: 'alice' also listed under admins" in err
+    assert not penv.layout("broken").exists()
+    unknown = penv.esdl("up", "--project", "nosuch", check=False)
+    assert unknown.returncode == 2 and "no project named 'nosuch'" in unknown.stderr
+
+
+def test_port_in_use_is_refused_and_starts_nothing(penv: PlatformEnv):
+    penv.write_spec(small_spec("alpha", ["alice"], ["bob"]))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = penv.esdl("up", "--project", "alpha", "--port", str(port), check=False)
+    assert proc.returncode == 2
+    assert f"port {port} (the web address of project 'alpha') is in use by another program" in proc.stderr
+    assert "--port N" in proc.stderr
+    assert_nothing_running(penv, "alpha")
+
+
+def test_missing_cube_store_is_refused_and_starts_nothing(penv: PlatformEnv):
+    entry = {"name": "my-region", "description": "regional cube", "urlpath": "regions/missing.zarr"}
+    penv.write_spec(small_spec("alpha", ["alice"], ["bob"], catalog={"entries": [entry]}))
+    proc = penv.esdl("up", "--project", "alpha", "--port", "0", check=False)
+    assert proc.returncode == 2
+    missing = os.path.join(penv.env["ESDL_DATA_DIR"], "regions", "missing.zarr")
+    assert f"catalog.entries[0] ('my-region'): the store {missing} does not exist" in proc.stderr
+    assert_nothing_running(penv, "alpha")
+
+
+def test_a_component_that_fails_is_reported_with_its_log_and_everything_stops(penv, monkeypatch):
+    for key in ("ESDL_STATE_DIR", "ESDL_PROJECTS_DIR", "ESDL_NOTEBOOKS_DIR", "ESDL_DATA_DIR"):
+        monkeypatch.setenv(key, penv.env[key])
+    penv.write_spec(small_spec("alpha", ["alice"], ["bob"]))
+    real_components = supervisor.components
+
+    def hub_that_crashes(settings):
+        comps = real_components(settings)
+        # the real hub, with a setting it refuses: it exits while starting, after gateway and proxy are up
+        comps["hub"].cmd = [*comps["hub"].cmd, "--JupyterHub.db_url=sqlite:////no-such-folder/hub.sqlite"]
+        return comps
+
+    monkeypatch.setattr(supervisor, "components", hub_that_crashes)
+    with pytest.raises(PlatformStartError) as info:
+        supervisor.up(["alpha"], port=0, echo=lambda line: None)
+    message = str(info.value)
+    assert "project 'alpha': hub exited with code" in message
+    assert "last lines of" in message and "hub.log" in message
+    assert "jupyterhub upgrade-db" in message  # the hub's own complaint about the database, from its log
+    assert_nothing_running(penv, "alpha")
+
+
+def test_foreground_restarts_a_dead_component_and_ctrl_c_stops_everything(penv: PlatformEnv):
+    penv.write_spec(small_spec("alpha", ["alice"], ["bob"]))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "platform_lib.cli", "up", "--project", "alpha", "--port", "0", "--foreground"],
+        env=penv.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    try:
+
+        def read_until(text: str, timeout: float = 180) -> None:
+            t0 = time.monotonic()
+            while not any(text in line for line in lines):
+                assert proc.poll() is None, "".join(lines)
+                assert time.monotonic() - t0 < timeout, "".join(lines)
+                lines.append(proc.stdout.readline())
+
+        read_until("Press Ctrl-C to stop.")
+        url = penv.url("alpha")
+        assert http_ok(f"{url}/hub/login")
+        gateway = supervisor._process(supervisor._record(penv.layout("alpha"), "gateway"))
+        gateway.kill()  # SIGKILL
+        read_until("alpha: ready again at")
+        assert any("gateway not running; restarting" in line for line in lines)
+        assert http_ok(f"{url}/services/dask-gateway/api/health")
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        assert proc.wait(timeout=60) == 0, "".join(lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            penv.esdl("down", check=False)
+    rest = proc.stdout.read()
+    assert "alpha: stopped" in rest
+    assert_nothing_running(penv, "alpha")
+    assert tagged_processes(str(penv.layout("alpha").root.resolve())) == []
+    assert not http_ok(f"{url}/hub/login")
