@@ -40,6 +40,7 @@ from platform_lib.storage import write_text_atomic
 #: the ports of one project's platform, in start order of their owners
 PORT_NAMES = ("gateway_api", "gateway_http", "gateway_tcp", "proxy_api", "hub", "public")
 DEFAULT_PUBLIC_PORT = 8000
+BCRYPT_ROUNDS = 6
 
 
 class PortInUseError(EsdlError):
@@ -271,10 +272,10 @@ class ProjectLayout:
             entry = stored.get(user)
             if not isinstance(entry, dict) or "password" not in entry or "bcrypt" not in entry:
                 password = generate_password()
-                entry = {
-                    "password": password,
-                    "bcrypt": bcrypt.hashpw(password.encode(), bcrypt.gensalt(10)).decode(),
-                }
+                # 20 random characters carry ~115 bits: a low bcrypt cost keeps start-up and logins
+                # quick without making a stolen hash guessable
+                hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(BCRYPT_ROUNDS)).decode()
+                entry = {"password": password, "bcrypt": hashed}
                 changed = True
             out[user] = entry
         if changed or stored == {}:

@@ -1,0 +1,87 @@
+"""Dask Gateway helpers for notebooks: a cluster of N workers that is always shut down, and clean closing.
+
+In a session of the platform ``dask_gateway.Gateway()`` needs no arguments (the hub sets
+``DASK_GATEWAY__ADDRESS``, ``DASK_GATEWAY__PROXY_ADDRESS`` and the token). :func:`gateway_cluster`
+adds what every notebook repeats: scale, wait for the workers, and shut the cluster down on exit even
+after an error, so no idle cluster is left holding the project's worker quota::
+
+    from platform_lib.gateway import gateway_cluster
+    with gateway_cluster(workers=2) as (cluster, client):
+        value = cube["air_temperature_2m"].mean().compute()
+
+The options are the project's (``worker_cores``, ``worker_memory``; see ``Gateway().cluster_options()``).
+Needs the hub extra (``pip install 'esdl-platform[hub]'``).
+
+>>> callable(gateway_cluster) and callable(open_gateway)
+True
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from platform_lib.errors import EsdlError
+
+
+def _dask_gateway():
+    try:
+        import dask_gateway
+    except ImportError:
+        raise EsdlError("Dask Gateway is not installed: pip install 'esdl-platform[hub]'") from None
+    return dask_gateway
+
+
+def open_gateway(
+    address: str | None = None, *, proxy_address: str | None = None, token: str | None = None
+) -> Any:
+    """A ``dask_gateway.Gateway``: from the session's environment, or for ``address`` with a hub ``token``."""
+    dg = _dask_gateway()
+    kwargs: dict[str, Any] = {}
+    if address:
+        kwargs["address"] = address
+    if proxy_address:
+        kwargs["proxy_address"] = proxy_address
+    if token:
+        kwargs["auth"] = dg.JupyterHubAuth(api_token=token)
+    return dg.Gateway(**kwargs)
+
+
+def close_gateway(gateway: Any) -> None:
+    """Close a ``Gateway`` once (dask-gateway 2026.3 closes again on garbage collection and complains
+    there once its loop has stopped; this closes it and skips that second close)."""
+    with contextlib.suppress(RuntimeError):
+        gateway.close()
+    with contextlib.suppress(AttributeError):
+        del gateway._loop_runner  # its __del__ closes only when this attribute exists
+
+
+@contextlib.contextmanager
+def gateway_cluster(
+    workers: int = 2, *, gateway: Any = None, timeout: float = 180.0, **options: Any
+) -> Iterator[tuple[Any, Any]]:
+    """A new Gateway cluster scaled to ``workers`` (waited for), with its ``distributed.Client``.
+
+    The cluster is shut down and the client closed on exit, also after an error. ``options`` are the
+    project's cluster options, e.g. ``worker_memory="2Gi"``.
+    """
+    own = gateway is None
+    gw = open_gateway() if own else gateway
+    cluster = None
+    client = None
+    try:
+        cluster = gw.new_cluster(**options) if options else gw.new_cluster()
+        cluster.scale(workers)
+        client = cluster.get_client()
+        if workers:
+            client.wait_for_workers(workers, timeout=timeout)
+        yield cluster, client
+    finally:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.shutdown()
+            cluster.close()
+        if own:
+            close_gateway(gw)
