@@ -20,7 +20,7 @@ from traitlets.config import Config
 from platform_lib.catalog import read_catalog
 from platform_lib.deploy.chart import render_manifests, subchart_values, validate_manifests
 from platform_lib.deploy.values import derived_quota, namespace_for, release_name, render_values
-from platform_lib.projects import list_projects, load_project, parse_quantity
+from platform_lib.projects import list_projects, load_project, parse_project, parse_quantity
 
 SERVICE = "dask-gateway"
 SCOPE = f"access:services!service={SERVICE}"
@@ -29,8 +29,8 @@ SCOPE = f"access:services!service={SERVICE}"
 class Release:
     """One spec rendered: its values, what each subchart receives, and the chart's own objects."""
 
-    def __init__(self, name: str):
-        self.spec = load_project(name)
+    def __init__(self, name_or_spec):
+        self.spec = load_project(name_or_spec) if isinstance(name_or_spec, str) else name_or_spec
         self.values = render_values(self.spec)
         self.hub = subchart_values(self.values, "jupyterhub")
         self.gateway = subchart_values(self.values, "dask-gateway")
@@ -50,8 +50,28 @@ class Release:
         return self.spec.storage.team_access == "admins-write"
 
 
-@pytest.fixture(scope="module", params=list_projects())
+GENERIC_OAUTH = {
+    "name": "keycloak-team",
+    "title": "A team behind the institute's Keycloak",
+    "admins": ["ada"],
+    "members": ["bo"],
+    "login": {
+        "method": "generic-oauth",
+        "client_id": "esdl-hub",
+        "client_secret": "env:KEYCLOAK_CLIENT_SECRET",
+        "authorize_url": "https://login.example.org/realms/esdl/protocol/openid-connect/auth",
+        "token_url": "https://login.example.org/realms/esdl/protocol/openid-connect/token",
+        "userdata_url": "https://login.example.org/realms/esdl/protocol/openid-connect/userinfo",
+        "scopes": ["openid", "profile"],
+    },
+    "storage": {"team_access": "admins-write"},
+}
+
+
+@pytest.fixture(scope="module", params=[*list_projects(), "generic-oauth"])
 def release(request) -> Release:
+    if request.param == "generic-oauth":
+        return Release(parse_project(GENERIC_OAUTH))
     return Release(request.param)
 
 
@@ -244,12 +264,16 @@ def test_hub_config_names_real_traits_of_real_classes(release):
     # every value passes its trait's validation (the authenticator itself needs the hub's database)
     settings = config[auth_class.__name__]
     traits = auth_class.class_traits(config=True)
-    checked = {name: traits[name].validate(None, value) for name, value in settings.items()}
+    bare = auth_class.__new__(auth_class)  # traitlets sets up trait state in __new__; __init__ needs the hub
+    checked = {name: traits[name].validate(bare, value) for name, value in settings.items()}
     assert checked["admin_users"] == set(release.spec.admins)
     assert checked["allowed_users"] == set(release.spec.users)
     if release.spec.login.method == "github":
         assert checked["client_id"] == release.spec.login.client_id
         assert checked["allowed_organizations"] == set(release.spec.login.allowed_organizations)
+    if release.spec.login.method == "generic-oauth":
+        assert checked["token_url"] == release.spec.login.token_url
+        assert checked["scope"] == release.spec.login.scopes
 
 
 def test_oauth_client_secret_comes_from_a_secret(release):
@@ -257,7 +281,11 @@ def test_oauth_client_secret_comes_from_a_secret(release):
     if release.spec.login.method == "native":
         assert "OAUTH_CLIENT_SECRET" not in extra
         return
-    name, _, key = release.spec.login.client_secret.removeprefix("secret:").partition("/")
+    reference = release.spec.login.client_secret
+    if reference.startswith("env:"):  # stored by `esdl project deploy` in the Secret esdl-env
+        name, key = "esdl-env", reference.removeprefix("env:")
+    else:
+        name, _, key = reference.removeprefix("secret:").partition("/")
     assert extra["OAUTH_CLIENT_SECRET"] == {"valueFrom": {"secretKeyRef": {"name": name, "key": key}}}
 
 
