@@ -167,12 +167,34 @@ def _secret_reader(s: PlatformSettings) -> str:
     )
 
 
+def _idle_culler(s: PlatformSettings) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The hub-managed jupyterhub-idle-culler for ``servers.cull_idle_minutes`` (as z2jh's ``cull``)."""
+    servers = s.spec.servers
+    if not servers.cull_idle_minutes:
+        return [], []
+    cmd = [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={servers.cull_idle_minutes * 60}"]
+    if servers.cull_max_age_hours:
+        cmd.append(f"--max-age={servers.cull_max_age_hours * 3600}")
+    service = {
+        "name": "idle-culler",
+        "command": cmd,
+        "environment": {TAG_VARIABLE: s.tag, ROLE_VARIABLE: "hub"},
+    }
+    role = {
+        "name": "idle-culler",
+        "services": ["idle-culler"],
+        "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+    }
+    return [service], [role]
+
+
 def hub_config_text(s: PlatformSettings) -> str:
     """``jupyterhub_config.py``: the hub behind an external configurable-http-proxy."""
     spec, layout, ports = s.spec, s.layout, s.ports
     env = s.user_environment()
     args = ["--allow-root"] if os.geteuid() == 0 else []
     profile = spec.default_profile
+    culler_services, culler_roles = _idle_culler(s)
     settings: dict[str, Any] = {
         "JupyterHub.bind_url": f"http://{s.host}:{ports['public']}/",
         "JupyterHub.hub_bind_url": f"http://127.0.0.1:{ports['hub']}",
@@ -192,16 +214,15 @@ def hub_config_text(s: PlatformSettings) -> str:
         "NativeAuthenticator.allowed_failed_logins": 10,
         "NativeAuthenticator.seconds_before_next_try": 60,
         "JupyterHub.load_groups": {spec.name: {"users": list(spec.users)}},
-        "JupyterHub.load_roles": [
-            {"name": "user", "scopes": ["self", GATEWAY_SCOPE]},
-        ],
+        "JupyterHub.load_roles": [{"name": "user", "scopes": ["self", GATEWAY_SCOPE]}, *culler_roles],
         "JupyterHub.services": [
             {
                 "name": GATEWAY_SERVICE,
                 "url": f"http://127.0.0.1:{ports['gateway_http']}",
                 "api_token": Raw("_secret('gateway_token')"),
                 "display": False,
-            }
+            },
+            *culler_services,
         ],
         "JupyterHub.spawner_class": "jupyterhub.spawner.SimpleLocalProcessSpawner",
         "SimpleLocalProcessSpawner.home_dir_template": str(layout.homes_dir / "{username}"),
