@@ -1,0 +1,153 @@
+"""The embedded platform's parts that need no running processes: homes, credentials, ports, configs."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+from pathlib import Path
+
+import pytest
+import yaml
+from platform_helpers import small_spec
+
+from platform_lib.local.configs import (
+    PlatformSettings,
+    gateway_config_text,
+    hub_config_text,
+    project_catalog_text,
+)
+from platform_lib.local.layout import PortInUseError, ProjectLayout
+from platform_lib.local.session import prepare_home
+from platform_lib.projects import parse_project
+
+
+def test_curated_notebooks_are_copied_once_and_never_overwrite(tmp_path: Path):
+    nbs, team, home = tmp_path / "nb", tmp_path / "team", tmp_path / "home" / "ada"
+    (nbs / "sub").mkdir(parents=True)
+    team.mkdir()
+    (nbs / "01-intro.ipynb").write_text("original")
+    (nbs / "sub" / "02-deep.ipynb").write_text("original")
+    (nbs / ".ipynb_checkpoints").mkdir()
+    (nbs / ".ipynb_checkpoints" / "x.ipynb").write_text("skip me")
+    assert prepare_home(home, notebooks_dir=nbs, team_dir=team) == ["01-intro.ipynb", "sub/02-deep.ipynb"]
+    assert (home / "team").resolve() == team.resolve()
+    assert not (home / ".ipynb_checkpoints").exists()
+    (home / "01-intro.ipynb").write_text("my edits")  # edited
+    (home / "sub" / "02-deep.ipynb").unlink()  # deleted on purpose
+    (nbs / "01-intro.ipynb").write_text("new upstream version")
+    (nbs / "03-new.ipynb").write_text("added later")
+    assert prepare_home(home, notebooks_dir=nbs, team_dir=team) == ["03-new.ipynb"]
+    assert (home / "01-intro.ipynb").read_text() == "my edits"
+    assert not (home / "sub" / "02-deep.ipynb").exists()
+    # a file of the user's own with a curated name is kept too
+    other = tmp_path / "home" / "bo"
+    other.mkdir()
+    (other / "01-intro.ipynb").write_text("bo's own")
+    prepare_home(other, notebooks_dir=nbs, team_dir=team)
+    assert (other / "01-intro.ipynb").read_text() == "bo's own"
+
+
+def test_credentials_are_kept_owner_only_and_follow_the_spec(tmp_path: Path):
+    layout = ProjectLayout.for_project("alpha", base=tmp_path).ensure()
+    first = layout.credentials(["ada", "bo"])
+    assert set(first) == {"ada", "bo"} and first["ada"] != first["bo"] and len(first["ada"]) == 20
+    assert stat.S_IMODE(layout.credentials_file.stat().st_mode) == 0o600
+    assert layout.credentials(["ada", "bo", "cy"]) == {**first, "cy": layout.stored_credentials()["cy"]}
+    assert layout.credentials(["bo"]) == {"bo": first["bo"]}  # removed people lose their password
+    import bcrypt
+
+    stored = json.loads(layout.credentials_file.read_text())["bo"]
+    assert bcrypt.checkpw(first["bo"].encode(), stored["bcrypt"].encode())
+    for name in ("cookie_secret", "proxy_token", "gateway_token"):
+        assert stat.S_IMODE(layout.secret_file(name).stat().st_mode) == 0o600
+    assert stat.S_IMODE(layout.secrets_dir.stat().st_mode) == 0o700
+
+
+def test_ports_are_kept_and_a_taken_public_port_is_refused(tmp_path: Path):
+    layout = ProjectLayout.for_project("alpha", base=tmp_path).ensure()
+    ports = layout.assign_ports(0)
+    assert len(set(ports.values())) == 6
+    assert layout.assign_ports(None) == ports  # the same URL next time
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", ports["public"]))
+        taken.listen()
+        with pytest.raises(PortInUseError, match=f"port {ports['public']} .* is in use by another program"):
+            layout.assign_ports(None)
+        assert layout.assign_ports(None, busy_ok=[ports["public"]])["public"] == ports["public"]  # held by us
+
+
+def settings_for(tmp_path: Path, **extra) -> PlatformSettings:
+    spec = parse_project(small_spec("alpha", ["ada"], ["bo", "cy"], **extra))
+    layout = ProjectLayout.for_project("alpha", base=tmp_path).ensure()
+    ports = layout.assign_ports(0)
+    return PlatformSettings(
+        spec, layout, ports, base_catalogs=["/shared/esdl.yaml"], data_dir=tmp_path / "data"
+    )
+
+
+def test_generated_configs_follow_the_spec_and_hold_no_secrets(tmp_path: Path):
+    s = settings_for(tmp_path, servers={"cull_idle_minutes": 30, "cull_max_age_hours": 8})
+    hub, gateway = hub_config_text(s), gateway_config_text(s)
+    for name in ("cookie_secret", "proxy_token", "gateway_token"):
+        secret = s.layout.read_secret(name)
+        assert secret not in hub and secret not in gateway
+    namespace: dict = {}
+
+    class Config(dict):
+        def __getattr__(self, key):
+            return self.setdefault(key, Config())
+
+        def __setattr__(self, key, value):
+            self[key] = value
+
+    c = Config()
+    exec(compile(hub, "jupyterhub_config.py", "exec"), {"get_config": lambda: c, **namespace})
+    assert c.Authenticator.allowed_users == {"ada", "bo", "cy"} and c.Authenticator.admin_users == {"ada"}
+    assert c.ConfigurableHTTPProxy.auth_token == s.layout.read_secret("proxy_token")
+    assert c.ConfigurableHTTPProxy.should_start is False and c.JupyterHub.cleanup_servers is False
+    env = c.Spawner.environment
+    assert env["ESDL_CATALOG"] == "/shared/esdl.yaml"
+    assert env["ESDL_TEAM_CATALOG"] == str(s.layout.team_dir / "catalog.yaml")
+    assert env["DASK_GATEWAY__ADDRESS"] == f"http://127.0.0.1:{s.ports['public']}/services/dask-gateway"
+    assert env["DASK_GATEWAY__AUTH__TYPE"] == "jupyterhub"
+    assert "access:services!service=dask-gateway" in c.Spawner.server_token_scopes
+    assert c.JupyterHub.load_roles[0]["scopes"] == ["self", "access:services!service=dask-gateway"]
+    culler = [svc for svc in c.JupyterHub.services if svc["name"] == "idle-culler"][0]
+    assert "--timeout=1800" in culler["command"] and "--max-age=28800" in culler["command"]
+
+    g = Config()
+    exec(compile(gateway, "dask_gateway_config.py", "exec"), {"get_config": lambda: g})
+    assert g.JupyterHubAuthenticator.jupyterhub_service_name == "dask-gateway"
+    assert g.JupyterHubAuthenticator.jupyterhub_api_token == s.layout.read_secret("gateway_token")
+    assert (
+        g.ProjectLocalBackend.max_clusters_per_user == 1 and g.ProjectLocalBackend.max_workers_per_user == 2
+    )
+    assert g.LocalClusterConfig.idle_timeout == 600.0 and g.LocalClusterConfig.worker_memory == 2**30
+    assert (
+        g.LocalClusterConfig.scheduler_cmd[-1] == "scheduler"
+        and g.LocalClusterConfig.worker_cmd[-1] == "worker"
+    )
+    options = g.ProjectLocalBackend.cluster_options
+    assert [f.field for f in options.fields] == ["worker_cores", "worker_memory"]
+    with pytest.raises(ValueError, match="worker_cores=3 is not allowed"):
+        options.get_configuration(options.parse_options({"worker_cores": 1}) | {"worker_cores": 3}, None)
+
+
+def test_project_catalog_makes_paths_absolute_and_keeps_secrets_as_references(tmp_path: Path):
+    entries = [
+        {"name": "local-cube", "description": "a regional cube", "urlpath": "regions/eu.zarr"},
+        {
+            "name": "remote-cube",
+            "urlpath": "s3://bucket/cube.zarr",
+            "storage_options": {"key": "env:LAB_KEY", "secret": "secret:lab-s3/secret", "anon": False},
+        },
+    ]
+    s = settings_for(tmp_path, catalog={"entries": entries})
+    doc = yaml.safe_load(project_catalog_text(s))
+    assert doc["sources"]["local-cube"]["args"]["urlpath"] == str(tmp_path / "data" / "regions" / "eu.zarr")
+    options = doc["sources"]["remote-cube"]["args"]["storage_options"]
+    assert options == {"key": "{{ env(LAB_KEY) }}", "anon": False}  # secret: refs apply on Kubernetes only
+    assert s.catalogs() == ["/shared/esdl.yaml", str(s.layout.project_catalog)]
+    assert os.pathsep.join(s.catalogs()) == s.user_environment()["ESDL_CATALOG"]
