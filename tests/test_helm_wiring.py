@@ -9,6 +9,7 @@ import asyncio
 import json
 import subprocess
 import sys
+from collections import defaultdict
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -141,7 +142,10 @@ def make_backend(release: Release):
     c = gateway_config(release)
     backend_class = c.DaskGateway.backend_class
     assert isinstance(backend_class, type) and issubclass(backend_class, KubeBackend)
-    return backend_class(config=c)
+    backend = backend_class(config=c)
+    # the cluster registry KubeBackend.setup() starts with (filled by its informer from DaskCluster objects)
+    backend.clusters, backend.username_to_clusters = {}, defaultdict(dict)
+    return backend
 
 
 def start(backend, user, request):
@@ -241,6 +245,27 @@ def test_a_user_may_run_only_max_clusters_per_user(release):
     with pytest.raises(PublicException, match=f"ada already runs {limit} dask cluster"):
         asyncio.run(backend.start_cluster(User("ada"), {}))
     assert asyncio.run(backend.list_clusters(username="bo")) == []  # others are not counted against ada
+
+
+def test_a_users_clusters_share_max_workers_per_user(release):
+    from dask_gateway_server.backends.base import PublicException
+    from dask_gateway_server.models import Cluster, ClusterStatus, User
+
+    backend = make_backend(release)
+    most = release.spec.dask.max_workers_per_user
+    _, config = start(backend, User("ada"), {})
+    assert config.cluster_max_workers == most  # a first cluster may hold all of them
+    first = Cluster("c1", "ada", "t", {}, config.to_dict(), ClusterStatus.RUNNING)
+    first.config["cluster_max_workers"] = most - 1
+    backend.clusters = {"c1": first}
+    backend.username_to_clusters = {"ada": {"c1": first}}
+    _, config = start(backend, User("ada"), {})
+    assert config.cluster_max_workers == 1  # what is left
+    first.config["cluster_max_workers"] = most
+    with pytest.raises(PublicException, match=f"already hold all {most} dask workers"):
+        start(backend, User("ada"), {})
+    _, config = start(backend, User("bo"), {})
+    assert config.cluster_max_workers == most
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -488,8 +513,11 @@ def test_quota_and_limit_range_hold_every_profile_and_the_largest_cluster(releas
     }
     cpu = float(quota["limits.cpu"].removesuffix("m")) / (1000 if quota["limits.cpu"].endswith("m") else 1)
     dask_spec = release.spec.dask
-    largest = dask_spec.max_workers_per_user * max(dask_spec.worker_cores.choices) + 1
-    assert cpu >= largest + max(p.cpu for p in release.spec.profiles)
+    allowance = (
+        dask_spec.max_workers_per_user * max(dask_spec.worker_cores.choices)
+        + dask_spec.max_clusters_per_user * 1
+    )
+    assert cpu >= allowance + max(p.cpu for p in release.spec.profiles)
     limits = release.doc("LimitRange")["spec"]["limits"][0]
     max_cpu = float(limits["max"]["cpu"])
     assert max_cpu >= max(p.cpu for p in release.spec.profiles)

@@ -211,36 +211,37 @@ def _cpu(value: float) -> str:
     return str(milli // 1000) if milli % 1000 == 0 else f"{milli}m"
 
 
-def _largest_cluster(spec: ProjectSpec) -> tuple[float, int, int]:
-    """CPU, memory and pods of one user's largest Dask cluster (workers plus scheduler)."""
+def _dask_allowance(spec: ProjectSpec) -> tuple[float, int, int]:
+    """CPU, memory and pods one user may hold in Dask: ``max_workers_per_user`` workers of the largest
+    choice across their clusters, plus one scheduler per cluster (``max_clusters_per_user``)."""
     dask = spec.dask
-    workers = dask.max_workers_per_user
-    cpu = workers * max(dask.worker_cores.choices) + SCHEDULER_CPU
-    memory = workers * max(dask.worker_memory.choices_bytes) + parse_quantity(SCHEDULER_MEMORY)
-    return cpu, memory, workers + 1
+    workers, clusters = dask.max_workers_per_user, dask.max_clusters_per_user
+    cpu = workers * max(dask.worker_cores.choices) + clusters * SCHEDULER_CPU
+    memory = workers * max(dask.worker_memory.choices_bytes) + clusters * parse_quantity(SCHEDULER_MEMORY)
+    return cpu, memory, workers + clusters
 
 
 def derived_quota(spec: ProjectSpec) -> dict[str, Any]:
     """The ResourceQuota of the namespace: the spec's ``quota`` where set, else derived.
 
-    Derived: every user running the default profile, plus one user's largest Dask cluster per user
-    allowed to run clusters at once (``max_clusters_per_user`` clusters for one user), plus the system pods.
+    Derived: every user running the default profile, plus one user's full Dask allowance for every four
+    users (at least one), plus the system pods (hub, proxy, gateway).
 
     >>> from platform_lib.projects import load_project
     >>> derived_quota(load_project("demo"))["pods"]
-    21
+    17
     """
     users = len(spec.users)
     profile = spec.default_profile
-    cluster_cpu, cluster_mem, cluster_pods = _largest_cluster(spec)
-    clusters = spec.dask.max_clusters_per_user
-    cpu = spec.quota.cpu or users * profile.cpu + clusters * cluster_cpu + SYSTEM_CPU
+    dask_cpu, dask_mem, dask_pods = _dask_allowance(spec)
+    shares = max(1, math.ceil(users / 4))
+    cpu = spec.quota.cpu or users * profile.cpu + shares * dask_cpu + SYSTEM_CPU
     memory = (
         parse_quantity(spec.quota.memory)
         if spec.quota.memory
-        else users * profile.memory_bytes + clusters * cluster_mem + SYSTEM_MEMORY
+        else users * profile.memory_bytes + shares * dask_mem + SYSTEM_MEMORY
     )
-    pods = spec.quota.pods or users + clusters * cluster_pods + SYSTEM_PODS
+    pods = spec.quota.pods or users + shares * dask_pods + SYSTEM_PODS
     storage = users * parse_quantity(spec.storage.home_size) + parse_quantity(spec.storage.team_size) + 2**30
     return {
         "cpu": _cpu(cpu),
