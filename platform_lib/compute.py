@@ -71,8 +71,21 @@ def as_variable_array(
         if len(dims) > 1:
             shapes = ", ".join(f"{n}{cube[n].dims}" for n in names)
             raise EsdlError(f"variables to stack must share their dimensions; got {shapes}.")
-        stacked = cube[names].to_dataarray(dim=dim)
-        return stacked.transpose(*[d for d in stacked.dims if d != dim], dim)
+        first = cube[names[0]]
+        arrays = [cube[n].transpose(*first.dims).data for n in names]
+        if any(isinstance(a, np.ndarray) for a in arrays) and not all(
+            isinstance(a, np.ndarray) for a in arrays
+        ):
+            arrays = [np.asarray(a) for a in arrays]
+        stack = np.stack if all(isinstance(a, np.ndarray) for a in arrays) else _dask_stack
+        # variable innermost in memory: each pixel's (time, variable) block is then one strided slab
+        return xr.DataArray(
+            stack(arrays, axis=-1),
+            coords={**{k: c for k, c in first.coords.items()}, dim: names},
+            dims=(*first.dims, dim),
+            name=None,
+            attrs=dict(cube.attrs),
+        )
     if not isinstance(cube, xr.DataArray):
         raise EsdlError(f"expected an xarray Dataset or DataArray, got {type(cube).__name__}.")
     if dim in cube.dims:
@@ -92,6 +105,12 @@ def as_variable_array(
             f"a DataArray named {name!r} has no {dim!r} dimension to pick {list(variables)} from."
         )
     return cube.expand_dims({dim: [name]}, axis=-1)
+
+
+def _dask_stack(arrays: Sequence[Any], axis: int) -> Any:
+    import dask.array as dsa
+
+    return dsa.stack(arrays, axis=axis)
 
 
 def _check_dims(da: xr.DataArray, dims: Sequence[Hashable], what: str) -> None:
@@ -203,7 +222,8 @@ def map_cube(
 
     def _apply(block: np.ndarray) -> np.ndarray:
         loop_shape = block.shape[: block.ndim - n_core]
-        flat = block.reshape((-1, *block.shape[block.ndim - n_core :]))
+        # one pass into pixel-major order: every pixel's core block contiguous for the function
+        flat = np.ascontiguousarray(block.reshape((-1, *block.shape[block.ndim - n_core :])))
         if batched:
             out = np.asarray(func(flat, **kw))
         elif flat.shape[0]:

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from analysis_reference import esdc_time, reference_dimension, reference_gap_fill, reference_scales
 from sklearn.decomposition import PCA
 
 from platform_lib.analysis import (
@@ -15,25 +16,6 @@ from platform_lib.analysis import (
     intrinsic_dimension_block,
 )
 from platform_lib.errors import EsdlError
-
-
-def reference_dimension(matrix: np.ndarray, explained: float = 0.95, retained: float = 0.999) -> float:
-    """The talk's per-pixel function, written plainly: z-score, SVD, keep 0.999, first k > 0.95."""
-    if np.isnan(matrix).any():
-        return np.nan
-    std = matrix.std(axis=0)
-    z = (matrix - matrix.mean(axis=0)) / np.where(std == 0, 1.0, std)
-    z[:, std == 0] = 1.0
-    s = np.linalg.svd(z, compute_uv=False)
-    var = s**2
-    share = np.cumsum(var) / var.sum()
-    n_keep = min(int(np.searchsorted(share, retained, side="right")) + 1, len(var))
-    kept = var[:n_keep]
-    kept_share = np.cumsum(kept) / kept.sum()
-    for k, value in enumerate(kept_share, start=1):
-        if value > explained:
-            return float(k)
-    return float(n_keep)
 
 
 def sklearn_dimension(matrix: np.ndarray, explained: float = 0.95) -> float:
@@ -82,32 +64,12 @@ def test_k_independent_signals_have_dimension_k(k):
     assert intrinsic_dimension_block(block).tolist() == [float(k)] * 5
 
 
-def esdc_time(first: int, last: int) -> pd.DatetimeIndex:
-    return pd.DatetimeIndex(
-        [
-            pd.Timestamp(y, 1, 1) + pd.Timedelta(days=8 * k + 4)
-            for y in range(first, last + 1)
-            for k in range(46)
-        ]
-    )
-
-
 def cube_from_block(block: np.ndarray, n_lat: int, n_lon: int, time: pd.DatetimeIndex) -> xr.Dataset:
     data = block.reshape(n_lat, n_lon, len(time), -1)
     return xr.Dataset(
         {f"v{i}": (("lat", "lon", "time"), data[..., i].astype(np.float32)) for i in range(data.shape[-1])},
         coords={"lat": np.arange(n_lat) + 0.5, "lon": np.arange(n_lon) + 0.5, "time": time},
     ).transpose("time", "lat", "lon")
-
-
-def reference_gap_fill(series: np.ndarray, steps: np.ndarray) -> np.ndarray:
-    msc = pd.Series(series).groupby(steps).mean().reindex(range(46)).to_numpy()
-    filled = np.where(np.isnan(series), msc[steps], series)
-    ok = ~np.isnan(filled)
-    if not ok.any():
-        return filled
-    t = np.arange(series.size)
-    return np.interp(t, t[ok], filled[ok])
 
 
 def test_cube_dimension_is_lazy_gap_filled_and_matches_the_reference():
@@ -126,20 +88,6 @@ def test_cube_dimension_is_lazy_gap_filled_and_matches_the_reference():
     for p in range(block.shape[0]):
         filled = np.stack([reference_gap_fill(stored[p, :, v], steps) for v in range(5)], axis=1)
         assert got[p] == reference_dimension(filled) or (np.isnan(got[p]) and p == 3), p
-
-
-def reference_scales(series: np.ndarray) -> np.ndarray:
-    n = series.size
-    t = np.arange(n)
-    slope, intercept = np.polyfit(t, series, 1)
-    spec = np.fft.rfft(series - (slope * t + intercept))
-    freq = np.arange(spec.size) * 46 / n
-    annual = np.zeros(spec.size, bool)
-    for h in (1, 2, 3):
-        annual |= np.abs(freq - h) <= 0.1 * h
-    long = freq < 0.9
-    annual &= ~long
-    return np.stack([np.fft.irfft(np.where(b, spec, 0), n) for b in (long, annual, ~(long | annual))])
 
 
 def test_time_scale_decomposition_matches_a_per_series_fft_and_adds_up():

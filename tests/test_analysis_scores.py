@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-from scipy.spatial.distance import cdist
-from sklearn.neighbors import NearestNeighbors
+from analysis_reference import esdc_time, reference_block, reference_quantiles
 
 from platform_lib.analysis import (
     METHODS,
@@ -21,58 +18,6 @@ from platform_lib.analysis import (
     time_delay_embedding,
 )
 from platform_lib.errors import EsdlError
-
-
-def reference_scores(x: np.ndarray) -> dict[str, np.ndarray]:
-    """One pixel's complete (T, F) matrix, scored the obvious way, one method at a time."""
-    t = len(x)
-    d = cdist(x, x)
-    sigma = np.median(d)  # all T*T entries, the diagonal included, as in the package
-    kde = 1.0 - np.exp(-0.5 * d / sigma**2).mean(axis=1)
-    rec = np.empty(t)
-    for i in range(t):
-        inside = sum(1 for j in range(t) if j != i and d[i, j] < sigma)
-        rec[i] = 1.0 - inside / t
-    k = math.ceil(0.05 * t)
-    dist, ind = NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(x).kneighbors(x)
-    assert (ind[:, 0] == np.arange(t)).all()  # self first (continuous random data)
-    gamma = dist[:, 1:].mean(axis=1)
-    delta = np.array([np.linalg.norm(sum(x[i] - x[j] for j in ind[i, 1:]) / k) for i in range(t)])
-    q = np.cov(x, rowvar=False).reshape(x.shape[1], x.shape[1])
-    u, s, vt = np.linalg.svd(q)
-    q_inv_half = (u @ np.diag((s + 1e-10) ** -0.5) @ vt).T
-    t2 = (((x - x.mean(axis=0)) @ q_inv_half) ** 2).sum(axis=1)
-    return {"KDE": kde, "REC": rec, "KNN_Gamma": gamma, "KNN_Delta": delta, "T2": t2}
-
-
-def reference_quantiles(scores: np.ndarray) -> np.ndarray:
-    """get_quantile_scores: thresholds at 0:0.01:1; level i where thresholds[i-1] < s <= thresholds[i]."""
-    levels = np.arange(101) / 100
-    thresholds = np.quantile(scores, levels)
-    out = np.empty_like(scores)
-    for j, s in enumerate(scores):
-        if s <= thresholds[0]:
-            out[j] = levels[0]
-        for i in range(1, 101):
-            if thresholds[i - 1] < s <= thresholds[i]:
-                out[j] = levels[i]
-    return out
-
-
-def reference_block(block: np.ndarray, ensemble_methods=METHODS) -> np.ndarray:
-    """(pixels, time, features) -> (pixels, time, 5 raw + 5 quantile + ensemble mean), NaN rows skipped."""
-    out = np.full((*block.shape[:2], 11), np.nan)
-    for p, pixel in enumerate(block):
-        ok = ~np.isnan(pixel).any(axis=1)
-        if ok.sum() < 10:
-            continue
-        raw = reference_scores(pixel[ok])
-        quant = {m: reference_quantiles(raw[m]) for m in METHODS}
-        for i, m in enumerate(METHODS):
-            out[p, ok, i] = raw[m]
-            out[p, ok, 5 + i] = quant[m]
-        out[p, ok, 10] = np.mean([quant[m] for m in ensemble_methods], axis=0)
-    return out
 
 
 def random_block(seed: int, n_pixels=12, n_time=150, n_features=3) -> np.ndarray:
@@ -142,16 +87,6 @@ def test_ewma_and_embedding_follow_the_package():
     np.testing.assert_array_equal(emb[10], np.r_[x[10], x[8], x[6]])
     with pytest.raises(EsdlError, match="0 < lambda <= 1"):
         ewma(x, 0.0)
-
-
-def esdc_time(first: int, last: int) -> pd.DatetimeIndex:
-    return pd.DatetimeIndex(
-        [
-            pd.Timestamp(y, 1, 1) + pd.Timedelta(days=8 * k + 4)
-            for y in range(first, last + 1)
-            for k in range(46)
-        ]
-    )
 
 
 def test_cube_scores_are_lazy_and_equal_the_reference_on_features():

@@ -247,21 +247,45 @@ def _pair_sums(values: np.ndarray, i: np.ndarray, j: np.ndarray, n: int) -> np.n
     return upper + np.bincount(j, values, minlength=n)
 
 
+def _order_statistics(c: np.ndarray, r: int) -> tuple[float, float]:
+    """The ``r``-th and ``(r+1)``-th smallest values of ``c`` (float64), exactly, at float32 speed.
+
+    Rounding to float32 is monotone, so the r-th smallest float64 value rounds to the r-th smallest
+    float32 value ``v``: partition the (half as large) float32 copy, then pick the exact values among
+    the few float64 entries that round to ``v`` (and to the next float32 value).
+    """
+    c32 = c.astype(np.float32)
+    v = np.partition(c32, r)[r] if c.size > 1 else c32[0]
+    below = int(np.count_nonzero(c32 < v))
+    tied = np.sort(c[c32 == v])
+    first = tied[r - below]
+    if r + 1 - below < tied.size:
+        return float(first), float(tied[r + 1 - below])
+    above = c32 > v
+    if not above.any():
+        return float(first), float(first)
+    w = c32[above].min()
+    return float(first), float(c[c32 == w].min())
+
+
 def _full_median_from_condensed(c: np.ndarray, n: int) -> float:
     """Median of all ``n*n`` entries of the square distance matrix (``n`` zeros + each pair twice).
 
     In the sorted full matrix, position ``p < n`` is a zero on the diagonal and position ``p >= n`` is
     the ``(p - n) // 2``-th smallest pair distance, so two order statistics of the condensed vector
     (half the data) give the exact median.
+
+    >>> from scipy.spatial.distance import pdist, squareform
+    >>> x = np.random.default_rng(0).standard_normal((51, 3))
+    >>> bool(_full_median_from_condensed(pdist(x), 51) == np.median(squareform(pdist(x))))
+    True
     """
     lo, hi = (n * n - 1) // 2, n * n // 2
     r_lo, r_hi = (lo - n) // 2, (hi - n) // 2
     if r_lo < 0:  # tiny matrices (n < 3): sort the square matrix
         return float(np.median(squareform(c))) if c.size else 0.0
-    part = np.partition(c, r_lo)
-    low = part[r_lo]
-    high = low if r_hi == r_lo else part[r_lo + 1 :].min()  # the next order statistic
-    return 0.5 * (low + high)
+    low, nxt = _order_statistics(c, r_lo)
+    return 0.5 * (low + (low if r_hi == r_lo else nxt))
 
 
 def _density_scores(x: np.ndarray, methods: Sequence[str]) -> dict[str, np.ndarray]:
@@ -276,7 +300,12 @@ def _density_scores(x: np.ndarray, methods: Sequence[str]) -> dict[str, np.ndarr
     sigma = _full_median_from_condensed(c, n)  # sigma = eps = median of all T*T distances
     out = {}
     if "KDE" in methods:
-        k = np.exp(c * (-0.5 / sigma**2)) if sigma > 0 else (c == 0).astype(np.float64)
+        # the kernel in float32 (error < 1e-7 per term), summed in float64
+        k = (
+            np.exp(c.astype(np.float32) * np.float32(-0.5 / sigma**2))
+            if sigma > 0
+            else (c == 0).astype(np.float64)
+        )
         row_sums = 1.0 + _pair_sums(k, i, j, n)  # 1: the self term
         out["KDE"] = 1.0 - row_sums / n
     if "REC" in methods:

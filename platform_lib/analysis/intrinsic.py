@@ -11,7 +11,7 @@ long-term below the annual band, the annual band within +-10 % of the first thre
 fast oscillations -- every other frequency), giving one map per scale.
 
 The fast path is vectorised over all pixels of a block: the squared singular values of the z-scored
-matrix ``Z`` are the eigenvalues of its Gram matrix ``Z.T @ Z``, which ``numpy.einsum`` builds for a
+matrix ``Z`` are the eigenvalues of its Gram matrix ``Z.T @ Z``, which a batched ``matmul`` builds for a
 whole batch and ``numpy.linalg.eigvalsh`` solves for all pixels in one call.
 
 >>> import numpy as np
@@ -36,13 +36,34 @@ TIME_SCALES = ("long_term", "annual", "fast")
 _BATCH_PIXELS = 4096
 
 
-def _zscore(x: np.ndarray) -> np.ndarray:
-    """Z-score each column of ``x`` (..., time, variable); zero-variance columns become ones."""
-    mean = x.mean(axis=-2, keepdims=True)
-    std = x.std(axis=-2, keepdims=True)
-    flat = std == 0
-    z = (x - mean) / np.where(flat, 1.0, std)
-    return np.where(flat, 1.0, z)
+def zscore_gram(x: np.ndarray) -> np.ndarray:
+    """Gram matrices ``Z.T @ Z`` (pixels, var, var) of the z-scored columns of ``x`` (pixels, time, var).
+
+    ``Z`` is never built. The columns are shifted by their first value (one pass, written as float64
+    next to a column of ones) and ONE batched BLAS ``matmul`` gives their Gram matrix and column sums;
+    the centred Gram matrix is ``G - s s' / T`` (the shift keeps this free of cancellation) and is
+    then scaled by ``1 / (s_v s_w)``. A zero-variance column becomes a column of ones in ``Z``: ``T``
+    on the diagonal and 0 against the (centred) others.
+
+    >>> x = np.array([[[1.0, 5.0], [3.0, 5.0]]])          # one pixel, 2 steps: z = [-1, 1] and ones
+    >>> zscore_gram(x).tolist()
+    [[[2.0, 0.0], [0.0, 2.0]]]
+    """
+    n, v = x.shape[-2], x.shape[-1]
+    shifted = np.empty((*x.shape[:-1], v + 1))
+    np.subtract(x, x[..., :1, :], out=shifted[..., :v], dtype=np.float64)
+    shifted[..., v] = 1.0
+    full = np.matmul(np.swapaxes(shifted, -1, -2), shifted)
+    sums = full[..., :v, v]
+    gram = full[..., :v, :v] - sums[..., :, None] * sums[..., None, :] / n
+    var = np.diagonal(gram, axis1=-2, axis2=-1) / n  # population variance (ddof 0), as np.std
+    flat = var == 0
+    scale = 1.0 / np.sqrt(np.where(flat, 1.0, var))
+    gram *= scale[..., :, None] * scale[..., None, :]
+    gram[np.broadcast_to(flat[..., :, None] | flat[..., None, :], gram.shape)] = 0.0
+    k = np.arange(gram.shape[-1])
+    gram[..., k, k] = np.where(flat, float(n), gram[..., k, k])
+    return gram
 
 
 def dimension_from_variances(
@@ -75,13 +96,14 @@ def intrinsic_dimension_block(
 ) -> np.ndarray:
     """Intrinsic dimension of each pixel of ``block`` (pixels, time, variable), NaN where data are missing.
 
-    Batched: one Gram matrix per pixel with ``einsum`` and one ``eigvalsh`` call per batch of pixels.
+    Batched: the Gram matrices of a whole batch of pixels from one ``matmul`` (:func:`zscore_gram`)
+    and one ``eigvalsh`` call for all of them.
 
     >>> import numpy as np
     >>> intrinsic_dimension_block(np.full((1, 10, 3), np.nan)).tolist()
     [nan]
     """
-    block = np.asarray(block, dtype=np.float64)
+    block = np.asarray(block)
     if block.ndim != 3:
         raise EsdlError(f"expected a (pixels, time, variable) block, got shape {block.shape}.")
     out = np.full(block.shape[0], np.nan)
@@ -89,9 +111,7 @@ def intrinsic_dimension_block(
     idx = np.flatnonzero(ok)
     for start in range(0, idx.size, _BATCH_PIXELS):
         part = idx[start : start + _BATCH_PIXELS]
-        z = _zscore(block[part])
-        gram = np.einsum("ptv,ptw->pvw", z, z)
-        lam = np.linalg.eigvalsh(gram)[:, ::-1]  # squared singular values of z, descending
+        lam = np.linalg.eigvalsh(zscore_gram(block[part]))[:, ::-1]  # squared singular values of z
         out[part] = dimension_from_variances(lam, explained_variance, retained_variance)
     return out
 
