@@ -192,7 +192,10 @@ def hub_config_text(s: PlatformSettings) -> str:
     """``jupyterhub_config.py``: the hub behind an external configurable-http-proxy."""
     spec, layout, ports = s.spec, s.layout, s.ports
     env = s.user_environment()
-    args = ["--allow-root"] if os.geteuid() == 0 else []
+    # no internet on a platform laptop: JupyterLab neither fetches news nor checks for updates
+    args = ["--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    if os.geteuid() == 0:
+        args.insert(0, "--allow-root")  # jupyter-server refuses to run as root without it
     profile = spec.default_profile
     culler_services, culler_roles = _idle_culler(s)
     settings: dict[str, Any] = {

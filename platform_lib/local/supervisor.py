@@ -342,8 +342,20 @@ def _plan(p: ProjectPlatform) -> list[str]:
     return todo
 
 
+def _lock(layout: ProjectLayout):
+    """A lock on the project's state: one ``esdl up``/``down`` (or foreground repair) at a time."""
+    from filelock import FileLock
+
+    return FileLock(str(layout.root / ".supervisor.lock"))
+
+
 def start_project(p: ProjectPlatform, echo: Callable[[str], None] = print) -> list[str]:
     """Start what is not running (stopping outdated components first); return what was started."""
+    with _lock(p.settings.layout):
+        return _start_project(p, echo)
+
+
+def _start_project(p: ProjectPlatform, echo: Callable[[str], None]) -> list[str]:
     s, layout = p.settings, p.settings.layout
     todo = _plan(p)
     for name in todo:  # outdated but alive: stop before starting the new one
@@ -414,6 +426,11 @@ def stop_project(layout: ProjectLayout, timeout: float = 10.0) -> int:
     All get SIGTERM at once (the gateway stops its clusters, servers their kernels), whatever is left
     after ``timeout`` seconds gets SIGKILL, and a last sweep catches anything started meanwhile.
     """
+    with _lock(layout):
+        return _stop_project(layout, timeout)
+
+
+def _stop_project(layout: ProjectLayout, timeout: float) -> int:
     tag = str(layout.root.resolve())
     procs = {proc.pid: proc for name in COMPONENTS if (proc := _process(_record(layout, name)))}
     procs.update({proc.pid: proc for proc in tagged_processes(tag)})
