@@ -192,6 +192,18 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+def _shared_catalog_names(team_catalog: Path) -> dict[str, Path]:
+    """Names in the other catalogs that :func:`platform_lib.catalog.list_cubes` reads (a team cube may
+    not shadow them), mapped to their catalog file."""
+    from platform_lib.catalog import catalog_paths, read_catalog
+
+    names: dict[str, Path] = {}
+    for other in catalog_paths():
+        if other.exists() and other.resolve() != team_catalog.resolve():
+            names.update({n: other for n in read_catalog(other)})
+    return names
+
+
 def register_cube(
     name: str,
     urlpath: str | os.PathLike[str],
@@ -225,6 +237,11 @@ def register_cube(
         "args": {"urlpath": _urlpath_for_catalog(urlpath, path), "consolidated": True},
         "metadata": meta,
     }
+    shared = _shared_catalog_names(path)
+    if name in shared:
+        raise EsdlError(
+            f"cube name {name!r} is taken by the shared catalog ({shared[name]}); choose another name."
+        )
     with _lock(path):
         doc = _read_catalog(path)
         if name in doc["sources"] and not overwrite:

@@ -195,3 +195,31 @@ def test_share_notebook_bad_input(team, tmp_path):
     with pytest.raises(EsdlError, match="format 4"):
         share_notebook(old)
     assert list_shared_notebooks() == []
+
+
+def _cli(*argv: str) -> int:
+    """Run ``esdl share ...`` through its real parser."""
+    import argparse
+
+    from platform_lib.cli import share
+
+    parser = argparse.ArgumentParser(prog="esdl")
+    share.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(list(argv))
+    return args.func(args)
+
+
+def test_share_cli(team, tmp_path, capsys):
+    src = tmp_path / "drought.ipynb"
+    src.write_text(json.dumps(_notebook()))
+    assert _cli("share", "--list") == 0
+    assert "no notebooks shared yet" in capsys.readouterr().out
+    assert _cli("share", str(src)) == 0
+    assert "(outputs stripped)" in capsys.readouterr().out
+    assert _cli("share", "--list") == 0
+    listing = capsys.readouterr().out
+    assert "drought.ipynb" in listing and "alice" in listing
+    with pytest.raises(EsdlError, match="already shared"):
+        _cli("share", str(src))
+    with pytest.raises(EsdlError, match="name the notebook"):
+        _cli("share")

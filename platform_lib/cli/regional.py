@@ -1,0 +1,86 @@
+"""``esdl cubes regional``: make a regional cube for the team, list or remove team cubes.
+
+The lead's ``platform_lib/cli/cubes.py`` calls :func:`register_regional` with its sub-parsers.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from platform_lib import team
+from platform_lib.errors import EsdlError
+
+
+def register_regional(cubes: argparse._SubParsersAction) -> None:
+    """Add ``esdl cubes regional ...`` to the ``esdl cubes`` sub-parsers."""
+    p = cubes.add_parser(
+        "regional",
+        help="make a regional cube for the team (subset, coarsen, register); list or remove team cubes",
+        description="Subset (and optionally coarsen) SOURCE to a region, write it atomically to the team "
+        "storage with its provenance and register it in the team catalog, so every member sees it in "
+        "`esdl cubes list`. Example: esdl cubes regional esdc-demo-ts --name europe-2003 "
+        "--bbox -10 35 30 60 --time 2003-06-01 2003-08-31 --variables air_temperature_2m kndvi",
+    )
+    p.add_argument("source", nargs="?", help="the catalog cube to cut from (e.g. esdc-demo-ts)")
+    p.add_argument("--name", help="the new cube's catalog name (lower case, digits, - _ .)")
+    p.add_argument(
+        "--bbox",
+        nargs=4,
+        type=float,
+        metavar=("LON_MIN", "LAT_MIN", "LON_MAX", "LAT_MAX"),
+        help="degrees; LON_MIN > LON_MAX crosses the dateline",
+    )
+    p.add_argument("--time", nargs=2, metavar=("START", "END"), help="inclusive dates (default: all)")
+    p.add_argument("--variables", nargs="+", metavar="VAR", help="variables to keep (default: all)")
+    p.add_argument(
+        "--resolution", type=float, help="degrees, a whole multiple of the source grid (default: keep)"
+    )
+    p.add_argument(
+        "--chunking", choices=["ts", "map"], default="ts", help="output chunking (default %(default)s)"
+    )
+    p.add_argument("--list", action="store_true", help="list the team's cubes")
+    p.add_argument(
+        "--remove", metavar="NAME", help="remove a team cube (entry and its store in the team folder)"
+    )
+    p.add_argument(
+        "--keep-data", action="store_true", help="with --remove: keep the store, drop only the entry"
+    )
+    p.set_defaults(func=cmd_regional)
+
+
+def cmd_regional(args: argparse.Namespace) -> int:
+    if args.list:
+        entries = team.team_cube_entries()
+        if not entries:
+            print(f"no team cubes yet in {team.team_catalog_path()}")
+        for name, entry in sorted(entries.items()):
+            meta = entry.get("metadata", {})
+            prov = meta.get("provenance", {})
+            print(
+                f"{name:28s} {meta.get('registered_by', ''):12s} {prov.get('source_cube', '')} {meta.get('spatial_extent', '')}"
+            )
+        return 0
+    if args.remove:
+        team.remove_cube(args.remove, delete_data=not args.keep_data)
+        print(f"removed team cube {args.remove!r}" + (" (store kept)" if args.keep_data else ""))
+        return 0
+    missing = [
+        flag
+        for flag, value in (("SOURCE", args.source), ("--name", args.name), ("--bbox", args.bbox))
+        if not value
+    ]
+    if missing:
+        raise EsdlError(f"making a regional cube needs {', '.join(missing)} (or use --list / --remove NAME).")
+    from platform_lib.regional import make_regional_cube
+
+    path = make_regional_cube(
+        args.source,
+        bbox=args.bbox,
+        time_range=args.time,
+        variables=args.variables,
+        resolution=args.resolution,
+        chunking=args.chunking,
+        name=args.name,
+    )
+    print(f"wrote {path} and registered {args.name!r} in {team.team_catalog_path()}")
+    return 0

@@ -1,0 +1,358 @@
+"""Regional cubes on demand: subset (and optionally coarsen) a shared cube, store it for the team.
+
+:func:`make_regional_cube` selects variables, a bounding box and a time range of a catalog cube
+(through :func:`platform_lib.catalog.subset_cube`, the one place subsetting is checked), optionally
+averages it to a coarser grid, re-chunks it for time-series ("ts") or map ("map") access, records its
+provenance (source cube, bbox, time range, who, when) in the store's attributes and the catalog entry,
+writes it atomically to the team storage and registers it in the team catalog, so every member sees
+it in :func:`platform_lib.catalog.list_cubes` at once.
+
+Bad requests (bbox outside the source, an empty selection, an unknown variable, a name already
+taken, a resolution that is not a multiple of the source's) raise
+:class:`~platform_lib.errors.EsdlError` before anything is written.
+
+>>> import os, tempfile
+>>> from platform_lib.demo import make_demo_cube
+>>> team = tempfile.mkdtemp()
+>>> src = make_demo_cube(resolution=10.0, years=(2003, 2003))
+>>> path = make_regional_cube(src, bbox=(-10, 35, 30, 60), time_range=("2003-06-01", "2003-08-31"),
+...     variables=["air_temperature_2m"], name="europe-2003", team_dir=team,
+...     catalog_path=os.path.join(team, "catalog.yaml"), progress=False)
+>>> path.name
+'europe-2003.zarr'
+>>> xr.open_zarr(path).attrs["esdl_bbox"]
+[-10.0, 35.0, 30.0, 60.0]
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from filelock import FileLock
+
+from platform_lib.catalog import describe_cube, list_cubes, open_cube, subset_cube
+from platform_lib.errors import EsdlError, allowed
+from platform_lib.storage import write_zarr_atomic
+from platform_lib.team import (
+    check_cube_name,
+    current_user,
+    list_team_cubes,
+    register_cube,
+    team_catalog_path,
+    team_cubes_dir,
+)
+
+#: output chunk shapes (upper bounds; a small region gets smaller chunks)
+CHUNKINGS: dict[str, dict[str, int | None]] = {
+    "ts": {"time": 256, "lat": 128, "lon": 128},  # the ESDC's "ts" chunks: up to 16 MB of float32
+    "map": {"time": 1, "lat": None, "lon": None},  # one time step, the whole region
+}
+SPACE_DIMS = ("lat", "lon")
+
+__all__ = ["CHUNKINGS", "make_regional_cube", "output_chunks", "coarsen_cube", "grid_resolution"]
+
+
+def grid_resolution(ds: xr.Dataset) -> float:
+    """The cube's grid spacing in degrees (from ``lat``).
+
+    >>> ds = xr.Dataset(coords={"lat": [0.5, 1.5, 2.5], "lon": [0.5, 1.5]})
+    >>> grid_resolution(ds)
+    1.0
+    """
+    lat = np.asarray(ds["lat"].values, dtype=float)
+    if lat.size < 2:
+        res = ds.attrs.get("geospatial_lat_resolution")
+        if res is None:
+            raise EsdlError(
+                "cannot tell the grid resolution of a cube with a single latitude and no "
+                "'geospatial_lat_resolution' attribute."
+            )
+        return float(str(res).split()[0])
+    return float(np.round(np.median(np.abs(np.diff(lat))), 9))
+
+
+def coarsen_cube(ds: xr.Dataset, resolution: float, label: str = "the cube") -> xr.Dataset:
+    """Average ``ds`` to ``resolution`` degrees (an integer multiple of its own), NaN-aware.
+
+    Cells at the region's edge that do not fill a whole coarse cell are dropped. Longitudes are
+    averaged on the circle, so a region across the dateline keeps correct cell centres.
+
+    >>> ds = xr.Dataset({"t": (("lat", "lon"), np.arange(16.0).reshape(4, 4))},
+    ...                 coords={"lat": [0.5, 1.5, 2.5, 3.5], "lon": [178.5, 179.5, -179.5, -178.5]})
+    >>> out = coarsen_cube(ds, 2.0)
+    >>> out["lon"].values.tolist(), out["t"].values[0].tolist()
+    ([179.0, -179.0], [2.5, 4.5])
+    """
+    source_res = grid_resolution(ds)
+    factor = float(resolution) / source_res
+    if float(resolution) <= 0 or abs(factor - round(factor)) > 1e-6 or round(factor) < 1:
+        examples = ", ".join(f"{source_res * k:g}" for k in (1, 2, 3, 4, 5))
+        raise EsdlError(
+            f"resolution {resolution!r} degrees is not a whole multiple of the grid of {label}"
+            f" ({source_res:g} degrees); allowed: {examples}, ..."
+        )
+    factor = round(factor)
+    if factor == 1:
+        return ds
+    too_small = [d for d in SPACE_DIMS if ds.sizes[d] < factor]
+    if too_small:
+        raise EsdlError(
+            f"resolution {resolution:g} degrees is coarser than the selected region of {label}"
+            f" ({ds.sizes['lat']} x {ds.sizes['lon']} cells of {source_res:g} degrees): the selection would be"
+            " empty. Choose a larger bbox or a finer resolution."
+        )
+    lon = np.asarray(ds["lon"].values, dtype=float)
+    unwrapped = np.where(lon < lon[0], lon + 360.0, lon)  # contiguous across the dateline
+    work = ds.assign_coords(lon=unwrapped)
+    with xr.set_options(keep_attrs=True):
+        out = work.coarsen(lat=factor, lon=factor, boundary="trim").mean()  # NaN-aware for floats
+    new_lon = ((out["lon"].values + 180.0) % 360.0) - 180.0
+    out = out.assign_coords(lon=("lon", new_lon, ds["lon"].attrs))
+    out["lat"].attrs.update(ds["lat"].attrs)
+    for name, var in ds.data_vars.items():
+        out[name] = out[name].astype(var.dtype)
+    return out
+
+
+def output_chunks(sizes: Mapping[str, int], chunking: str | Mapping[str, int]) -> dict[str, int]:
+    """The chunk shape of a regional cube of ``sizes`` for ``chunking`` ("ts", "map" or a mapping).
+
+    >>> output_chunks({"time": 460, "lat": 200, "lon": 30}, "ts")
+    {'time': 256, 'lat': 128, 'lon': 30}
+    >>> output_chunks({"time": 46, "lat": 100, "lon": 30}, "map")
+    {'time': 1, 'lat': 100, 'lon': 30}
+    """
+    if isinstance(chunking, Mapping):
+        unknown = set(chunking) - set(sizes)
+        if unknown:
+            raise EsdlError(f"chunking names unknown dims {sorted(unknown)}; the cube has {allowed(sizes)}.")
+        spec = {d: chunking.get(d) for d in sizes}
+    elif chunking in CHUNKINGS:
+        spec = {d: CHUNKINGS[chunking].get(d) for d in sizes}
+    else:
+        raise EsdlError(
+            f"chunking {chunking!r} is not known: use {allowed(CHUNKINGS)} or a mapping dim -> size."
+        )
+    out = {}
+    for dim, size in sizes.items():
+        want = spec.get(dim)
+        if want is not None and (not isinstance(want, int | np.integer) or want < 1):
+            raise EsdlError(f"chunk size {want!r} for dim {dim!r} must be a positive integer.")
+        out[dim] = int(size if want is None else min(want, size))
+    return out
+
+
+def _open_source(source: str | xr.Dataset) -> tuple[xr.Dataset, str, dict[str, Any]]:
+    if isinstance(source, xr.Dataset):
+        label = str(source.attrs.get("id") or source.attrs.get("title") or "an in-memory dataset")
+        return source, label, {}
+    if not isinstance(source, str):
+        raise EsdlError(
+            f"source must be a catalog cube name or an xarray.Dataset, not {type(source).__name__}."
+        )
+    return open_cube(source), source, describe_cube(source)
+
+
+def _check_overlap(ds: xr.Dataset, bbox: Sequence[float], label: str) -> None:
+    """A bbox that does not touch the source's extent at all gets its own, clearer message."""
+    try:
+        lon_min, lat_min, lon_max, lat_max = (float(b) for b in bbox)
+    except (TypeError, ValueError):
+        raise EsdlError(f"bbox {bbox!r} must be four numbers (lon_min, lat_min, lon_max, lat_max).") from None
+    half = grid_resolution(ds) / 2 if ds.sizes.get("lat", 0) > 1 else 0.0
+    lat = ds["lat"].values
+    lon = ds["lon"].values
+    s_lat = (float(lat.min()) - half, float(lat.max()) + half)
+    s_lon = (float(lon.min()) - half, float(lon.max()) + half)
+    lat_overlap = lat_max >= s_lat[0] and lat_min <= s_lat[1]
+    if lon_min <= lon_max:
+        lon_overlap = lon_max >= s_lon[0] and lon_min <= s_lon[1]
+    else:  # across the dateline: [lon_min, 180] or [-180, lon_max]
+        lon_overlap = s_lon[1] >= lon_min or s_lon[0] <= lon_max
+    if not (lat_overlap and lon_overlap):
+        raise EsdlError(
+            f"bbox {tuple(bbox)} lies outside the source {label} (it covers lon {s_lon[0]:g}..{s_lon[1]:g},"
+            f" lat {s_lat[0]:g}..{s_lat[1]:g}); nothing was written."
+        )
+
+
+def _check_name_free(name: str, catalog: Path, target: Path) -> None:
+    names = set(list_team_cubes(catalog))
+    names.update(list_cubes())
+    if name in names:
+        raise EsdlError(
+            f"cube name {name!r} is already taken (see `esdl cubes list`); choose another name or remove"
+            f" the team cube first (esdl cubes regional --remove {name}). Nothing was written."
+        )
+    if target.exists():
+        raise EsdlError(f"a store {target} already exists for cube name {name!r}; choose another name.")
+
+
+def _provenance(
+    source_label: str,
+    bbox: Sequence[float],
+    time_range: Sequence[Any] | None,
+    variables: list[str],
+    resolution: float,
+    chunking: str | Mapping[str, int],
+) -> dict[str, Any]:
+    return {
+        "esdl_source_cube": source_label,
+        "esdl_bbox": [float(b) for b in bbox],
+        "esdl_time_range": [str(pd.Timestamp(t).date()) for t in time_range]
+        if time_range is not None
+        else None,
+        "esdl_variables": variables,
+        "esdl_resolution": resolution,
+        "esdl_chunking": chunking if isinstance(chunking, str) else dict(chunking),
+        "esdl_created_by": current_user(),
+        "esdl_created_at": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+    }
+
+
+def make_regional_cube(
+    source: str | xr.Dataset,
+    *,
+    bbox: Sequence[float],
+    name: str,
+    time_range: Sequence[Any] | None = None,
+    variables: str | Iterable[str] | None = None,
+    resolution: float | None = None,
+    chunking: str | Mapping[str, int] = "ts",
+    team_dir: str | os.PathLike[str] | None = None,
+    catalog_path: str | os.PathLike[str] | None = None,
+    description: str | None = None,
+    progress: bool | str = True,
+) -> Path:
+    """Make a regional cube from ``source`` and share it with the team; return its store path.
+
+    - ``source``: a catalog cube name (e.g. ``"esdc-demo-ts"``) or an ``xarray.Dataset``.
+    - ``bbox``: ``(lon_min, lat_min, lon_max, lat_max)``; ``lon_min > lon_max`` crosses the dateline.
+    - ``time_range``: ``(start, end)`` inclusive (default: all); ``variables``: names (default: all).
+    - ``resolution``: degrees, a whole multiple of the source grid, to average to (default: keep).
+    - ``chunking``: ``"ts"`` (long time series, small tiles), ``"map"`` (one step per chunk) or a
+      mapping dim -> chunk size.
+    - ``name``: the catalog name (lower case, digits, ``-_.``); stored as ``<team>/cubes/<name>.zarr``.
+    - ``team_dir`` / ``catalog_path``: the team folder and catalog (default ``ESDL_TEAM_DIR`` and
+      ``ESDL_TEAM_CATALOG``).
+
+    The store carries the provenance as ``esdl_*`` attributes; the catalog entry carries it as
+    metadata, plus the ``title``, ``variables``, extents and ``chunking`` every catalog entry has.
+    All checks happen before anything is written, and the store is written atomically.
+
+    >>> import tempfile
+    >>> from platform_lib.demo import make_demo_cube
+    >>> team = tempfile.mkdtemp()
+    >>> make_regional_cube(make_demo_cube(10.0, (2003, 2003)), bbox=(0, -80, 10, -60), name="x",
+    ...     variables=["kndvi"], team_dir=team, catalog_path=team + "/c.yaml", progress=False).name
+    'x.zarr'
+    >>> make_regional_cube(make_demo_cube(10.0, (2003, 2003)), bbox=(0, -80, 10, -60), name="x",
+    ...     team_dir=team, catalog_path=team + "/c.yaml")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    platform_lib.errors.EsdlError: cube name 'x' is already taken ...
+    """
+    check_cube_name(name)
+    catalog = team_catalog_path(catalog_path, team=team_dir)
+    target = team_cubes_dir(team_dir) / f"{name}.zarr"
+    _check_name_free(name, catalog, target)  # fail fast; checked again under the name's lock below
+    if bbox is None:
+        raise EsdlError("bbox is required: (lon_min, lat_min, lon_max, lat_max) in degrees.")
+
+    ds, label, source_meta = _open_source(source)
+    label_q = f"cube {label!r}"
+    _check_overlap(ds, bbox, label_q)
+    region = subset_cube(ds, variables=variables, bbox=bbox, time_range=time_range, label=label_q)
+    missing_dims = [d for d in ("time", *SPACE_DIMS) if d not in region.dims]
+    if missing_dims:
+        raise EsdlError(f"{label_q} lacks dims {missing_dims}; a regional cube needs (time, lat, lon).")
+    if not region.data_vars:
+        raise EsdlError(f"the selection from {label_q} holds no variable; nothing was written.")
+    source_res = grid_resolution(ds)
+    out_res = source_res if resolution is None else float(resolution)
+    region = coarsen_cube(region, out_res, label_q)
+    if any(region.sizes[d] == 0 for d in region.dims):
+        raise EsdlError(f"the selection from {label_q} is empty ({dict(region.sizes)}); nothing was written.")
+
+    chunks = output_chunks(dict(region.sizes), chunking)
+    region = region.chunk(chunks)
+    # zarr's default codec (zstd), not the source's: its filters may be lossy (bit rounding) and cost
+    # time on every chunk (bench/regional_cube.py)
+    encoding = {}
+    for var_name, var in region.data_vars.items():
+        encoding[var_name] = {"chunks": tuple(chunks[d] for d in var.dims)}
+        region[var_name].encoding = {}
+    for coord in region.coords:
+        region[coord].encoding = {}
+
+    var_names = list(region.data_vars)
+    prov = _provenance(label, bbox, time_range, var_names, out_res, chunking)
+    times = pd.DatetimeIndex(region["time"].values)
+    lat = region["lat"].values
+    attrs = dict(ds.attrs)
+    attrs.update(prov)
+    attrs.update(
+        {
+            "title": f"Regional cube {name} from {label}",
+            "id": name,
+            "time_coverage_start": str(times[0].date()),
+            "time_coverage_end": str(times[-1].date()),
+            "geospatial_lat_min": float(lat.min() - out_res / 2),
+            "geospatial_lat_max": float(lat.max() + out_res / 2),
+            "geospatial_lon_min": float(bbox[0]),
+            "geospatial_lon_max": float(bbox[2]),
+            "geospatial_lat_resolution": out_res,
+            "geospatial_lon_resolution": out_res,
+            "history": (str(ds.attrs.get("history", "")) + "\n" if ds.attrs.get("history") else "")
+            + f"{prov['esdl_created_at']} {prov['esdl_created_by']}: regional subset of {label}"
+            f" bbox={prov['esdl_bbox']} time_range={prov['esdl_time_range']} resolution={out_res:g}",
+        }
+    )
+    region.attrs = attrs
+
+    metadata = {
+        "title": attrs["title"],
+        "variables": {v: {k: region[v].attrs.get(k, "") for k in ("long_name", "units")} for v in var_names},
+        "spatial_extent": [float(bbox[0]), float(bbox[1]), float(bbox[2]), float(bbox[3])],
+        "temporal_extent": [attrs["time_coverage_start"], attrs["time_coverage_end"]],
+        "resolution": out_res,
+        "chunking": chunking if isinstance(chunking, str) else "custom",
+        "chunks": [chunks[d] for d in ("time", "lat", "lon")],
+        "license": source_meta.get("license") or ds.attrs.get("license", "see source cube"),
+        "source": f"regional subset of {label}",
+        "provenance": {k.removeprefix("esdl_"): v for k, v in prov.items()},
+    }
+
+    # one member at a time per name: two members making the same name never overwrite each other
+    with FileLock(str(target.parent / f".{name}.lock"), timeout=-1):
+        _check_name_free(name, catalog, target)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Mean of empty slice", category=RuntimeWarning)
+            write_zarr_atomic(
+                region,
+                target,
+                encoding=encoding,
+                overwrite=False,
+                progress=progress if progress is not True else f"regional {name}",
+            )
+        try:
+            register_cube(
+                name,
+                target,
+                metadata,
+                catalog_path=catalog,
+                description=description or f"{attrs['title']} (bbox {prov['esdl_bbox']}).",
+            )
+        except BaseException:
+            shutil.rmtree(target, ignore_errors=True)  # the name was registered meanwhile: leave nothing
+            raise
+    return target
