@@ -165,6 +165,16 @@ def test_diff_without_a_cluster_compares_with_the_last_render(state, no_cluster,
     out = capsys.readouterr().out
     assert "-  title: Tiny project\n+  title: Tiny project, renamed" in out
     assert "-  cpu: '64'\n+  cpu: '96'" in out
+    # site values given to deploy (-f) are layered the same way for diff
+    write_release(load_project(path))
+    site = tmp_path / "site.yaml"
+    site.write_text("jupyterhub:\n  proxy:\n    service:\n      type: NodePort\n")
+    assert main(["project", "diff", str(path), "-f", str(site)]) == 0  # the render on disk gets it too
+    assert "no changes" in capsys.readouterr().out
+    assert diff(load_project(path), extra_values=[site], against=render_values(load_project(path))) == 1
+    site.write_text("- not a mapping\n")
+    with pytest.raises(EsdlError, match="must be a mapping of values, not a list"):
+        diff(load_project(path), extra_values=[site])
 
 
 def test_delete_dry_run_without_helm_names_the_command_and_keeps_team_storage(no_cluster):

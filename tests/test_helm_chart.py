@@ -18,6 +18,7 @@ from platform_lib.deploy.chart import (
     upstream_dir,
     validate_manifests,
 )
+from platform_lib.deploy.release import layer_values
 from platform_lib.deploy.values import namespace_for, release_name, render_values
 from platform_lib.errors import EsdlError
 from platform_lib.paths import repo_root
@@ -138,28 +139,15 @@ def test_catalog_configmap_refuses_credentials():
         render_manifests(leaked, release="x", namespace="esdl-x")
 
 
-def merge_files(base: dict, over: dict) -> dict:
-    """How helm layers ``-f a.yaml -f b.yaml``: maps merge recursively, anything else is replaced."""
-    out = copy.deepcopy(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge_files(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def test_the_site_values_example_in_the_docs_is_valid():
+def test_the_site_values_example_in_the_docs_is_valid(tmp_path):
     """docs/deploy.md's site.yaml, layered over a project's values, passes every schema."""
     import re
 
-    import yaml
-
     text = (repo_root() / "docs" / "deploy.md").read_text()
     block = next(b for b in re.findall(r"```yaml\n(.*?)```", text, re.S) if b.startswith("# site.yaml"))
-    site = yaml.safe_load(block)
-    values = render_values(load_project("extremes-lab"))
-    layered = merge_files(values, site)
+    site = tmp_path / "site.yaml"
+    site.write_text(block)
+    layered = layer_values(render_values(load_project("extremes-lab")), site)
     assert check_values(layered) == {"esdl-project": [], "jupyterhub": [], "dask-gateway": []}
     hub = subchart_values(layered, "jupyterhub")
     assert hub["proxy"]["https"]["hosts"] == ["extremes-lab.esdl.example.org"]

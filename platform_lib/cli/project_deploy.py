@@ -54,6 +54,9 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
 
     diff = sub.add_parser("diff", help="show how the rendered values differ from the deployed release")
     diff.add_argument("spec", metavar="NAME|PATH", help="project name or spec file")
+    diff.add_argument(
+        "-f", "--values", action="append", default=[], metavar="FILE", help="the extra values deploy gets"
+    )
     diff.add_argument("--kube-context", metavar="NAME", help="kubeconfig context (default: current)")
     diff.add_argument(
         "--dry-run", action="store_true", help="accepted for symmetry: diff never changes anything"
@@ -115,7 +118,7 @@ def run_deploy(args: argparse.Namespace) -> int:
 def run_diff(args: argparse.Namespace) -> int:
     from platform_lib.deploy.release import diff
 
-    return diff(load_project(args.spec), kube_context=args.kube_context)
+    return diff(load_project(args.spec), extra_values=args.values, kube_context=args.kube_context)
 
 
 def run_delete(args: argparse.Namespace) -> int:

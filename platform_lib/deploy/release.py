@@ -20,6 +20,7 @@ Every step prints what it does; ``dry_run=True`` prints the plan and changes not
 from __future__ import annotations
 
 import base64
+import copy
 import difflib
 import gzip
 import json
@@ -52,6 +53,7 @@ __all__ = [
     "deploy",
     "diff",
     "helm_commands",
+    "layer_values",
     "namespace_manifest",
     "release_dir",
     "write_release",
@@ -132,6 +134,34 @@ def write_release(
         mode=0o600,
     )
     return files
+
+
+def layer_values(base: dict[str, Any], *files: str | os.PathLike[str]) -> dict[str, Any]:
+    """``base`` with values files layered on top as ``helm -f a.yaml -f b.yaml`` does: mappings merge
+    recursively, anything else (lists included) is replaced by the later file.
+
+    >>> layer_values({"a": {"b": 1, "c": [1]}}, ) == {"a": {"b": 1, "c": [1]}}
+    True
+    """
+    out = copy.deepcopy(base)
+    for path in files:
+        if not Path(path).is_file():
+            raise EsdlError(f"--values {path}: no such file")
+        layer = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(layer, dict):
+            raise EsdlError(f"--values {path}: must be a mapping of values, not a {type(layer).__name__}")
+        out = _merge(out, layer)
+    return out
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 def _dump(doc: Any) -> str:
@@ -230,9 +260,7 @@ def deploy(
     configured, the Secret checks run read-only).
     """
     environ = dict(os.environ if environ is None else environ)
-    for extra in extra_values:
-        if not Path(extra).is_file():
-            raise EsdlError(f"--values {extra}: no such file")
+    layer_values({}, *extra_values)  # every extra file exists and is a mapping, before anything happens
     files = write_release(spec)
     namespace = namespace_for(spec)
     out(f"rendered {files['values']} and {files['namespace']}")
@@ -330,16 +358,18 @@ def deployed_values(core: Any, spec: ProjectSpec) -> dict[str, Any] | None:
 def diff(
     spec: ProjectSpec,
     *,
+    extra_values: Sequence[str | os.PathLike[str]] = (),
     kube_context: str | None = None,
     against: dict[str, Any] | None = None,
     out: Printer = print,
 ) -> int:
     """Show what a deploy would change in the release's values (unified diff); return 1 if anything.
 
-    The comparison is with the deployed release (read from the cluster) or, with ``against``, with those
-    values. With no cluster configured, it is with the last ``render`` on disk.
+    The rendered values, with ``extra_values`` files layered on top as ``deploy -f`` does, are compared
+    with the deployed release (read from the cluster) or, with ``against``, with those values. With no
+    cluster configured, the comparison is with the last ``render`` on disk.
     """
-    new = render_values(spec)
+    new = layer_values(render_values(spec), *extra_values)
     if against is not None:
         old, where = against, "the given values"
     else:
@@ -349,7 +379,7 @@ def diff(
             path = release_dir(spec) / "values.yaml"
             if not path.is_file():
                 raise EsdlError(f"{exc}; and there is no earlier render at {path} to compare with") from None
-            old, where = yaml.safe_load(path.read_text()) or {}, str(path)
+            old, where = layer_values(yaml.safe_load(path.read_text()) or {}, *extra_values), str(path)
             out(f"no cluster configured; comparing with the last render ({path})")
         else:
             deployed = deployed_values(core, spec)
