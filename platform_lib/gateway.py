@@ -53,8 +53,12 @@ def close_gateway(gateway: Any) -> None:
     there once its loop has stopped; this closes it and skips that second close)."""
     with contextlib.suppress(RuntimeError):
         gateway.close()
+    _skip_second_close(gateway)
+
+
+def _skip_second_close(gateway: Any) -> None:
     with contextlib.suppress(AttributeError):
-        del gateway._loop_runner  # its __del__ closes only when this attribute exists
+        del gateway._loop_runner  # Gateway.__del__ closes only when this attribute exists
 
 
 @contextlib.contextmanager
@@ -81,7 +85,7 @@ def gateway_cluster(
         if client is not None:
             client.close()
         if cluster is not None:
-            cluster.shutdown()
-            cluster.close()
+            cluster.shutdown()  # also closes the cluster's own Gateway object
+            _skip_second_close(cluster.gateway)
         if own:
             close_gateway(gw)
