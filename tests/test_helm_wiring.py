@@ -18,7 +18,6 @@ import pytest
 import yaml
 from traitlets.config import Config
 
-from platform_lib.catalog import read_catalog
 from platform_lib.deploy.chart import render_manifests, subchart_values, validate_manifests
 from platform_lib.deploy.values import derived_quota, namespace_for, release_name, render_values
 from platform_lib.projects import list_projects, load_project, parse_project, parse_quantity
@@ -464,6 +463,8 @@ def test_team_storage_and_catalog_names_agree(release):
 
 def test_platform_lib_reads_the_mounted_catalogs(release, tmp_path):
     """ESDL_CATALOG names files of the ConfigMap at its mount path; the library's reader parses them."""
+    from platform_lib.catalog import read_catalog
+
     configmap = release.doc("ConfigMap")
     mount = release.hub["singleuser"]["storage"]["extraVolumeMounts"]["esdl-catalog"]["mountPath"]
     paths = release.hub["singleuser"]["extraEnv"]["ESDL_CATALOG"].split(":")
