@@ -118,15 +118,25 @@ def test_each_stored_chunk_is_decoded_once_per_epoch(stores, chunking):
     store = CountingStore(str(stores[chunking]), read_only=True)
     store.reads = Counter()
     ds = xr.open_zarr(store, chunks=None)
-    spec = SPECS["aligned"]
+    spec = SampleSpec(
+        inputs=["gross_primary_productivity"], targets=["kndvi"], patch={"time": 8, "lat": 6, "lon": 8}
+    )
     ts = TrainingSet(ds, spec, normalise=False)
     assert ts.plan.read_amplification == 1.0
-    n = sum(len(b["sample"]) for b in ts.iter_batches(32, seed=0))
-    assert n == len(ts)
+    assert not any(store.reads[v] for v in ds.data_vars)  # planning reads metadata only, never the data
     chunks = CHUNKINGS[chunking]
-    n_chunks = int(np.prod([-(-ds.sizes[d] // chunks[d]) for d in ("time", "lat", "lon")]))
-    for var in spec.variables:
-        assert store.reads[var] == n_chunks, (var, store.reads[var], n_chunks)
+    used = {
+        d: (ds.sizes[d] - spec.patch[d]) // spec.patch[d] * spec.patch[d] + spec.patch[d] for d in spec.patch
+    }
+    n_chunks = int(
+        np.prod([-(-used[d] // chunks[d]) for d in ("time", "lat", "lon")])
+    )  # chunks the samples touch
+    for epoch in (1, 2):  # nothing is cached between epochs: each epoch decodes each chunk once
+        n = sum(len(b["sample"]) for b in ts.iter_batches(32, seed=0, epoch=epoch))
+        assert n == len(ts)
+        for var in spec.variables:
+            assert store.reads[var] == epoch * n_chunks, (var, store.reads[var], n_chunks)
+    assert "air_temperature_2m" not in store.reads  # variables the spec does not use are never read
 
 
 def test_misaligned_patches_read_each_chunk_at_most_once_when_memory_allows(stores):

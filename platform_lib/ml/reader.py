@@ -57,7 +57,7 @@ def chunk_edges(ds: Any, variables: Sequence[str]) -> dict[str, np.ndarray]:
     edges: dict[str, set[int]] = {d: {0, int(ds.sizes[d])} for d in dims}
     for name in dict.fromkeys(variables):
         var = ds[name]
-        chunks = getattr(var.data, "chunks", None) if _is_dask(var) else None
+        chunks = var.chunks if _is_dask(var) else None
         if chunks is not None:
             for d, sizes in zip(var.dims, chunks, strict=True):
                 edges[str(d)].update(np.cumsum((0, *sizes)).tolist())
@@ -75,7 +75,8 @@ def chunk_edges(ds: Any, variables: Sequence[str]) -> dict[str, np.ndarray]:
 
 
 def _is_dask(var: Any) -> bool:
-    return type(var.data).__module__.startswith("dask")
+    """Whether ``var`` is dask-backed, without touching ``var.data`` (which loads a lazy variable)."""
+    return var.chunks is not None
 
 
 class BlockReader:

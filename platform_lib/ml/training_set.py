@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from platform_lib.errors import EsdlError
 from platform_lib.ml.nan import NanPolicy, keep_samples
@@ -38,9 +37,11 @@ NORMALISE = (True, False, "inputs")
 
 @dataclass
 class _Block:
-    data: np.ndarray
+    data: np.ndarray | None  # (channels, *region); None once every sample is in ``tiles``
     lo: np.ndarray
     ids: np.ndarray  # sample ids kept in this block
+    tiles: dict[str, np.ndarray] | None = None  # "x"/"y": every grid sample of the block, contiguous
+    counts: tuple[int, ...] = ()  # grid samples per dim of ``tiles``
 
 
 class TrainingSet:
@@ -203,15 +204,40 @@ class TrainingSet:
                 self.y_offset,
             )
             ids = ids[keep]
-        return _Block(data, lo, ids)
+        return self._tiled(_Block(data, lo, ids))
+
+    def _tiled(self, block: _Block) -> _Block:
+        """Cut every sample of a non-overlapping sample grid at once (a reshape and one transposed copy),
+        in the reader thread; later batches are plain row gathers. Blocks that cannot be tiled (overlap)
+        are cut sample by sample instead."""
+        data = block.data
+        assert data is not None
+        stride = tuple(self.spec.stride_of(d) for d in self.dims)
+        counts = tuple((n - e) // s + 1 for n, e, s in zip(data.shape[1:], self.extent, stride, strict=True))
+        tiles = {}
+        parts = [("x", self.x_channels, np.zeros(len(self.dims), dtype=np.int64), self.x_window)]
+        if len(self.y_channels):
+            parts.append(("y", self.y_channels, self.y_offset, self.y_window))
+        for key, channels, offset, window in parts:
+            tile = _tile(data, channels, offset, window, stride, counts)
+            if tile is None:
+                return block
+            tiles[key] = tile
+        return _Block(None, block.lo, block.ids, tiles, counts)
 
     def cut(self, block: _Block, ids: np.ndarray) -> dict[str, np.ndarray]:
         """Cut samples ``ids`` (all in ``block``) from memory: a batch dict of numpy arrays."""
         origins = self.plan.starts[ids]
         local = origins - block.lo
-        batch = {"x": self._windows(block.data, self.x_channels, local, self.x_window)}
-        if len(self.y_channels):
-            batch["y"] = self._windows(block.data, self.y_channels, local + self.y_offset, self.y_window)
+        if block.tiles is not None:
+            stride = np.array([self.spec.stride_of(d) for d in self.dims], dtype=np.int64)
+            flat = np.ravel_multi_index(tuple((local // stride).T), block.counts)
+            batch = {key: tile[flat] for key, tile in block.tiles.items()}
+        else:
+            assert block.data is not None
+            batch = {"x": self._windows(block.data, self.x_channels, local, self.x_window)}
+            if len(self.y_channels):
+                batch["y"] = self._windows(block.data, self.y_channels, local + self.y_offset, self.y_window)
         for key, names, offset in (("x", self.spec.inputs, 0), ("y", self.spec.targets, self.y_offset)):
             if key not in batch:
                 continue
@@ -236,10 +262,31 @@ class TrainingSet:
     def _windows(
         self, data: np.ndarray, channels: np.ndarray, origins: np.ndarray, window: tuple[int, ...]
     ) -> np.ndarray:
-        out = np.empty((len(origins), len(channels), *window), dtype=data.dtype)
-        index = tuple(origins.T)
+        """Gather the ``window`` boxes at ``origins`` of ``channels``: ``(n, channels, *window)``.
+
+        Big patches are copied slice by slice (row memcpy); small ones (pixel series) with one flat
+        ``take`` per channel, which costs a few ns per value whatever the number of samples.
+        """
+        n = len(origins)
+        out = np.empty((n, len(channels), *window), dtype=data.dtype)
+        if n == 0:
+            return out
+        if int(np.prod(window)) >= 256:
+            contiguous = len(channels) > 0 and np.array_equal(
+                channels, np.arange(channels[0], channels[0] + len(channels))
+            )
+            ch: slice | np.ndarray = (
+                slice(int(channels[0]), int(channels[0]) + len(channels)) if contiguous else channels
+            )
+            for i, origin in enumerate(origins.tolist()):
+                out[i] = data[(ch, *(slice(o, o + w) for o, w in zip(origin, window, strict=True)))]
+            return out
+        plane = data[0]
+        steps = np.array(plane.strides, dtype=np.int64) // data.itemsize
+        offsets = (np.indices(window).reshape(len(window), -1).T @ steps).astype(np.int64)
+        index = (origins.astype(np.int64) @ steps)[:, None] + offsets[None, :]
         for j, c in enumerate(channels):
-            out[:, j] = sliding_window_view(data[c], window)[index]
+            out[:, j] = np.take(data[c].reshape(-1), index).reshape(n, *window)
         return out
 
     def _fill(self, arr: np.ndarray, names: tuple[str, ...], origins: np.ndarray) -> None:
@@ -396,6 +443,37 @@ class TrainingSet:
                 arr[p] = part[key]
             out[key] = arr
         return out
+
+
+def _tile(
+    data: np.ndarray,
+    channels: np.ndarray,
+    offset: np.ndarray,
+    window: tuple[int, ...],
+    stride: tuple[int, ...],
+    counts: tuple[int, ...],
+) -> np.ndarray | None:
+    """All windows of a regular grid (``counts`` per dim, ``stride`` apart, first at ``offset``) as one
+    contiguous ``(n, channels, *window)`` array, or None when windows overlap or overrun the block.
+
+    >>> data = np.arange(16, dtype="float32").reshape(1, 4, 4)
+    >>> _tile(data, np.array([0]), np.array([0, 0]), (2, 2), (2, 2), (2, 2))[3].tolist()
+    [[[10.0, 11.0], [14.0, 15.0]]]
+    """
+    cut, shape = [], [len(channels)]
+    for k, (off, w, s, n) in enumerate(zip(offset, window, stride, counts, strict=True)):
+        if w > s or off + n * s > data.shape[1 + k]:
+            return None
+        cut.append(slice(int(off), int(off) + n * s))
+        shape += [n, s]
+    first = int(channels[0])
+    contiguous = np.array_equal(channels, np.arange(first, first + len(channels)))
+    arr = data[slice(first, first + len(channels)) if contiguous else channels]
+    arr = arr[(slice(None), *cut)].reshape(shape)
+    arr = arr[(slice(None), *(x for w in window for x in (slice(None), slice(0, w))))]
+    nd = len(window)
+    axes = [1 + 2 * k for k in range(nd)] + [0] + [2 + 2 * k for k in range(nd)]
+    return np.ascontiguousarray(arr.transpose(axes)).reshape(-1, len(channels), *window)
 
 
 def _concat(pieces: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
