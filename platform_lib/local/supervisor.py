@@ -199,6 +199,7 @@ def terminate(processes: Sequence, timeout: float = 10.0) -> None:
     for p in processes:
         with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
             p.terminate()
+            p.resume()  # a stopped (SIGSTOP) process acts on SIGTERM only once continued
             alive.append(p)
     _, alive = psutil.wait_procs(alive, timeout=timeout)
     for p in alive:
@@ -328,18 +329,29 @@ def prepare(
     return ProjectPlatform(settings, components(settings), hashes)
 
 
-def _plan(p: ProjectPlatform) -> list[str]:
-    """The components to (re)start: dead or with a changed config; a new proxy needs a new hub."""
+def _plan(p: ProjectPlatform, check_health: bool = True) -> list[str]:
+    """The components to (re)start: dead, hung (alive but not answering for 10 s) or with a changed
+    config; a new proxy needs a new hub."""
     layout = p.settings.layout
     todo = []
     for name in COMPONENTS:
         record = _record(layout, name)
         proc = _process(record)
-        if proc is None or record.get("config_hash") != p.hashes[name]:
+        outdated = proc is None or record.get("config_hash") != p.hashes[name]
+        if outdated or (check_health and not _answers(p.components[name], within=10.0)):
             todo.append(name)
     if "proxy" in todo and "hub" not in todo:
         todo.append("hub")  # the hub adds its routes to the proxy when it starts
     return todo
+
+
+def _answers(comp: Component, within: float) -> bool:
+    t0 = time.monotonic()
+    while not http_ok(comp.health_url, comp.health_headers, timeout=2.0):
+        if time.monotonic() - t0 > within:
+            return False
+        time.sleep(0.25)
+    return True
 
 
 def _lock(layout: ProjectLayout):
@@ -361,7 +373,7 @@ def _start_project(p: ProjectPlatform, echo: Callable[[str], None]) -> list[str]
     for name in todo:  # outdated but alive: stop before starting the new one
         proc = _process(_record(layout, name))
         if proc is not None:
-            echo(f"  {p.name}: restarting {name} (configuration changed)")
+            echo(f"  {p.name}: restarting {name} (configuration changed or not answering)")
             terminate([proc])
     first = [_start(s, p.components[n], p.hashes[n]) for n in ("gateway", "proxy") if n in todo]
     _wait_healthy(s, first)
@@ -556,7 +568,7 @@ def run_foreground(
             for p in prepared:
                 todo = _plan(p)
                 if todo:
-                    echo(f"{p.name}: {', '.join(todo)} not running; restarting")
+                    echo(f"{p.name}: {', '.join(todo)} not running or not answering; restarting")
                     start_project(p, echo)
                     echo(f"{p.name}: ready again at {p.url}")
     except (KeyboardInterrupt, _Stop):
