@@ -63,6 +63,10 @@ def run_up(args: argparse.Namespace) -> int:
                 f"  note: {spec.name} uses per-person passwords here; login.method {spec.login.method!r} applies on Kubernetes"
             )
         print(f"  {spec.name}: log in at {p.url} as one of {', '.join(spec.users)}; passwords: `esdl status`")
+        if p.new_logins:
+            print(f"  {spec.name}: new logins (kept in the state folder, owner-only):")
+            for user, password in p.new_logins.items():
+                print(f"    {user:<16} {password}")
     if args.foreground:
         run_foreground(prepared)
     return 0
