@@ -411,6 +411,57 @@ def test_every_profile_applies_to_a_real_user_pod(release, kubeconfig):
         assert validate_manifests([pod]) == []
 
 
+HUB_CHECK = """
+import asyncio, json, sys
+from traitlets.config import Config
+from jupyterhub import orm
+from jupyterhub.app import JupyterHub
+
+hub = json.loads(sys.argv[1])
+c = Config()
+c.JupyterHub.db_url = "sqlite:///:memory:"
+c.JupyterHub.cookie_secret = b"0" * 32
+c.JupyterHub.authenticator_class = "dummy"
+c.Authenticator.admin_users = set(hub["admins"])
+c.Authenticator.allowed_users = set(hub["users"])
+# as z2jh's jupyterhub_config.py: dicts keyed by name become lists; the service token comes from the
+# Secret the chart generates (here: any token)
+c.JupyterHub.load_roles = [{"name": k, **v} for k, v in hub["loadRoles"].items()]
+c.JupyterHub.services = [{"name": k, "api_token": "t" * 32, **v} for k, v in hub["services"].items()]
+
+
+async def main():
+    app = JupyterHub(config=c)
+    await app.initialize([])
+    roles = {r: sorted(orm.Role.find(app.db, r).scopes) for r in hub["loadRoles"]}
+    services = sorted(s.name for s in app.db.query(orm.Service))
+    print(json.dumps({"roles": roles, "services": services}))
+
+
+asyncio.run(main())
+"""
+
+
+def test_a_real_jupyterhub_loads_the_roles_and_the_service():
+    """Once (roles and services are the chart's, the same for every project): JupyterHub starts up with them."""
+    release = Release("extremes-lab")
+    hub = release.hub["hub"]
+    payload = {
+        "loadRoles": hub["loadRoles"],
+        "services": hub["services"],
+        "admins": release.spec.admins,
+        "users": release.spec.users,
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", HUB_CHECK, json.dumps(payload)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    assert SERVICE in loaded["services"]
+    for role in ("user", "server"):
+        assert SCOPE in loaded["roles"][role]
+
+
 def test_a_bare_gateway_client_in_a_user_pod_finds_the_gateway(release, kubeconfig, monkeypatch):
     """The environment of a real user pod (KubeSpawner), read by the real dask_gateway client."""
     from dask_gateway import Gateway
