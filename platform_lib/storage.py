@@ -113,17 +113,16 @@ def write_zarr_atomic(
     silenced here).
     """
     label = progress if isinstance(progress, str) else f"writing {Path(target).name}"
-    with atomic_path(target, overwrite=overwrite) as tmp:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
-            delayed = ds.to_zarr(
-                tmp, mode="w", zarr_format=3, consolidated=consolidated, encoding=encoding, compute=False
-            )
-            if progress:
-                from tqdm.dask import TqdmCallback
+    with atomic_path(target, overwrite=overwrite) as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+        delayed = ds.to_zarr(
+            tmp, mode="w", zarr_format=3, consolidated=consolidated, encoding=encoding, compute=False
+        )
+        if progress:
+            from tqdm.dask import TqdmCallback
 
-                with TqdmCallback(desc=label, unit="task"):
-                    delayed.compute()
-            else:
+            with TqdmCallback(desc=label, unit="task"):
                 delayed.compute()
+        else:
+            delayed.compute()
     return Path(target)

@@ -1,0 +1,51 @@
+# Two commands on a fresh machine:
+#   make up    set-up, demo cubes, then the embedded platform for the demo project
+#   make test  set-up, then the whole test suite (ruff + pytest)
+# Set-up installs everything into the repository (.venv, node_modules) and is quick when nothing changed.
+
+VENV     := .venv
+PY       := $(VENV)/bin/python
+ESDL     := $(VENV)/bin/esdl
+EXTRAS   := hub,ml,viz,deploy,dev
+PY_STAMP := $(VENV)/.installed-$(EXTRAS)
+NODE_STAMP := $(if $(wildcard package.json),node_modules/.installed)
+PROJECT  ?= demo
+
+.PHONY: setup up test lint demo-cubes bench help
+
+help:
+	@echo "make up      set up, generate the demo cubes if missing, run the embedded platform ($(PROJECT))"
+	@echo "make test    set up, then ruff and the whole pytest suite"
+	@echo "make bench   run every benchmark in bench/ (prints ratios against references)"
+
+setup: $(PY_STAMP) $(NODE_STAMP)
+
+# torch comes first and pinned (constraints.txt): the CPU build on disk, not a CUDA download.
+# uv resolves and installs the rest in seconds; pip only bootstraps it.
+$(PY_STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check uv -c constraints.txt torch==2.13.0
+	$(VENV)/bin/uv pip install -q --python $(PY) --constraint constraints.txt -e '.[$(EXTRAS)]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+demo-cubes: setup
+	$(ESDL) cubes generate
+
+up: demo-cubes
+	$(ESDL) cubes list
+
+test: setup
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check platform_lib tests bench
+
+bench: setup
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -1,0 +1,530 @@
+"""The shared cube catalog: find cubes by name, read their metadata, open them lazily.
+
+The catalog is a classic Intake YAML catalog (``sources:`` with ``driver: zarr`` from intake-xarray),
+so ``intake.open_catalog(path)[name].to_dask()`` works too; this module adds search across the shared
+and the team catalogs, metadata checks and clear errors.
+
+Where the catalogs are (:func:`catalog_paths`): the files named by ``ESDL_CATALOG`` (separated by
+``os.pathsep``), else ``<repo>/catalog/esdl.yaml``; then the project's team catalog named by
+``ESDL_TEAM_CATALOG`` when that file exists. A later catalog may not redefine an earlier name.
+
+Catalog templates: ``{{ CATALOG_DIR }}`` is the catalog's folder and ``{{ env(ESDL_DATA_DIR) }}`` the
+demo data folder (:func:`platform_lib.paths.data_dir`, filled in when it is not set).
+
+>>> names = list_cubes()
+>>> "esdc-demo-ts" in names and "esdc-v3-ts" in names
+True
+>>> describe_cube("esdc-demo-map")["chunking"]
+'map'
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+import yaml
+
+from platform_lib.errors import (
+    CatalogError,
+    CubeNotFoundError,
+    CubeNotGeneratedError,
+    EsdlError,
+    allowed,
+    did_you_mean,
+)
+from platform_lib.paths import data_dir, repo_root
+
+DEFAULT_CATALOG = "catalog/esdl.yaml"
+#: metadata keys every catalog entry must carry (in the spirit of DeepESDL's dataset spec)
+REQUIRED_METADATA = ("title", "variables", "spatial_extent", "temporal_extent", "chunking", "license", "source")
+_TEMPLATE = re.compile(r"\{\{\s*(CATALOG_DIR|env\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*\))\s*\}\}")
+
+
+@dataclass(frozen=True)
+class CubeEntry:
+    """One catalog entry: its name, where it came from, how to open it and what it holds."""
+
+    name: str
+    catalog: Path
+    driver: str
+    args: dict[str, Any]
+    description: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def urlpath(self) -> str:
+        """The store location with catalog templates filled in."""
+        return expand_template(str(self.args.get("urlpath", "")), self.catalog.parent)
+
+    @property
+    def is_local(self) -> bool:
+        """True for a store on a local filesystem (no ``s3://`` or other protocol)."""
+        return "://" not in self.urlpath or self.urlpath.startswith("file://")
+
+
+def expand_template(text: str, catalog_dir: Path) -> str:
+    """Fill ``{{ CATALOG_DIR }}`` and ``{{ env(NAME) }}`` as Intake does (``ESDL_DATA_DIR`` defaults).
+
+    >>> expand_template("{{ CATALOG_DIR }}/x.zarr", Path("/cat"))
+    '/cat/x.zarr'
+    """
+
+    def repl(m: re.Match[str]) -> str:
+        if m.group(1) == "CATALOG_DIR":
+            return str(catalog_dir)
+        var = m.group(2)
+        if var == "ESDL_DATA_DIR" and not os.environ.get(var):
+            return str(data_dir())
+        return os.environ.get(var, "")
+
+    return _TEMPLATE.sub(repl, text)
+
+
+def catalog_paths() -> list[Path]:
+    """The catalog files searched, in order: ``ESDL_CATALOG`` (or the repository's), then the team's.
+
+    >>> catalog_paths()[0].name
+    'esdl.yaml'
+    """
+    env = os.environ.get("ESDL_CATALOG")
+    paths = [Path(p) for p in env.split(os.pathsep) if p] if env else [repo_root() / DEFAULT_CATALOG]
+    team = os.environ.get("ESDL_TEAM_CATALOG")
+    if team and Path(team).exists():
+        paths.append(Path(team))
+    return paths
+
+
+_CACHE: dict[Path, tuple[tuple[int, int], dict[str, CubeEntry]]] = {}
+
+
+def read_catalog(path: str | os.PathLike[str]) -> dict[str, CubeEntry]:
+    """Parse one catalog file into entries (cached until the file changes).
+
+    >>> sorted(read_catalog(repo_root() / DEFAULT_CATALOG))[:2]
+    ['esdc-demo-map', 'esdc-demo-ts']
+    """
+    path = Path(path).resolve()
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise CatalogError(f"catalog file {path} does not exist (set ESDL_CATALOG to an existing file).") from None
+    stamp = (st.st_mtime_ns, st.st_size)
+    cached = _CACHE.get(path)
+    if cached and cached[0] == stamp:
+        return cached[1]
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise CatalogError(f"{path}: not valid YAML: {exc}") from None
+    sources = doc.get("sources") if isinstance(doc, dict) else None
+    if not isinstance(sources, dict):
+        raise CatalogError(f"{path}: a catalog needs a 'sources:' mapping of entry name -> entry.")
+    entries = {}
+    for name, src in sources.items():
+        if not isinstance(src, dict) or "driver" not in src or not isinstance(src.get("args"), dict):
+            raise CatalogError(f"{path}: entry {name!r} needs 'driver:' and an 'args:' mapping.")
+        entries[str(name)] = CubeEntry(
+            name=str(name),
+            catalog=path,
+            driver=str(src["driver"]),
+            args=dict(src["args"]),
+            description=str(src.get("description", "")).strip(),
+            metadata=dict(src.get("metadata") or {}),
+        )
+    _CACHE[path] = (stamp, entries)
+    return entries
+
+
+def _entries(catalog: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None) -> dict[str, CubeEntry]:
+    if catalog is None:
+        paths = catalog_paths()
+    elif isinstance(catalog, str | os.PathLike):
+        paths = [Path(catalog)]
+    else:
+        paths = [Path(p) for p in catalog]
+    merged: dict[str, CubeEntry] = {}
+    for p in paths:
+        for name, entry in read_catalog(p).items():
+            if name in merged:
+                raise CatalogError(f"{entry.catalog}: entry {name!r} is already defined in {merged[name].catalog}.")
+            merged[name] = entry
+    return merged
+
+
+def list_cubes(catalog: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None) -> list[str]:
+    """Names of every cube in the shared and team catalogs (or in ``catalog``), sorted.
+
+    >>> "esdc-demo-map" in list_cubes()
+    True
+    """
+    return sorted(_entries(catalog))
+
+
+def get_entry(name: str, catalog: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None) -> CubeEntry:
+    """The catalog entry called ``name``; an unknown name lists what exists.
+
+    >>> get_entry("esdc-demo-ts").driver
+    'zarr'
+    """
+    entries = _entries(catalog)
+    if name not in entries:
+        raise CubeNotFoundError(
+            f"no cube named {name!r} in the catalog.{did_you_mean(name, entries)} Available: {allowed(entries)}."
+        )
+    return entries[name]
+
+
+def describe_cube(name: str, catalog: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None) -> dict[str, Any]:
+    """Everything the catalog says about a cube, without opening it.
+
+    Keys: ``name``, ``description``, ``urlpath``, ``catalog``, and the entry's metadata (``title``,
+    ``variables`` with units, ``spatial_extent`` [lon_min, lat_min, lon_max, lat_max],
+    ``temporal_extent`` [start, end], ``chunking``, ``chunks``, ``license``, ``source`` ...).
+
+    >>> d = describe_cube("esdc-demo-ts")
+    >>> d["variables"]["air_temperature_2m"]["units"]
+    'degC'
+    """
+    entry = get_entry(name, catalog)
+    return {
+        "name": entry.name,
+        "description": entry.description,
+        "urlpath": entry.urlpath,
+        "catalog": str(entry.catalog),
+        **entry.metadata,
+    }
+
+
+def _open_entry(entry: CubeEntry) -> xr.Dataset:
+    """Open an entry's store lazily (dask chunks = stored chunks) through Intake."""
+    if entry.is_local and not Path(entry.urlpath.removeprefix("file://")).exists():
+        hint = ""
+        if entry.metadata.get("demo"):
+            demo = entry.metadata["demo"]
+            hint = (
+                f" It is a demo cube that has not been generated yet: run `esdl cubes generate"
+                f" --resolution {demo.get('resolution')} --years {demo['years'][0]}-{demo['years'][1]}`"
+                " (or `make up`), or set ESDL_DATA_DIR to the folder that holds it."
+            )
+        raise CubeNotGeneratedError(f"cube {entry.name!r}: no store at {entry.urlpath}.{hint}")
+    if entry.driver != "zarr":
+        raise CatalogError(f"{entry.catalog}: entry {entry.name!r} has driver {entry.driver!r}; only 'zarr' is supported.")
+    # Intake fills {{ env(ESDL_DATA_DIR) }} from the environment: give it the default data folder
+    os.environ.setdefault("ESDL_DATA_DIR", str(data_dir()))
+    return _intake_catalog(entry.catalog)[entry.name].to_dask()
+
+
+_INTAKE_CACHE: dict[Path, tuple[tuple[int, int], Any]] = {}
+
+
+def _intake_catalog(path: Path) -> Any:
+    """``intake.open_catalog(path)``, cached until the file changes."""
+    import intake
+
+    st = path.stat()
+    stamp = (st.st_mtime_ns, st.st_size)
+    cached = _INTAKE_CACHE.get(path)
+    if cached is None or cached[0] != stamp:
+        cached = (stamp, intake.open_catalog(str(path)))
+        _INTAKE_CACHE[path] = cached
+    return cached[1]
+
+
+def open_cube(
+    name: str,
+    variables: str | Iterable[str] | None = None,
+    bbox: Sequence[float] | None = None,
+    time_range: Sequence[Any] | None = None,
+    catalog: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+) -> xr.Dataset:
+    """Open a catalog cube as a lazy, dask-backed ``xarray.Dataset``, optionally subset.
+
+    - ``variables``: a name or a list of names (default: all).
+    - ``bbox``: ``(lon_min, lat_min, lon_max, lat_max)`` in degrees; ``lon_min > lon_max`` selects a
+      box across the dateline. Cells whose centres fall inside are kept.
+    - ``time_range``: ``(start, end)``, inclusive, anything pandas reads as a date.
+
+    Nothing is read but metadata: subsetting is lazy. Unknown variables, a bbox outside the cube or
+    an inverted time range raise :class:`~platform_lib.errors.EsdlError` saying what exists.
+
+    >>> ds = open_cube("esdc-demo-ts", variables=["kndvi"], bbox=(-10, 35, 30, 60),
+    ...                time_range=("2003-06-01", "2003-08-31"))  # doctest: +SKIP
+    >>> dict(ds.sizes)  # doctest: +SKIP
+    {'time': 12, 'lat': 25, 'lon': 40}
+    """
+    entry = get_entry(name, catalog)
+    ds = _open_entry(entry)
+    return subset_cube(ds, variables=variables, bbox=bbox, time_range=time_range, label=f"cube {name!r}")
+
+
+def subset_cube(
+    ds: xr.Dataset,
+    variables: str | Iterable[str] | None = None,
+    bbox: Sequence[float] | None = None,
+    time_range: Sequence[Any] | None = None,
+    label: str = "the cube",
+) -> xr.Dataset:
+    """Lazily select ``variables``, a ``bbox`` and a ``time_range`` of a cube, with clear errors.
+
+    The one place cube subsetting is checked; :func:`open_cube` and regional cubes call it.
+
+    >>> import numpy as np
+    >>> ds = xr.Dataset({"t": (("time", "lat", "lon"), np.zeros((2, 3, 4)))},
+    ...     coords={"time": pd.date_range("2001-01-05", periods=2, freq="8D"),
+    ...             "lat": [-45.0, 0.0, 45.0], "lon": [-135.0, -45.0, 45.0, 135.0]})
+    >>> dict(subset_cube(ds, bbox=(100, -10, -100, 50)).sizes)  # across the dateline
+    {'time': 2, 'lat': 2, 'lon': 2}
+    """
+    if variables is not None:
+        wanted = [variables] if isinstance(variables, str) else list(variables)
+        have = list(ds.data_vars)
+        missing = [v for v in wanted if v not in ds.data_vars]
+        if missing:
+            hints = "".join(did_you_mean(m, have) for m in missing)
+            raise EsdlError(f"{label} has no variable {', '.join(map(repr, missing))}.{hints} Available: {allowed(have)}.")
+        if not wanted:
+            raise EsdlError(f"variables=[] selects nothing from {label}; pass None for all variables.")
+        ds = ds[wanted]
+    if bbox is not None:
+        ds = _select_bbox(ds, bbox, label)
+    if time_range is not None:
+        ds = _select_time(ds, time_range, label)
+    return ds
+
+
+def _select_bbox(ds: xr.Dataset, bbox: Sequence[float], label: str) -> xr.Dataset:
+    try:
+        lon_min, lat_min, lon_max, lat_max = (float(b) for b in bbox)
+    except (TypeError, ValueError):
+        raise EsdlError(f"bbox {bbox!r} must be four numbers (lon_min, lat_min, lon_max, lat_max).") from None
+    if not (-90 <= lat_min <= 90 and -90 <= lat_max <= 90 and -180 <= lon_min <= 360 and -180 <= lon_max <= 360):
+        raise EsdlError(f"bbox {tuple(bbox)} is not (lon_min, lat_min, lon_max, lat_max) in degrees: lat within -90..90, lon within -180..180.")
+    if lat_min > lat_max:
+        raise EsdlError(f"bbox {tuple(bbox)} has lat_min {lat_min} > lat_max {lat_max}; the order is (lon_min, lat_min, lon_max, lat_max).")
+    lat = ds["lat"].values
+    lon = ds["lon"].values
+    extent = f"lon {lon.min():g}..{lon.max():g}, lat {lat.min():g}..{lat.max():g}"
+    lat_idx = np.flatnonzero((lat >= lat_min) & (lat <= lat_max))
+    if lon_min <= lon_max:
+        lon_idx = np.flatnonzero((lon >= lon_min) & (lon <= lon_max))
+    else:  # across the dateline: the eastern part first, so longitudes stay contiguous on the map
+        lon_idx = np.concatenate([np.flatnonzero(lon >= lon_min), np.flatnonzero(lon <= lon_max)])
+    if lat_idx.size == 0 or lon_idx.size == 0:
+        raise EsdlError(f"bbox {tuple(bbox)} holds no grid cell of {label} (its cell centres span {extent}).")
+    if lon_min <= lon_max:
+        return ds.isel(lat=slice(lat_idx[0], lat_idx[-1] + 1), lon=slice(lon_idx[0], lon_idx[-1] + 1))
+    return ds.isel(lat=slice(lat_idx[0], lat_idx[-1] + 1), lon=lon_idx)
+
+
+def _select_time(ds: xr.Dataset, time_range: Sequence[Any], label: str) -> xr.Dataset:
+    try:
+        start, end = (pd.Timestamp(t) for t in time_range)
+    except (TypeError, ValueError):
+        raise EsdlError(f"time_range {time_range!r} must be (start, end) dates, e.g. ('2003-06-01', '2003-08-31').") from None
+    if start > end:
+        raise EsdlError(f"time_range starts ({start.date()}) after it ends ({end.date()}); give (start, end).")
+    times = pd.DatetimeIndex(ds["time"].values)
+    idx = np.flatnonzero((times >= start) & (times <= end))
+    if idx.size == 0:
+        raise EsdlError(
+            f"time_range {start.date()}..{end.date()} holds no time step of {label}"
+            f" (it covers {times[0].date()}..{times[-1].date()})."
+        )
+    return ds.isel(time=slice(idx[0], idx[-1] + 1))
+
+
+# --- writing entries ------------------------------------------------------------------------------
+
+
+def cube_metadata(
+    ds: xr.Dataset,
+    *,
+    chunking: str,
+    license: str,
+    source: str,
+    title: str | None = None,
+    chunks: dict[str, int] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Catalog metadata for a cube, derived from the dataset itself (DeepESDL dataset-spec style).
+
+    ``spatial_extent`` is ``[lon_min, lat_min, lon_max, lat_max]`` of the cell edges, ``temporal_extent``
+    the first and last time stamps, ``chunks`` the stored chunk shape (from the encoding or dask chunks).
+
+    >>> import numpy as np
+    >>> ds = xr.Dataset({"t": (("time", "lat", "lon"), np.zeros((2, 2, 2), "float32"), {"units": "K"})},
+    ...     coords={"time": pd.date_range("2001-01-05", periods=2, freq="8D"), "lat": [-45.0, 45.0], "lon": [-90.0, 90.0]})
+    >>> m = cube_metadata(ds, chunking="map", license="CC-BY-4.0", source="test")
+    >>> m["spatial_extent"], m["variables"]["t"]["units"]
+    ([-180.0, -90.0, 180.0, 90.0], 'K')
+    """
+    lat, lon = ds["lat"].values, ds["lon"].values
+    dlat = float(abs(lat[1] - lat[0])) if lat.size > 1 else 0.0
+    dlon = float(abs(lon[1] - lon[0])) if lon.size > 1 else 0.0
+    times = pd.DatetimeIndex(ds["time"].values)
+    if chunks is None:
+        first = next(iter(ds.data_vars.values()))
+        enc = first.encoding.get("chunks") or first.encoding.get("preferred_chunks")
+        if isinstance(enc, dict):
+            chunks = {d: int(enc[d]) for d in first.dims}
+        elif enc:
+            chunks = dict(zip(first.dims, (int(c) for c in enc), strict=True))
+        elif first.chunks:
+            chunks = {d: int(c[0]) for d, c in zip(first.dims, first.chunks, strict=True)}
+        else:
+            chunks = dict(first.sizes)
+    return {
+        "title": title or str(ds.attrs.get("title", "")),
+        "variables": {
+            name: {"units": str(v.attrs.get("units", "")), "long_name": str(v.attrs.get("long_name", name))}
+            for name, v in ds.data_vars.items()
+        },
+        "dims": {d: int(n) for d, n in ds.sizes.items()},
+        "spatial_extent": [
+            round(float(lon.min()) - dlon / 2, 6),
+            round(float(lat.min()) - dlat / 2, 6),
+            round(float(lon.max()) + dlon / 2, 6),
+            round(float(lat.max()) + dlat / 2, 6),
+        ],
+        "spatial_resolution": dlat,
+        "temporal_extent": [str(times[0].date()), str(times[-1].date())],
+        "temporal_resolution": str(ds.attrs.get("time_coverage_resolution", "")),
+        "chunking": chunking,
+        "chunks": chunks,
+        "license": license,
+        "source": source,
+        **extra,
+    }
+
+
+def catalog_source(urlpath: str, description: str, metadata: dict[str, Any], **args: Any) -> dict[str, Any]:
+    """One ``sources:`` entry of a classic Intake catalog for a Zarr store.
+
+    >>> catalog_source("{{ CATALOG_DIR }}/x.zarr", "a cube", {"title": "x"})["driver"]
+    'zarr'
+    """
+    return {
+        "description": description,
+        "driver": "zarr",
+        "args": {"urlpath": urlpath, "consolidated": True, "chunks": {}, **args},
+        "metadata": metadata,
+    }
+
+
+def dump_catalog(sources: dict[str, dict[str, Any]], *, title: str, header: str = "") -> str:
+    """YAML text of a classic Intake catalog holding ``sources``.
+
+    >>> print(dump_catalog({}, title="empty").splitlines()[0])
+    metadata:
+    """
+    doc = {"metadata": {"version": 1, "title": title}, "sources": sources}
+    body = yaml.safe_dump(doc, sort_keys=False, width=110, allow_unicode=True)
+    return (header.rstrip() + "\n" if header else "") + body
+
+
+# --- validation -----------------------------------------------------------------------------------
+
+
+def _check_metadata(entry: CubeEntry) -> list[str]:
+    """Problems with one entry's metadata (no data read)."""
+    where = f"{entry.catalog}: entry {entry.name!r}"
+    meta = entry.metadata
+    problems = [f"{where}: metadata is missing {key!r}" for key in REQUIRED_METADATA if key not in meta]
+    if entry.driver != "zarr":
+        problems.append(f"{where}: driver {entry.driver!r} is not supported; use 'zarr' (intake-xarray)")
+    if not entry.args.get("urlpath"):
+        problems.append(f"{where}: args.urlpath is missing")
+    variables = meta.get("variables")
+    if "variables" in meta and (not isinstance(variables, dict) or not variables):
+        problems.append(f"{where}: metadata.variables must map each variable name to {{units, long_name}}")
+    elif isinstance(variables, dict):
+        for var, info in variables.items():
+            if not isinstance(info, dict) or "units" not in info:
+                problems.append(f"{where}: variable {var!r} needs 'units'")
+    ext = meta.get("spatial_extent")
+    if "spatial_extent" in meta:
+        ok = isinstance(ext, list) and len(ext) == 4 and all(isinstance(x, int | float) for x in ext)
+        if not ok or not (-180 <= ext[0] < ext[2] <= 180 and -90 <= ext[1] < ext[3] <= 90):
+            problems.append(
+                f"{where}: spatial_extent {ext!r} must be [lon_min, lat_min, lon_max, lat_max] within -180..180, -90..90"
+            )
+    span = meta.get("temporal_extent")
+    if "temporal_extent" in meta:
+        try:
+            start, end = (pd.Timestamp(t) for t in span)
+            if start > end:
+                problems.append(f"{where}: temporal_extent starts after it ends: {span!r}")
+        except (TypeError, ValueError):
+            problems.append(f"{where}: temporal_extent {span!r} must be [start, end] dates")
+    return problems
+
+
+def _check_store(entry: CubeEntry) -> list[str]:
+    """Problems found by opening the store and comparing it with the metadata."""
+    where = f"{entry.catalog}: entry {entry.name!r}"
+    try:
+        ds = _open_entry(entry)
+    except Exception as exc:  # any failure to open is the finding
+        return [f"{where}: does not open: {exc}"]
+    meta = entry.metadata
+    problems = []
+    for var, info in (meta.get("variables") or {}).items():
+        if var not in ds.data_vars:
+            problems.append(f"{where}: variable {var!r} is in the metadata but not in the store")
+        elif isinstance(info, dict) and str(ds[var].attrs.get("units", "")) != str(info.get("units")):
+            problems.append(
+                f"{where}: variable {var!r} has units {ds[var].attrs.get('units')!r} in the store, {info.get('units')!r} in the metadata"
+            )
+    if "time" in ds.coords and meta.get("temporal_extent"):
+        times = pd.DatetimeIndex(ds["time"].values)
+        have = [str(times[0].date()), str(times[-1].date())]
+        if have != [str(pd.Timestamp(t).date()) for t in meta["temporal_extent"]]:
+            problems.append(f"{where}: temporal_extent {meta['temporal_extent']} but the store spans {have}")
+    if {"lat", "lon"} <= set(ds.coords) and isinstance(meta.get("spatial_extent"), list):
+        lon_min, lat_min, lon_max, lat_max = meta["spatial_extent"]
+        lat, lon = ds["lat"].values, ds["lon"].values
+        if lat.min() < lat_min or lat.max() > lat_max or lon.min() < lon_min or lon.max() > lon_max:
+            problems.append(
+                f"{where}: store cells span lon {lon.min():g}..{lon.max():g}, lat {lat.min():g}..{lat.max():g},"
+                f" outside spatial_extent {meta['spatial_extent']}"
+            )
+    if isinstance(meta.get("chunks"), dict) and ds.data_vars:
+        first = next(iter(ds.data_vars.values()))
+        stored = first.encoding.get("chunks")
+        if stored is not None:
+            have = dict(zip(first.dims, (int(c) for c in stored), strict=True))
+            if have != {d: int(c) for d, c in meta["chunks"].items()}:
+                problems.append(f"{where}: chunks {meta['chunks']} in the metadata, {have} in the store")
+    return problems
+
+
+def validate_catalog(
+    path: str | os.PathLike[str] | None = None, *, open_stores: bool = False
+) -> list[str]:
+    """Check every entry of a catalog file; return one message per problem (empty when all is well).
+
+    Checks the metadata (required keys, variables with units, extents); with ``open_stores`` also
+    opens each store and compares variables, units, extents and chunks with the metadata.
+
+    >>> validate_catalog(repo_root() / DEFAULT_CATALOG)
+    []
+    """
+    path = Path(path) if path is not None else repo_root() / DEFAULT_CATALOG
+    try:
+        entries = read_catalog(path)
+    except CatalogError as exc:
+        return [str(exc)]
+    problems: list[str] = []
+    for entry in entries.values():
+        problems += _check_metadata(entry)
+        if open_stores:
+            problems += _check_store(entry)
+    return problems

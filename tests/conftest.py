@@ -1,0 +1,48 @@
+"""Shared fixtures: a small real demo cube in both chunkings, and a catalog that points at it.
+
+Every test session runs with its own temporary state folder, so no test touches the repository's
+``.esdl-state/``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# before anything imports platform_lib.paths: a private state folder for the whole session
+os.environ.setdefault("ESDL_STATE_DIR", tempfile.mkdtemp(prefix="esdl-test-state-"))
+
+#: the small cube every test shares: 5 degrees, 12 years (2001-2012 holds four injected events)
+TEST_RESOLUTION = 5.0
+TEST_YEARS = (2001, 2012)
+
+
+@pytest.fixture(scope="session")
+def demo_cubes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """``{"ts": path, "map": path}`` of a small demo cube written with the real generator."""
+    from platform_lib.demo import write_demo_cubes
+
+    data = tmp_path_factory.mktemp("esdl-data")
+    return write_demo_cubes(data, resolution=TEST_RESOLUTION, years=TEST_YEARS, progress=False)
+
+
+@pytest.fixture(scope="session")
+def demo_catalog(demo_cubes: dict[str, Path]) -> Path:
+    """A catalog file (entries ``esdc-demo-ts`` / ``esdc-demo-map``) for the small cube.
+
+    For the rest of the session ``ESDL_CATALOG`` names it and ``ESDL_DATA_DIR`` its data folder, so
+    ``list_cubes()`` and ``open_cube()`` with no catalog argument find the test cube.
+    """
+    from platform_lib.catalog import dump_catalog
+    from platform_lib.demo import demo_catalog_sources
+    from platform_lib.storage import write_text_atomic
+
+    data = demo_cubes["ts"].parent
+    sources = demo_catalog_sources(TEST_RESOLUTION, TEST_YEARS, data_ref="{{ CATALOG_DIR }}")
+    path = write_text_atomic(data / "catalog.yaml", dump_catalog(sources, title="test catalog"))
+    os.environ["ESDL_CATALOG"] = str(path)
+    os.environ["ESDL_DATA_DIR"] = str(data)
+    return path

@@ -1,0 +1,263 @@
+"""The shared catalog and the cube API: list, describe, open, subset, errors, validation, S3."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+import yaml
+
+import platform_lib
+from platform_lib import catalog
+from platform_lib.demo import demo_catalog_sources
+from platform_lib.errors import CubeNotFoundError, CubeNotGeneratedError, EsdlError
+from platform_lib.paths import repo_root
+
+SHIPPED = repo_root() / "catalog" / "esdl.yaml"
+
+
+def run_esdl(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "platform_lib.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
+
+
+# --- the shipped catalog --------------------------------------------------------------------------
+
+
+def test_shipped_catalog_lists_demo_and_public_cubes():
+    names = catalog.list_cubes(SHIPPED)
+    assert {"esdc-demo-ts", "esdc-demo-map", "esdc-v3-ts", "esdc-v3-map", "esdc-v3-tiny"} <= set(names)
+    assert catalog.validate_catalog(SHIPPED) == []
+
+
+def test_shipped_demo_entries_match_the_generator():
+    shipped = yaml.safe_load(SHIPPED.read_text())["sources"]
+    for name, entry in demo_catalog_sources().items():
+        assert shipped[name] == entry, f"catalog/esdl.yaml entry {name} is stale: regenerate it"
+
+
+def test_public_entries_point_at_the_esdc_endpoint():
+    d = catalog.describe_cube("esdc-v3-ts", SHIPPED)
+    assert d["urlpath"] == "s3://esdl-esdc-v3.0.2/esdc-8d-0.25deg-256x128x128-3.0.2.zarr"
+    entry = catalog.get_entry("esdc-v3-map", SHIPPED)
+    assert entry.args["storage_options"] == {
+        "anon": True, "client_kwargs": {"endpoint_url": "https://s3.bgc-jena.mpg.de:9000"}}
+    assert d["variables"]["kndvi"]["units"] == "1"
+    for key in catalog.REQUIRED_METADATA:
+        assert key in d
+
+
+def test_shipped_catalog_opens_with_plain_intake(demo_cubes, monkeypatch):
+    """The catalog is a real Intake catalog: intake alone opens the demo entry."""
+    import intake
+
+    monkeypatch.setenv("ESDL_DATA_DIR", str(demo_cubes["ts"].parent))
+    # the shipped entries name the default 1-degree stores; point a copy at the test cube's names
+    cat = intake.open_catalog(str(SHIPPED))
+    assert "esdc-demo-ts" in list(cat)
+
+
+# --- the API on the test cube ---------------------------------------------------------------------
+
+
+def test_list_and_describe_use_the_environment(demo_catalog):
+    assert platform_lib.list_cubes() == ["esdc-demo-map", "esdc-demo-ts"]
+    d = platform_lib.describe_cube("esdc-demo-ts")
+    assert d["chunking"] == "ts" and d["chunks"] == {"time": 256, "lat": 6, "lon": 6}
+    assert d["temporal_extent"] == ["2001-01-05", "2012-12-30"]
+    assert d["spatial_extent"] == [-180.0, -90.0, 180.0, 90.0]
+    assert d["variables"]["air_temperature_2m"]["units"] == "degC"
+
+
+def test_open_cube_is_lazy_and_equals_the_store(demo_catalog, demo_cubes):
+    ds = platform_lib.open_cube("esdc-demo-map")
+    assert ds["kndvi"].chunks is not None, "dask-backed"
+    assert ds["kndvi"].data.chunksize == (1, 36, 72), "dask chunks are the stored chunks"
+    raw = xr.open_zarr(demo_cubes["map"])
+    assert ds.attrs == raw.attrs and list(ds.data_vars) == list(raw.data_vars)
+    for name in ("kndvi", "air_temperature_2m"):
+        xr.testing.assert_identical(ds[name].isel(time=slice(40, 60)).load(), raw[name].isel(time=slice(40, 60)).load())
+
+
+def test_open_cube_subsets_lazily(demo_catalog, demo_cubes):
+    ds = platform_lib.open_cube(
+        "esdc-demo-ts", variables=["kndvi", "air_temperature_2m"], bbox=(-10, 35, 30, 60),
+        time_range=("2003-06-01", "2003-08-31"),
+    )
+    assert set(ds.data_vars) == {"kndvi", "air_temperature_2m"}
+    assert float(ds.lon.min()) == -7.5 and float(ds.lon.max()) == 27.5
+    assert float(ds.lat.min()) == 37.5 and float(ds.lat.max()) == 57.5
+    assert str(ds.time.values[0])[:10] == "2003-06-06" and str(ds.time.values[-1])[:10] == "2003-08-25"
+    assert ds["kndvi"].chunks is not None
+    raw = xr.open_zarr(demo_cubes["ts"])["kndvi"].sel(lat=slice(35, 60), lon=slice(-10, 30),
+                                                      time=slice("2003-06-01", "2003-08-31"))
+    np.testing.assert_array_equal(ds["kndvi"].values, raw.values)
+    one = platform_lib.open_cube("esdc-demo-ts", variables="kndvi")
+    assert list(one.data_vars) == ["kndvi"]
+
+
+def test_bbox_across_the_dateline(demo_catalog):
+    ds = platform_lib.open_cube("esdc-demo-ts", variables="air_temperature_2m", bbox=(170, 60, -170, 70))
+    assert ds["lon"].values.tolist() == [172.5, 177.5, -177.5, -172.5]
+    assert ds["lat"].values.tolist() == [62.5, 67.5]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"variables": ["kndvi", "air_temprature_2m"]}, r"no variable 'air_temprature_2m'\. Did you mean 'air_temperature_2m'\?"),
+        ({"variables": "nope"}, r"Available: .*'kndvi'"),
+        ({"bbox": (0, 10, 20)}, r"four numbers"),
+        ({"bbox": (0, 60, 20, 10)}, r"lat_min 60.0 > lat_max 10.0"),
+        ({"bbox": (0, 95, 20, 99)}, r"lat within -90\.\.90"),
+        ({"bbox": (0.1, 0.1, 0.2, 0.2)}, r"holds no grid cell .* span lon -177\.5\.\.177\.5"),
+        ({"time_range": ("2005-01-01", "2004-01-01")}, r"starts \(2005-01-01\) after it ends"),
+        ({"time_range": ("1990-01-01", "1990-12-31")}, r"covers 2001-01-05\.\.2012-12-30"),
+        ({"time_range": ("soon", "later")}, r"\(start, end\) dates"),
+    ],
+)
+def test_bad_arguments_say_what_exists(demo_catalog, kwargs, message):
+    with pytest.raises(EsdlError, match=message):
+        platform_lib.open_cube("esdc-demo-ts", **kwargs)
+
+
+def test_unknown_cube_lists_the_catalog(demo_catalog):
+    with pytest.raises(CubeNotFoundError, match=r"no cube named 'esdc-demo-tss' in the catalog\. Did you mean 'esdc-demo-ts'\?.*Available: 'esdc-demo-map', 'esdc-demo-ts'"):
+        platform_lib.open_cube("esdc-demo-tss")
+
+
+def test_missing_demo_store_says_how_to_generate(tmp_path):
+    cat = tmp_path / "cat.yaml"
+    cat.write_text(catalog.dump_catalog(demo_catalog_sources(10.0, (2003, 2003), data_ref=str(tmp_path)), title="t"))
+    with pytest.raises(CubeNotGeneratedError, match=r"esdl cubes generate --resolution 10.0 --years 2003-2003"):
+        catalog.open_cube("esdc-demo-ts", catalog=cat)
+
+
+def test_team_catalog_adds_entries_and_refuses_duplicates(demo_catalog, demo_cubes, tmp_path, monkeypatch):
+    team = tmp_path / "team.yaml"
+    meta = catalog.cube_metadata(xr.open_zarr(demo_cubes["ts"]), chunking="ts", license="CC-BY-4.0", source="test")
+    team.write_text(catalog.dump_catalog({"europe-2003": catalog.catalog_source(str(demo_cubes["ts"]), "team cube", meta)}, title="team"))
+    monkeypatch.setenv("ESDL_TEAM_CATALOG", str(team))
+    assert "europe-2003" in platform_lib.list_cubes()
+    assert platform_lib.open_cube("europe-2003", variables="kndvi").sizes["time"] == 12 * 46
+    team.write_text(catalog.dump_catalog({"esdc-demo-ts": catalog.catalog_source(str(demo_cubes["ts"]), "dup", meta)}, title="team"))
+    with pytest.raises(EsdlError, match="'esdc-demo-ts' is already defined in"):
+        platform_lib.list_cubes()
+
+
+# --- validation -----------------------------------------------------------------------------------
+
+
+def test_validate_cli_passes_and_opens(demo_catalog):
+    ok = run_esdl("catalog", "validate", str(demo_catalog), "--open")
+    assert ok.returncode == 0, ok.stderr
+    assert "2 entries OK (opened and compared)" in ok.stdout
+
+
+def test_validate_cli_names_the_broken_entry(demo_catalog, tmp_path):
+    doc = yaml.safe_load(demo_catalog.read_text())
+    doc["sources"]["esdc-demo-map"]["metadata"]["variables"]["kndvi"] = {"long_name": "no units"}
+    doc["sources"]["esdc-demo-ts"]["metadata"]["spatial_extent"] = [10, 0, -10, 5]
+    del doc["sources"]["esdc-demo-ts"]["metadata"]["license"]
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(yaml.safe_dump(doc).replace("{{ CATALOG_DIR }}", str(demo_catalog.parent)))
+    res = run_esdl("catalog", "validate", str(broken))
+    assert res.returncode == 1
+    assert "entry 'esdc-demo-map': variable 'kndvi' needs 'units'" in res.stderr
+    assert "entry 'esdc-demo-ts': spatial_extent [10, 0, -10, 5] must be" in res.stderr
+    assert "entry 'esdc-demo-ts': metadata is missing 'license'" in res.stderr
+    assert "3 problem(s)" in res.stderr
+
+
+def test_validate_open_finds_metadata_that_lies(demo_catalog, tmp_path):
+    doc = yaml.safe_load(demo_catalog.read_text())
+    doc["sources"]["esdc-demo-ts"]["metadata"]["variables"]["kndvi"]["units"] = "K"
+    doc["sources"]["esdc-demo-ts"]["metadata"]["temporal_extent"] = ["2001-01-05", "2021-12-31"]
+    doc["sources"]["esdc-demo-map"]["args"]["urlpath"] = "{{ CATALOG_DIR }}/missing.zarr"
+    lying = demo_catalog.parent / "lying.yaml"
+    lying.write_text(yaml.safe_dump(doc))
+    problems = catalog.validate_catalog(lying, open_stores=True)
+    assert any("'esdc-demo-ts': variable 'kndvi' has units '1' in the store, 'K' in the metadata" in p for p in problems)
+    assert any("'esdc-demo-ts': temporal_extent" in p and "2012-12-30" in p for p in problems)
+    assert any("'esdc-demo-map': does not open" in p and "missing.zarr" in p for p in problems)
+
+
+def test_malformed_catalog_files_are_named(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sources: [1, 2]\n")
+    assert "a catalog needs a 'sources:' mapping" in catalog.validate_catalog(bad)[0]
+    bad.write_text("sources: {x: {driver: zarr}}\n")
+    assert "entry 'x' needs 'driver:' and an 'args:' mapping" in catalog.validate_catalog(bad)[0]
+    assert "does not exist" in catalog.validate_catalog(tmp_path / "nope.yaml")[0]
+
+
+def test_cli_list_and_describe(demo_catalog):
+    res = run_esdl("cubes", "list")
+    assert res.returncode == 0 and "esdc-demo-map" in res.stdout and "map" in res.stdout
+    res = run_esdl("cubes", "describe", "esdc-demo-ts")
+    assert "air_temperature_2m" in res.stdout and "[degC]" in res.stdout
+    res = run_esdl("cubes", "describe", "nope")
+    assert res.returncode == 2 and "no cube named 'nope'" in res.stderr
+
+
+# --- S3 -------------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """A real S3-compatible endpoint on loopback (moto_server)."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_open_cube_over_s3(s3_endpoint, demo_cubes, tmp_path):
+    import s3fs
+
+    opts = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": s3_endpoint, "region_name": "us-east-1"}}
+    import boto3
+
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1", aws_access_key_id="testing",
+                 aws_secret_access_key="testing").create_bucket(Bucket="cubes")
+    fs = s3fs.S3FileSystem(**opts)
+    fs.put(str(demo_cubes["ts"]), "cubes/" + demo_cubes["ts"].name, recursive=True)
+    meta = catalog.cube_metadata(xr.open_zarr(demo_cubes["ts"]), chunking="ts", license="CC-BY-4.0", source="test")
+    cat = tmp_path / "s3.yaml"
+    cat.write_text(catalog.dump_catalog(
+        {"s3-cube": catalog.catalog_source(f"s3://cubes/{demo_cubes['ts'].name}", "over S3", meta, storage_options=opts)},
+        title="s3"))
+    ds = catalog.open_cube("s3-cube", variables="kndvi", bbox=(-10, 35, 30, 60), catalog=cat)
+    local = xr.open_zarr(demo_cubes["ts"])["kndvi"].sel(lat=slice(35, 60), lon=slice(-10, 30))
+    np.testing.assert_array_equal(ds["kndvi"].values, local.values)
+    assert catalog.validate_catalog(cat, open_stores=True) == []
+
+
+def test_repo_catalog_path_is_default(monkeypatch):
+    monkeypatch.delenv("ESDL_CATALOG", raising=False)
+    monkeypatch.delenv("ESDL_TEAM_CATALOG", raising=False)
+    assert catalog.catalog_paths() == [SHIPPED]
+    assert Path(catalog.describe_cube("esdc-demo-ts")["catalog"]) == SHIPPED.resolve()

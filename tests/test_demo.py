@@ -1,0 +1,228 @@
+"""The demo cube generator: ESDC conventions, physical structure, injected events, stores, errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+import zarr
+
+from platform_lib import demo
+from platform_lib.errors import EsdlError
+
+ESDC_UNITS = {  # the units the real ESDC v3 uses for these names
+    "air_temperature_2m": "degC",
+    "max_air_temperature_2m": "degC",
+    "precipitation_era5": "mm d-1",
+    "radiation_era5": "J m-2",
+    "gross_primary_productivity": "g C m-2 d-1",
+    "terrestrial_ecosystem_respiration": "g C m-2 d-1",
+    "latent_energy": "MJ m-2 d-1",
+    "sensible_heat": "MJ m-2 d-1",
+    "root_moisture": "m3 m-3",
+    "surface_moisture": "m3 m-3",
+    "evaporative_stress": "1",
+    "kndvi": "1",
+}
+
+
+@pytest.fixture(scope="module")
+def cube(demo_cubes):
+    return xr.open_zarr(demo_cubes["ts"]).load()
+
+
+def test_dims_axes_and_dtypes(cube):
+    assert tuple(cube["air_temperature_2m"].dims) == ("time", "lat", "lon")
+    lat, lon = cube["lat"].values, cube["lon"].values
+    assert np.all(np.diff(lat) > 0), "lat must be ascending"
+    assert lat[0] == -87.5 and lat[-1] == 87.5  # 5-degree cell centres
+    assert lon[0] == -177.5 and lon[-1] == 177.5
+    assert len(cube.data_vars) >= 10
+    assert all(v.dtype == np.float32 for v in cube.data_vars.values())
+
+
+def test_time_axis_is_8_daily_restarting_each_year(cube):
+    t = pd.DatetimeIndex(cube["time"].values)
+    assert len(t) == 12 * 46
+    assert str(t[0].date()) == "2001-01-05"
+    per_year = pd.Series(t.year).value_counts()
+    assert set(per_year.values) == {46}
+    for year in (2002, 2008):
+        first = t[t.year == year][0]
+        assert str(first.date()) == f"{year}-01-05", "each year restarts on 1 January (+4 d centre)"
+    steps = np.diff(t.values).astype("timedelta64[D]").astype(int)
+    assert set(steps) <= {8, 5, 6}  # 8 days, and the short last step of a (leap) year
+
+
+def test_cf_and_esdc_attributes(cube):
+    for key in ("Conventions", "title", "time_coverage_start", "time_coverage_end", "project", "license",
+                "geospatial_lat_min", "geospatial_lat_max", "geospatial_lon_min", "geospatial_lon_max"):
+        assert key in cube.attrs, key
+    assert cube.attrs["Conventions"] == "CF-1.9"
+    assert cube.attrs["time_coverage_start"] == "2001-01-05"
+    for name, units in ESDC_UNITS.items():
+        attrs = cube[name].attrs
+        assert attrs["units"] == units, name
+        for key in ("long_name", "standard_name", "source", "references", "time_coverage_start", "time_coverage_end"):
+            assert attrs.get(key), f"{name} lacks {key}"
+
+
+def test_land_variables_are_nan_over_ocean_only(cube):
+    pacific = dict(lat=2.5, lon=-152.5)  # open ocean
+    sahara_lat, sahara_lon = 22.5, 12.5
+    t = cube.isel(time=100)
+    assert np.isnan(t["gross_primary_productivity"].sel(**pacific).item())
+    assert np.isnan(t["root_moisture"].sel(**pacific).item())
+    assert np.isfinite(t["air_temperature_2m"].sel(**pacific).item()), "ERA5 variables cover the ocean"
+    assert np.isfinite(t["root_moisture"].sel(lat=sahara_lat, lon=sahara_lon).item())
+    land_share = float(np.isfinite(cube["root_moisture"].isel(time=0)).mean())
+    assert 0.2 < land_share < 0.45
+
+
+def test_coverage_periods_give_nan_outside():
+    ds = demo.make_demo_cube(resolution=10.0, years=(2020, 2021)).compute()
+    gpp = ds["gross_primary_productivity"]
+    assert np.isfinite(gpp.sel(time="2020")).any()
+    assert gpp.sel(time="2021").isnull().all(), "FLUXCOM ends in 2020 as in the ESDC"
+    assert np.isfinite(ds["air_temperature_2m"].sel(time="2021")).all()
+    # kNDVI has gaps (clouds, polar night) over land
+    land = np.isfinite(ds["root_moisture"])
+    assert int((land & ds["kndvi"].isnull()).sum()) > 0
+
+
+def test_seasonal_cycle_follows_latitude_and_hemisphere(cube):
+    clim = cube["air_temperature_2m"].groupby("time.month").mean()
+    north = clim.sel(lat=52.5, method="nearest").mean("lon")
+    south = clim.sel(lat=-42.5, method="nearest").mean("lon")
+    assert north.sel(month=7) > north.sel(month=1) + 8
+    assert south.sel(month=1) > south.sel(month=7) + 3
+    zonal = cube["air_temperature_2m"].mean(["time", "lon"])
+    assert zonal.sel(lat=2.5) > zonal.sel(lat=62.5) + 20 > zonal.sel(lat=87.5) + 20
+
+
+def test_variables_are_coupled_and_trending(cube):
+    land = cube.where(np.isfinite(cube["root_moisture"]))
+    summer = land.sel(time=land["time.month"].isin([6, 7, 8])).sel(lat=slice(30, 60))
+    anom = summer - summer.mean("time")
+    dry = anom["root_moisture"] < -0.03
+    hot = anom["air_temperature_2m"] > 2
+    stressed = hot & dry
+    assert float(anom["gross_primary_productivity"].where(stressed).mean()) < float(
+        anom["gross_primary_productivity"].where(~stressed).mean()
+    )
+    assert float(anom["kndvi"].where(stressed).mean()) < float(anom["kndvi"].where(~stressed).mean())
+    yearly = cube["air_temperature_2m"].groupby("time.year").mean(...)
+    assert float(yearly.sel(year=slice(2009, 2012)).mean()) > float(yearly.sel(year=slice(2001, 2004)).mean())
+
+
+def test_injected_events_are_where_the_metadata_says(cube):
+    events = demo.injected_events(cube)
+    assert {"eu-heatwave-2003", "ru-heat-drought-2010", "chukotka-heatwave-2007"} <= set(events["event_id"])
+    t = cube["air_temperature_2m"]
+    clim = t.groupby("time.dayofyear").mean()
+    anomaly = t.groupby("time.dayofyear") - clim
+    for ev in events.itertuples():
+        mask = demo.event_mask(cube, ev.event_id)
+        assert int(mask.sum()) > 0, ev.event_id
+        inside = float(anomaly.where(mask).mean())
+        # same pixels, same season, other years: no event there
+        assert inside > 4.0, f"{ev.event_id}: temperature anomaly inside is only {inside:.1f}"
+        steps = mask.any(["lat", "lon"])
+        window = pd.DatetimeIndex(cube["time"].values[steps.values])
+        assert window.min() >= ev.start and window.max() <= ev.end
+    ru = demo.event_mask(cube, "ru-heat-drought-2010")
+    rm = cube["root_moisture"]
+    rm_anom = rm.groupby("time.dayofyear") - rm.groupby("time.dayofyear").mean()
+    assert float(rm_anom.where(ru).mean()) < -0.02, "the Russian event is a drought as well"
+    chukotka = demo.event_mask(cube, "chukotka-heatwave-2007").any("time")
+    lons = cube["lon"].values[chukotka.any("lat").values]
+    assert lons.min() < -170 and lons.max() > 170, "the Bering event crosses the dateline"
+
+
+def test_event_mask_unknown_id_lists_known(cube):
+    with pytest.raises(EsdlError, match="eu-heatwave-2003"):
+        demo.event_mask(cube, "atlantis-2005")
+
+
+def test_both_chunkings_hold_identical_values(demo_cubes):
+    ts = xr.open_zarr(demo_cubes["ts"])
+    mp = xr.open_zarr(demo_cubes["map"])
+    assert ts["kndvi"].encoding["chunks"] == (256, 6, 6)
+    assert mp["kndvi"].encoding["chunks"] == (1, 36, 72)
+    assert demo_cubes["ts"].name == "esdc-8d-5deg-256x6x6-demo1.0.zarr"
+    assert demo_cubes["map"].name == "esdc-8d-5deg-1x36x72-demo1.0.zarr"
+    xr.testing.assert_identical(ts.load().drop_attrs(), mp.load().drop_attrs())
+
+
+def test_stores_are_zarr3_consolidated(demo_cubes):
+    for path in demo_cubes.values():
+        group = zarr.open_group(path, mode="r")
+        assert group.metadata.zarr_format == 3
+        assert group.metadata.consolidated_metadata is not None
+        assert not list(path.parent.glob(".*tmp*")), "no temporary store left behind"
+
+
+def test_generation_is_deterministic():
+    a = demo.make_demo_cube(resolution=10.0, years=(2003, 2003))["kndvi"].values
+    b = demo.make_demo_cube(resolution=10.0, years=(2003, 2003))["kndvi"].values
+    np.testing.assert_array_equal(a, b)
+    c = demo.make_demo_cube(resolution=10.0, years=(2003, 2003), seed=1)["kndvi"].values
+    assert not np.array_equal(np.nan_to_num(a), np.nan_to_num(c))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"resolution": 0.35}, "resolution 0.35 degrees is not allowed"),
+        ({"resolution": 7.0}, "divisor of 180"),
+        ({"years": (2005, 2001)}, "first <= last"),
+        ({"years": (1900, 1901)}, "1979-2030"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs, message):
+    with pytest.raises(EsdlError, match=message):
+        demo.make_demo_cube(**kwargs)
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    """A write that fails half-way leaves neither the target nor a temporary store."""
+    import dask.array as da
+
+    from platform_lib.storage import write_zarr_atomic
+
+    def explode(block):
+        raise RuntimeError("disk on fire")
+
+    good = da.zeros((4, 2), chunks=(2, 2))
+    bad = good.map_blocks(lambda b, block_info=None: explode(b) if block_info[0]["chunk-location"][0] == 1 else b,
+                          dtype=good.dtype)
+    ds = xr.Dataset({"v": (("time", "x"), bad)})
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        write_zarr_atomic(ds, tmp_path / "x.zarr", progress=False)
+    assert list(tmp_path.iterdir()) == []
+    # and an existing store is kept unless overwrite is asked for
+    write_zarr_atomic(xr.Dataset({"v": (("time", "x"), good)}), tmp_path / "x.zarr", progress=False)
+    with pytest.raises(EsdlError, match="already exists"):
+        write_zarr_atomic(ds, tmp_path / "x.zarr", progress=False)
+    assert float(xr.open_zarr(tmp_path / "x.zarr")["v"].sum()) == 0.0
+
+
+def test_cli_generate_prints_stores_and_sizes(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "platform_lib.cli", "cubes", "generate", "--resolution", "10", "--years", "2003",
+         "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, check=True,
+    )
+    assert "esdc-8d-10deg-46x3x3-demo1.0.zarr" in out.stdout
+    assert "esdc-8d-10deg-1x18x36-demo1.0.zarr" in out.stdout
+    assert "demo cubes ready" in out.stdout
+    assert (tmp_path / "esdc-8d-10deg-1x18x36-demo1.0.zarr").is_dir()
+    bad = subprocess.run(
+        [sys.executable, "-m", "platform_lib.cli", "cubes", "generate", "--resolution", "0.3", "--data-dir", str(tmp_path)],
+        capture_output=True, text=True,
+    )
+    assert bad.returncode == 2 and "resolution 0.3 degrees is not allowed" in bad.stderr
