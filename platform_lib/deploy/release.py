@@ -317,10 +317,8 @@ def deploy(
             "the helm CLI is not on PATH: install it (https://helm.sh/docs/intro/install/), then run"
             f" `esdl project deploy {spec.name}` again, or run these commands yourself:\n{text}"
         )
-    for command in commands:
+    for command in commands:  # in a dry run too: helm needs the subcharts to render (local changes only)
         out(f"{mode}$ {' '.join(command)}")
-        if dry_run and command[1] in ("repo", "dependency"):
-            continue
         subprocess.run([helm, *command[1:]], check=True)
     return 0
 
