@@ -319,8 +319,17 @@ def deploy(
         )
     for command in commands:  # in a dry run too: helm needs the subcharts to render (local changes only)
         out(f"{mode}$ {' '.join(command)}")
-        subprocess.run([helm, *command[1:]], check=True)
+        _run(helm, command)
     return 0
+
+
+def _run(helm: str, command: list[str]) -> None:
+    """Run one helm command (its output goes to the terminal); a failure is an :class:`EsdlError`."""
+    result = subprocess.run([helm, *command[1:]])
+    if result.returncode != 0:
+        raise EsdlError(
+            f"`{' '.join(command)}` failed (exit code {result.returncode}); see helm's message above"
+        )
 
 
 def _apply_secret(core: Any, namespace: str, name: str, data: dict[str, str]) -> None:
@@ -422,7 +431,7 @@ def delete(
         out(f"{mode}the helm CLI is not on PATH; a delete runs: {' '.join(command)}")
     else:
         out(f"{mode}$ {' '.join(command)}")
-        subprocess.run([helm, *command[1:]], check=True)
+        _run(helm, command)
     if delete_namespace:
         out(f"{mode}deleting namespace {namespace} (and the team storage claim in it)")
         if not dry_run:
