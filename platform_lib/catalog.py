@@ -414,7 +414,9 @@ def catalog_source(urlpath: str, description: str, metadata: dict[str, Any], **a
     return {
         "description": description,
         "driver": "zarr",
-        "args": {"urlpath": urlpath, "consolidated": True, "chunks": {}, **args},
+        # dask chunks: whole multiples of the stored chunks, ~128 MiB each (xarray's "auto"), so a read
+        # is a few dask tasks that each let zarr fetch and decode many chunks concurrently
+        "args": {"urlpath": urlpath, "consolidated": True, "chunks": "auto", **args},
         "metadata": metadata,
     }
 
