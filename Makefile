@@ -14,7 +14,7 @@ PROJECT  ?= demo
 .PHONY: setup up test lint demo-cubes bench help
 
 help:
-	@echo "make up      set up, generate the demo cubes if missing, run the embedded platform ($(PROJECT))"
+	@echo "make up      set up, generate the demo cubes if missing, run the embedded platform (PROJECT=$(PROJECT)); Ctrl-C stops it"
 	@echo "make test    set up, then ruff and the whole pytest suite"
 	@echo "make bench   run every benchmark in bench/ (prints ratios against references)"
 
@@ -37,7 +37,7 @@ demo-cubes: setup
 	$(ESDL) cubes generate
 
 up: demo-cubes
-	$(ESDL) cubes list
+	$(ESDL) up --project $(PROJECT) --foreground
 
 test: setup
 	$(VENV)/bin/ruff check .
