@@ -1,0 +1,151 @@
+"""The curated notebooks: stored without outputs, each states its goal and checks its result, and each
+runs top to bottom (nbclient, a real kernel) on the test demo cube. The scaling-out notebook runs
+against the gateway of an embedded platform started here, with a member's hub token."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+NEEDS_GATEWAY = {"02-scaling-out.ipynb"}
+FIGURES = {
+    "01-getting-started.ipynb",
+    "03-intrinsic-dimension.ipynb",
+    "04-extreme-events.ipynb",
+    "05-machine-learning.ipynb",
+}
+#: the seven use cases of the curated set (issue 7)
+EXPECTED = [
+    "01-getting-started.ipynb",
+    "02-scaling-out.ipynb",
+    "03-intrinsic-dimension.ipynb",
+    "04-extreme-events.ipynb",
+    "05-machine-learning.ipynb",
+    "06-regional-cube-for-a-team.ipynb",
+    "07-visual-analytics.ipynb",
+]
+
+
+def test_the_curated_set_is_complete_stripped_and_states_goal_and_result():
+    assert [p.name for p in NOTEBOOKS] == EXPECTED
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+        intro = nb.cells[0]
+        assert intro.cell_type == "markdown" and "**Goal:**" in intro.source, path.name
+        assert "**Result to check:**" in intro.source, path.name
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert all(c.outputs == [] and c.execution_count is None for c in code), f"{path.name} has outputs"
+        assert "widgets" not in nb.metadata, f"{path.name} stores widget state"
+        assert "assert" in code[-1].source, f"{path.name}: the last cell checks the result"
+
+
+def execute(path: Path, workdir: Path) -> nbformat.NotebookNode:
+    """Run a notebook top to bottom in a fresh kernel (environment: this process's); raise on error."""
+    nb = nbformat.read(path, as_version=4)
+    client = nbclient.NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}
+    )
+    client.execute()
+    return nb
+
+
+def _texts(nb: nbformat.NotebookNode) -> str:
+    out = []
+    for cell in nb.cells:
+        for o in cell.get("outputs", []):
+            if o.output_type == "stream":
+                out.append(o.text)
+            elif "data" in o and "text/plain" in o.data:
+                out.append(o.data["text/plain"])
+    return "\n".join(out)
+
+
+@pytest.fixture()
+def session_env(demo_catalog, tmp_path, monkeypatch):
+    """What a member's session has: the catalog, a team folder and catalog, a user name."""
+    team = tmp_path / "team"
+    monkeypatch.setenv("ESDL_TEAM_DIR", str(team))
+    monkeypatch.setenv("ESDL_TEAM_CATALOG", str(team / "catalog.yaml"))
+    monkeypatch.setenv("JUPYTERHUB_USER", "alice")
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend, as in JupyterLab
+    return tmp_path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in EXPECTED if n not in NEEDS_GATEWAY])
+def test_notebook_runs_top_to_bottom(name, session_env):
+    nb = execute(REPO / "notebooks" / name, session_env)
+    images = sum(1 for c in nb.cells for o in c.get("outputs", []) if "data" in o and "image/png" in o.data)
+    widgets = sum(
+        1
+        for c in nb.cells
+        for o in c.get("outputs", [])
+        if "data" in o and "application/vnd.jupyter.widget-view+json" in o.data
+    )
+    if name in FIGURES:
+        assert images >= 1, f"{name} draws at least one figure"
+    if name == "07-visual-analytics.ipynb":
+        assert widgets >= 2, "the Lexcube widget and the explorer are displayed"
+    assert "Traceback" not in _texts(nb)
+
+
+@pytest.mark.slow
+def test_scaling_out_notebook_on_the_embedded_platform_gateway(demo_catalog, tmp_path_factory, monkeypatch):
+    from platform_helpers import PlatformEnv, small_spec
+
+    from platform_lib.local.client import HubClient
+
+    penv = PlatformEnv.create(tmp_path_factory.mktemp("nb-platform"))
+    penv.env.update(ESDL_CATALOG=os.environ["ESDL_CATALOG"], ESDL_DATA_DIR=os.environ["ESDL_DATA_DIR"])
+    penv.write_spec(small_spec("nbtest", ["alice"], ["bob"]))
+    try:
+        out = penv.esdl("up", "--project", "nbtest", "--port", "0").stdout
+        assert "nbtest: ready at" in out, out
+        url = penv.url("nbtest")
+        alice = HubClient(url)
+        alice.login("alice", penv.password("nbtest", "alice"))
+        ports = penv.layout("nbtest").saved_ports()
+        # what the hub puts into a member's session (FIELD-NOTES: gateway behind the hub, TLS proxy direct)
+        monkeypatch.setenv("DASK_GATEWAY__ADDRESS", f"{url}/services/dask-gateway")
+        monkeypatch.setenv("DASK_GATEWAY__PROXY_ADDRESS", f"gateway://127.0.0.1:{ports['gateway_tcp']}")
+        monkeypatch.setenv("DASK_GATEWAY__AUTH__TYPE", "jupyterhub")
+        monkeypatch.setenv("JUPYTERHUB_API_TOKEN", alice.api_token())
+        monkeypatch.setenv("JUPYTERHUB_USER", "alice")
+        workdir = tmp_path_factory.mktemp("nb-run")
+        nb = execute(REPO / "notebooks" / "02-scaling-out.ipynb", workdir)
+        text = _texts(nb)
+        assert f"dashboard: {url}/services/dask-gateway/clusters/" in text
+        assert "still running: False" in text and "no cluster left running" in text
+        # and the gateway agrees: nothing of alice's is running
+        from platform_lib.gateway import close_gateway, open_gateway
+
+        gw = open_gateway(
+            f"{url}/services/dask-gateway",
+            proxy_address=f"gateway://127.0.0.1:{ports['gateway_tcp']}",
+            token=alice.api_token(),
+        )
+        try:
+            assert gw.list_clusters() == []
+        finally:
+            close_gateway(gw)
+    finally:
+        penv.esdl("down", check=False)
+    assert penv.processes("nbtest") == [], "orphans after esdl down"
+
+
+def test_share_a_curated_notebook_keeps_it_stripped(session_env):
+    from platform_lib.team import list_shared_notebooks, share_notebook
+
+    shared = share_notebook(REPO / "notebooks" / "06-regional-cube-for-a-team.ipynb")
+    nb = json.loads(shared.read_text())
+    assert nb["metadata"]["esdl"]["shared_by"] == "alice"
+    assert [n["name"] for n in list_shared_notebooks()] == ["06-regional-cube-for-a-team.ipynb"]
