@@ -124,3 +124,12 @@ def test_cube_scores_are_lazy_and_equal_the_reference_on_features():
     )
     np.testing.assert_allclose(got, ref[..., 5:], atol=1e-6, equal_nan=True)
     assert np.isnan(got[5]).all()
+
+
+def test_ties_and_duplicates_follow_the_package_stable_order():
+    rng = np.random.default_rng(8)
+    block = np.round(rng.standard_normal((6, 120, 2)), 1)  # coarse values: many equal distances
+    block[:, 60:90] = block[:, :1]  # 31 copies of the same point: more ties than the k-d tree's extras
+    ref = reference_block(block)
+    got = anomaly_scores_block(block, quantiles=False)
+    np.testing.assert_allclose(got, ref[..., :5], rtol=1e-6, atol=1e-6)

@@ -291,8 +291,8 @@ def _full_median_from_condensed(c: np.ndarray, n: int) -> float:
 def _density_scores(x: np.ndarray, methods: Sequence[str]) -> dict[str, np.ndarray]:
     """KDE and REC of one complete pixel (T, features) from its condensed distances.
 
-    The distance matrix is symmetric with a zero diagonal: the kernel, the threshold test and the row
-    sums run over the ``T (T-1) / 2`` pairs only, scattered to both ends of each pair with ``bincount``.
+    The distance matrix is symmetric with a zero diagonal: the distances, their median, the kernel and
+    the threshold test run over the ``T (T-1) / 2`` pairs only.
     """
     n = x.shape[0]
     c = pdist(x)
@@ -300,13 +300,11 @@ def _density_scores(x: np.ndarray, methods: Sequence[str]) -> dict[str, np.ndarr
     sigma = _full_median_from_condensed(c, n)  # sigma = eps = median of all T*T distances
     out = {}
     if "KDE" in methods:
-        # the kernel in float32 (error < 1e-7 per term), summed in float64
-        k = (
-            np.exp(c.astype(np.float32) * np.float32(-0.5 / sigma**2))
-            if sigma > 0
-            else (c == 0).astype(np.float64)
-        )
-        row_sums = 1.0 + _pair_sums(k, i, j, n)  # 1: the self term
+        # float64 throughout: quantile normalisation turns 1e-8 differences into whole 0.01 levels
+        k = np.exp(c * (-0.5 / sigma**2)) if sigma > 0 else (c == 0).astype(np.float64)
+        # row sums of the square kernel matrix (diagonal: exp(0) = 1): summed row by row in one order,
+        # so duplicate time steps get bit-identical scores (quantile levels depend on exact ties)
+        row_sums = squareform(k, checks=False).sum(axis=1) + 1.0
         out["KDE"] = 1.0 - row_sums / n
     if "REC" in methods:
         inside = _pair_sums((c < sigma).astype(np.float64), i, j, n)  # recurrences, self excluded
@@ -314,28 +312,41 @@ def _density_scores(x: np.ndarray, methods: Sequence[str]) -> dict[str, np.ndarr
     return out
 
 
-def _nearest_neighbours(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _stable_knn_from_matrix(d: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Package semantics on a (b, n, n) distance matrix: self excluded, ties broken by lower index."""
+    b, n, _ = d.shape
+    d = d.copy()
+    d.reshape(b, -1)[:, :: n + 1] = np.inf
+    idx = np.argsort(d, axis=2, kind="stable")[:, :, :k]
+    return np.take_along_axis(d, idx, axis=2), idx
+
+
+def _nearest_neighbours(x: np.ndarray, k: int, extra: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """k nearest neighbours (self excluded) of every step of every pixel: distances and indices (b, n, k).
 
     A k-d tree per pixel (built in C in ~0.1 ms) finds them in O(T log T) instead of sorting each row
-    of the T x T distance matrix; with many features (> 16) trees lose, and a partial sort
-    (``argpartition``) of the distance matrix is used instead.
+    of the T x T distance matrix. Ties are broken by the lower time index, as the package's stable
+    ``sortperm`` does: the tree returns ``extra`` more candidates, which are ordered by (distance,
+    index); a pixel whose ties reach past them, or with many features (> 16, where trees lose), is
+    done on its distance matrix instead.
     """
     b, n, f = x.shape
     if f > 16:
-        d = distance_matrices(x)
-        d.reshape(b, -1)[:, :: n + 1] = np.inf
-        idx = np.argpartition(d, k - 1, axis=2)[:, :, :k]
-        return np.take_along_axis(d, idx, axis=2), idx
-    dist = np.empty((b, n, k + 1))
-    idx = np.empty((b, n, k + 1), dtype=np.intp)
+        return _stable_knn_from_matrix(distance_matrices(x), k)
+    m = min(k + 1 + extra, n)
+    dist = np.empty((b, n, m))
+    idx = np.empty((b, n, m), dtype=np.intp)
     for p in range(b):
-        dist[p], idx[p] = cKDTree(x[p]).query(x[p], k=k + 1)
-    is_self = idx == np.arange(n)[None, :, None]
-    # drop self; if duplicates pushed self out of the k+1, drop the last (all are at distance 0)
-    drop = np.where(is_self.any(axis=2), is_self.argmax(axis=2), k)
-    keep = np.arange(k + 1)[None, None, :] != drop[..., None]
-    return dist[keep].reshape(b, n, k), idx[keep].reshape(b, n, k)
+        dist[p], idx[p] = cKDTree(x[p]).query(x[p], k=m)
+    dist[idx == np.arange(n)[None, :, None]] = np.inf  # self is not a neighbour
+    order = np.lexsort((idx, dist), axis=-1)[:, :, :k]
+    near = np.take_along_axis(dist, order, axis=2)
+    near_idx = np.take_along_axis(idx, order, axis=2)
+    if m < n:  # a tie at the k-th distance may continue beyond the candidates: redo those pixels
+        unsure = (dist.max(axis=2, where=np.isfinite(dist), initial=0.0) <= near[:, :, -1]).any(axis=1)
+        for p in np.flatnonzero(unsure):
+            near[p], near_idx[p] = (a[0] for a in _stable_knn_from_matrix(distance_matrices(x[p : p + 1]), k))
+    return near, near_idx
 
 
 def raw_scores(x: np.ndarray, methods: Sequence[str] = METHODS, k_perc: float = 0.05) -> np.ndarray:
@@ -400,6 +411,20 @@ def quantile_scores(scores: np.ndarray, axis: int = 1) -> np.ndarray:
     return np.moveaxis(out, -1, axis)
 
 
+def _ensemble_index(
+    methods: list[str], ensemble: str | None, ensemble_methods: Sequence[str] | None
+) -> list[int]:
+    if ensemble is None or not ensemble_methods:
+        return list(range(len(methods)))
+    chosen = _check_methods(ensemble_methods)
+    missing = [m for m in chosen if m not in methods]
+    if missing:
+        raise EsdlError(
+            f"ensemble_methods {missing} are not among the computed methods {methods}; add them or pass ensemble_methods=None."
+        )
+    return [methods.index(m) for m in chosen]
+
+
 def _combine(q: np.ndarray, how: str) -> np.ndarray:
     return {"mean": np.mean, "median": np.median, "max": np.max, "min": np.min}[how](q, axis=-1)
 
@@ -430,13 +455,7 @@ def anomaly_scores_block(
     methods = _check_methods(methods)
     if ensemble is not None and ensemble not in ENSEMBLES:
         raise EsdlError(f"ensemble={ensemble!r} is not allowed; use one of {allowed(ENSEMBLES)} or None.")
-    ens_idx = (
-        [methods.index(m) for m in _check_methods(ensemble_methods)]
-        if ensemble_methods
-        else list(range(len(methods)))
-    )
-    if ensemble_methods and any(m not in methods for m in ensemble_methods):
-        raise EsdlError(f"ensemble_methods {list(ensemble_methods)} must be among methods {methods}.")
+    ens_idx = _ensemble_index(methods, ensemble, ensemble_methods)
     block = np.asarray(block, dtype=np.float64)
     if block.ndim != 3:
         raise EsdlError(f"expected a (pixels, time, features) block, got shape {block.shape}.")
@@ -491,6 +510,9 @@ def anomaly_scores(
     (['KDE', 'KNN_Delta', 'KNN_Gamma', 'REC', 'T2', 'ensemble'], ('time', 'lat', 'lon'))
     """
     methods = _check_methods(methods)
+    if ensemble is not None and ensemble not in ENSEMBLES:
+        raise EsdlError(f"ensemble={ensemble!r} is not allowed; use one of {allowed(ENSEMBLES)} or None.")
+    _ensemble_index(methods, ensemble, ensemble_methods)  # fail now, not inside a dask task
     stacked = as_variable_array(features, variables)
     if "time" not in stacked.dims:
         raise EsdlError(f"the features need a 'time' dimension; they have: {list(map(str, stacked.dims))}.")
@@ -507,7 +529,7 @@ def anomaly_scores(
             "k_perc": k_perc,
             "quantiles": quantiles,
             "ensemble": ensemble,
-            "ensemble_methods": list(ensemble_methods) if ensemble_methods else None,
+            "ensemble_methods": list(ensemble_methods) if ensemble_methods and ensemble else None,
         },
         name="score",
         attrs={},
