@@ -1,19 +1,14 @@
 """Shared fixtures: a small real demo cube in both chunkings, and a catalog that points at it.
 
-Every test session runs with its own temporary state folder, so no test touches the repository's
-``.esdl-state/``.
+The root ``conftest.py`` gives every test session its own temporary state folder.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import pytest
-
-# before anything imports platform_lib.paths: a private state folder for the whole session
-os.environ.setdefault("ESDL_STATE_DIR", tempfile.mkdtemp(prefix="esdl-test-state-"))
 
 #: the small cube every test shares: 5 degrees, 12 years (2001-2012 holds four injected events)
 TEST_RESOLUTION = 5.0
