@@ -145,6 +145,8 @@ from platform_lib.rechunk import rechunk_cube, plan_variable, parse_mem
 src, out, max_mem = sys.argv[1], sys.argv[2], sys.argv[3]
 ds = xr.open_zarr(src, chunks=None)
 xr.open_zarr(src, chunks=None)[list(ds.data_vars)[0]].isel(time=0).values  # warm the imports
+import dask.array, platform_lib.regional, tqdm.auto  # noqa: E401,F401  (imported by rechunk_cube)
+xr.open_zarr(src, chunks=None).chunk()
 def status(key):  # VmHWM is this process's own peak (ru_maxrss survives exec from the parent)
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key))
@@ -183,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--xbatcher-seconds", type=float, default=None, help="time budget of the xbatcher run"
     )
+    parser.add_argument("--rechunk-mem", action="append", help="max_mem of a rechunk run (repeatable)")
     args = parser.parse_args(argv)
     resolution, years = (5.0, (2001, 2002)) if args.small else (1.0, (2001, 2004))
     budget = args.xbatcher_seconds or (3.0 if args.small else 20.0)

@@ -115,6 +115,20 @@ def plan_stage(
             frozen[k] = True
             continue
         block = trial
+    # then fewer, bigger blocks (doubling keeps every block boundary, so decodes never go up): each
+    # zarr call has a fixed cost, and big calls let zarr decode and encode chunks concurrently
+    grown = True
+    while grown:
+        grown = False
+        for k in range(len(block)):
+            trial = list(block)
+            trial[k] = min(2 * block[k], sizes[k])
+            if (
+                trial[k] > block[k]
+                and int(np.prod(trial)) * itemsize <= max_mem // 4
+                and mem(trial) <= max_mem
+            ):
+                block, grown = trial, True
     amp = [_amplification(e, b, n) for e, b, n in zip(src_edges, block, sizes, strict=True)]
     per_dim = [[slice(a, min(a + b, n)) for a in range(0, n, b)] for b, n in zip(block, sizes, strict=True)]
     import itertools
@@ -130,6 +144,7 @@ class VariablePlan:
     stages: tuple[Stage, ...]
     intermediate_chunks: tuple[int, ...] | None
     peak_bytes: int
+    intermediate_shards: tuple[int, ...] | None = None
 
 
 def plan_variable(
@@ -155,11 +170,16 @@ def plan_variable(
 
     direct = plan_stage(src, target_unit, sizes, itemsize, max_mem)
     if direct.reads_per_chunk > 1.0 + 1e-9:
-        inter = tuple(min(int(np.diff(e).max()), chunks[d]) for e, d in zip(src, dims, strict=True))
-        first = plan_stage(src, inter, sizes, itemsize, max_mem)
+        src_max = [int(np.diff(e).max()) for e in src]
+        inter = tuple(min(m, chunks[d]) for m, d in zip(src_max, dims, strict=True))
+        # shards of about one source chunk: stage 1 writes whole shards (few objects, no re-writes)
+        shard = tuple(
+            min(-(-m // i) * i, -(-n // i) * i) for m, i, n in zip(src_max, inter, sizes, strict=True)
+        )
+        first = plan_stage(src, shard, sizes, itemsize, max_mem)
         second = plan_stage(_regular_edges(inter, sizes), target_unit, sizes, itemsize, max_mem)
         if first.reads_per_chunk + second.reads_per_chunk + 1 < direct.reads_per_chunk:
-            return VariablePlan((first, second), inter, peak(first, second))
+            return VariablePlan((first, second), inter, peak(first, second), shard)
     return VariablePlan((direct,), None, peak(direct))
 
 
@@ -368,6 +388,8 @@ def _rechunk_variable(
             str(inter_path),
             shape=tuple(sizes),
             chunks=plan.intermediate_chunks,
+            shards=plan.intermediate_shards,
+            compressors=None,  # written once, read once, removed: speed over size
             dtype=var.dtype,
             fill_value=np.nan if np.issubdtype(var.dtype, np.floating) else 0,
             zarr_format=3,

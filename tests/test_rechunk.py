@@ -137,3 +137,23 @@ def test_blocks_run_on_a_dask_cluster(stores, cube, tmp_path):
             progress=False,
         )
     assert_same_cube(out, cube, {"time": 32, "lat": 6, "lon": 8})
+
+
+def test_cli_rechunks_and_reports_bad_input(stores, cube, tmp_path, capsys):
+    from platform_lib.cli import main
+
+    out = tmp_path / "cli.zarr"
+    args = [
+        str(stores["map"]),
+        str(out),
+        "--target",
+        "time=32,lat=6,lon=8",
+        "--max-mem",
+        "64MB",
+        "--no-progress",
+    ]
+    assert main(["rechunk", *args]) == 0
+    assert "rechunked" in capsys.readouterr().out
+    assert_same_cube(out, cube, {"time": 32, "lat": 6, "lon": 8})
+    assert main(["rechunk", str(stores["map"]), str(tmp_path / "x.zarr"), "--target", "time:32"]) == 2
+    assert "use dim=size pairs" in capsys.readouterr().err

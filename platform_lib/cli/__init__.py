@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from platform_lib.errors import EsdlError
 
 # module names under platform_lib.cli, in the order they appear in --help
-COMMAND_GROUPS: list[str] = ["cubes", "catalog", "project", "platform", "share"]
+COMMAND_GROUPS: list[str] = ["cubes", "catalog", "project", "platform", "share", "rechunk"]
 
 
 def build_parser() -> argparse.ArgumentParser:
