@@ -13,7 +13,8 @@ On the same demo cube (built in memory first, so generation is not timed):
 3. features + all five scores + ensemble from the lazy cube on a local dask cluster of 1 worker and
    of 2 workers (one thread each): the scaling ratio, and the workers' peak memory;
 4. peak resident memory of a fresh process computing the intrinsic dimension of a lazily generated
-   cube several times larger than that peak (bounded by chunk size, not cube size).
+   random cube in the ESDC "ts" chunking, larger than RAM / 4 in the full run (memory is bounded by
+   the chunk size, not the cube size).
 
 Prints pixels per second and ratios (> 1: ours faster). Timings are wall clock, best of ``--repeat``.
 
@@ -201,31 +202,40 @@ def bench_scaling(resolution: float, years: tuple[int, int], repeat: int) -> Non
 
 
 MEMORY_CHILD = """
-import resource, sys, time, dask
-from platform_lib.demo import make_demo_cube
+import resource, sys, time, dask, dask.array as da, numpy as np, pandas as pd, xarray as xr
 from platform_lib.analysis import intrinsic_dimension
-res, first, last = float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-cube = make_demo_cube(resolution=res, years=(first, last))
-variables = {variables!r}
-nbytes = sum(cube[v].nbytes for v in variables)
+res, first, last, n_var = float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+time_axis = pd.DatetimeIndex([pd.Timestamp(y, 1, 1) + pd.Timedelta(days=8 * k + 4)
+                              for y in range(first, last + 1) for k in range(46)])
+lat = -90 + res * (np.arange(round(180 / res)) + 0.5)
+lon = -180 + res * (np.arange(round(360 / res)) + 0.5)
+shape, chunks = (len(time_axis), lat.size, lon.size), (256, 128, 128)  # the ESDC "ts" chunking
+season = da.cos(2 * np.pi * da.arange(shape[0], chunks=256) / 46)[:, None, None].astype(np.float32)
+rng = da.random.default_rng(0)
+cube = xr.Dataset(
+    {f"v{i}": (("time", "lat", "lon"), (i + 1) * season + rng.standard_normal(shape, chunks=chunks, dtype=np.float32))
+     for i in range(n_var)},
+    coords={"time": time_axis, "lat": lat, "lon": lon},
+)
 start = time.perf_counter()
 with dask.config.set(scheduler="threads", num_workers=2):
-    dim = intrinsic_dimension(cube.chunk({{"lat": 30, "lon": 60}}), variables).compute()
-print(nbytes, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, time.perf_counter() - start)
+    dim = intrinsic_dimension(cube).compute()
+print(cube.nbytes, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, time.perf_counter() - start, int(dim.count()))
 """
 
 
-def bench_memory(resolution: float, years: tuple[int, int]) -> None:
-    code = MEMORY_CHILD.format(variables=DIM_VARS[:6])
+def bench_memory(resolution: float, years: tuple[int, int], n_var: int) -> None:
     out = subprocess.run(
-        [sys.executable, "-c", code, str(resolution), str(years[0]), str(years[1])],
+        [sys.executable, "-c", MEMORY_CHILD, str(resolution), str(years[0]), str(years[1]), str(n_var)],
         capture_output=True, text=True, check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )  # fmt: skip
-    nbytes, rss, seconds = out.stdout.split()[-3:]
+    nbytes, rss, seconds, pixels = out.stdout.split()[-4:]
     nbytes, rss = int(nbytes), int(rss)
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     print(
-        f"{'memory bound':<24} cube {nbytes / 2**30:.2f} GiB (6 variables, lazily generated) -> "
-        f"peak RSS {rss / 2**30:.2f} GiB ({rss / nbytes:.2f}x the cube) in {float(seconds):.0f} s"
+        f"{'memory bound':<24} cube {nbytes / 2**30:.2f} GiB ({n_var} variables, {nbytes / ram:.2f} x RAM; lazily "
+        f"generated in ESDC 'ts' chunks) -> intrinsic dimension of {int(pixels)} px in {float(seconds):.0f} s, "
+        f"peak RSS {rss / 2**30:.2f} GiB ({rss / nbytes:.2f}x the cube)"
     )
 
 
@@ -236,9 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     repeat = args.repeat or (1 if args.small else 2)
     if args.small:
-        res, years, n_pixels, scale_years, memory = 10.0, (2001, 2003), 24, (2001, 2002), None
+        res, years, n_pixels, scale_years, memory = 10.0, (2001, 2003), 24, (2001, 2002), (10.0, (2001, 2003), 3)
     else:
-        res, years, n_pixels, scale_years, memory = 5.0, (2001, 2012), 200, (2001, 2010), (1.0, (2001, 2021))
+        res, years, n_pixels, scale_years, memory = 5.0, (2001, 2012), 200, (2001, 2010), (0.5, (2001, 2021), 7)
     warnings.simplefilter("ignore")
     start = time.perf_counter()
     with dask.config.set(scheduler="threads"):

@@ -82,7 +82,7 @@ def test_scores_on_demo_features_equal_the_per_pixel_reference(demo):
 def test_the_injected_events_are_found(demo):
     """Honest threshold: raw KNN-Gamma scores above their 99.9th percentile, events of >= 8 cells."""
     features = anomaly_features(demo, EVENT_VARS)
-    scores = anomaly_scores(features, ["KNN_Gamma", "KDE"], quantiles=False, ensemble=None)
+    scores = anomaly_scores(features, ["KNN_Gamma"], quantiles=False, ensemble=None)
     with dask.config.set(scheduler="threads"):
         found = detect_events(scores, 0.999, variable="KNN_Gamma", min_size=8, features=features)
     truth = event_mask(demo)
