@@ -155,12 +155,19 @@ def role_envs(tmp_path_factory):
     return envs
 
 
+def start_smoke(python: Path, *args: str) -> subprocess.Popen:
+    command = [str(python), str(IMAGE / "smoke_check.py"), *args]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish_smoke(process: subprocess.Popen) -> tuple[int, str, dict]:
+    stdout, stderr = process.communicate(timeout=600)
+    report = json.loads(stdout.strip().splitlines()[-1])
+    return process.returncode, stdout + stderr, report
+
+
 def run_smoke(python: Path, *args: str) -> tuple[int, str, dict]:
-    result = subprocess.run(
-        [str(python), str(IMAGE / "smoke_check.py"), *args], capture_output=True, text=True, timeout=600
-    )
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    return result.returncode, result.stdout + result.stderr, report
+    return finish_smoke(start_smoke(python, *args))
 
 
 def test_each_roles_closure_from_the_lock_is_consistent(role_envs):
@@ -176,11 +183,12 @@ def test_smoke_checks_pass_on_both_roles_with_equal_versions(role_envs, tmp_path
         cell = {"cell_type": "markdown", "metadata": {}, "source": ["# ESDL"]}
         doc = {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [cell]}
         (notebooks / "intro.ipynb").write_text(json.dumps(doc))
-    code, out, worker = run_smoke(role_envs["worker"][0], "--role", "worker")
+    # both roles at once, as in a cluster (and faster on two cores)
+    worker_run = start_smoke(role_envs["worker"][0], "--role", "worker")
+    notebook_run = start_smoke(role_envs["notebook"][0], "--role", "notebook", "--notebooks", str(notebooks))
+    code, out, worker = finish_smoke(worker_run)
     assert code == 0, out
-    code, out, notebook = run_smoke(
-        role_envs["notebook"][0], "--role", "notebook", "--notebooks", str(notebooks)
-    )
+    code, out, notebook = finish_smoke(notebook_run)
     assert code == 0, out
     pins = lock.pins()
     for name in smoke.SAME_EVERYWHERE:
