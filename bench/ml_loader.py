@@ -186,8 +186,16 @@ def main(argv: list[str] | None = None) -> int:
         "--xbatcher-seconds", type=float, default=None, help="time budget of the xbatcher run"
     )
     parser.add_argument("--rechunk-mem", action="append", help="max_mem of a rechunk run (repeatable)")
+    parser.add_argument(
+        "--resolution", type=float, help="demo cube resolution in degrees (overrides --small)"
+    )
+    parser.add_argument("--years", help="demo cube years FIRST-LAST, e.g. 2001-2012 (overrides --small)")
     args = parser.parse_args(argv)
     resolution, years = (5.0, (2001, 2002)) if args.small else (1.0, (2001, 2004))
+    resolution = args.resolution or resolution
+    if args.years:
+        first, _, last = args.years.partition("-")
+        years = (int(first), int(last or first))
     budget = args.xbatcher_seconds or (3.0 if args.small else 20.0)
     max_mems = args.rechunk_mem or (["16MB", "64MB"] if args.small else ["64MB", "256MB", "1GB"])
     with tempfile.TemporaryDirectory(prefix="esdl-bench-ml-") as tmp_name:

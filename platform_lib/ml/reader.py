@@ -85,23 +85,43 @@ class BlockReader:
     Thread-safe: one reader serves the read-ahead threads.
     """
 
-    def __init__(self, ds: Any, variables: Sequence[str], dtype: Any = np.float32) -> None:
+    def __init__(self, ds: Any, variables: Sequence[str], dtype: Any = np.float32, threads: int = 4) -> None:
         self.ds = ds
         self.variables = tuple(variables)
         self.dims = tuple(str(d) for d in ds[self.variables[0]].dims)
         self.dtype = np.dtype(dtype)
+        self.threads = max(1, min(int(threads), len(self.variables)))
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_pool"], state["_pool_pid"] = None, 0  # threads do not travel to other processes
+        return state
+
+    def _variables_pool(self) -> ThreadPoolExecutor:
+        if (
+            self._pool is None or self._pool_pid != os.getpid()
+        ):  # a fresh pool after fork (DataLoader workers)
+            self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="esdl-var")
+            self._pool_pid = os.getpid()
+        return self._pool
 
     def read(self, region: Region) -> np.ndarray:
-        """Read ``region`` (one slice per dim) of every variable."""
+        """Read ``region`` (one slice per dim) of every variable, the variables concurrently."""
         shape = tuple(sl.stop - sl.start for sl in region)
         out = np.empty((len(self.variables), *shape), dtype=self.dtype)
         indexer = dict(zip(self.dims, region, strict=True))
-        for c, name in enumerate(self.variables):
-            var = self.ds[name].variable.isel(indexer)
-            if _is_dask(var):
-                out[c] = var.data.compute(scheduler="synchronous")
-            else:
-                out[c] = var.values
+
+        def one(c: int) -> None:
+            var = self.ds[self.variables[c]].variable.isel(indexer)
+            out[c] = var.data.compute(scheduler="synchronous") if _is_dask(var) else var.values
+
+        if self.threads == 1:
+            for c in range(len(self.variables)):
+                one(c)
+        else:
+            list(self._variables_pool().map(one, range(len(self.variables))))
         return out
 
     @property
