@@ -222,7 +222,7 @@ def test_cli_generate_prints_stores_and_sizes(tmp_path):
     assert "demo cubes ready" in out.stdout
     assert (tmp_path / "esdc-8d-10deg-1x18x36-demo1.0.zarr").is_dir()
     bad = subprocess.run(
-        [sys.executable, "-m", "platform_lib.cli", "cubes", "generate", "--resolution", "0.3", "--data-dir", str(tmp_path)],
+        [sys.executable, "-m", "platform_lib.cli", "cubes", "generate", "--resolution", "0.35", "--data-dir", str(tmp_path)],
         capture_output=True, text=True,
     )
-    assert bad.returncode == 2 and "resolution 0.3 degrees is not allowed" in bad.stderr
+    assert bad.returncode == 2 and "resolution 0.35 degrees is not allowed" in bad.stderr
