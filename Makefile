@@ -11,21 +11,25 @@ PY_STAMP := $(VENV)/.installed-$(EXTRAS)
 NODE_STAMP := $(if $(wildcard package.json),node_modules/.installed)
 PROJECT  ?= demo
 
-.PHONY: setup up test lint demo-cubes bench help
+.PHONY: setup up test lint lock demo-cubes bench help
 
 help:
 	@echo "make up      set up, generate the demo cubes if missing, run the embedded platform (PROJECT=$(PROJECT)); Ctrl-C stops it"
 	@echo "make test    set up, then ruff and the whole pytest suite"
 	@echo "make bench   run every benchmark in bench/ (prints ratios against references)"
+	@echo "make lock    re-resolve images/notebook/requirements.lock after a dependency change"
 
 setup: $(PY_STAMP) $(NODE_STAMP)
 
 # torch comes first and pinned (constraints.txt): the CPU build on disk, not a CUDA download.
 # uv resolves and installs the rest in seconds; pip only bootstraps it.
-$(PY_STAMP): pyproject.toml constraints.txt
+# The image's lock (images/notebook/requirements.lock) constrains it too, so what the tests run is what
+# the user/worker image ships.
+$(PY_STAMP): pyproject.toml constraints.txt images/notebook/requirements.lock
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check uv -c constraints.txt torch==2.13.0
-	$(VENV)/bin/uv pip install -q --python $(PY) --constraint constraints.txt -e '.[$(EXTRAS)]'
+	$(VENV)/bin/uv pip install -q --python $(PY) --constraint constraints.txt \
+	  --constraint images/notebook/requirements.lock -e '.[$(EXTRAS)]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -46,6 +50,10 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check platform_lib tests bench
+
+# re-resolve the image's exact versions after a dependency change in pyproject.toml
+lock: setup
+	$(PY) images/notebook/lock.py
 
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
