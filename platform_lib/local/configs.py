@@ -167,6 +167,25 @@ def _secret_reader(s: PlatformSettings) -> str:
     )
 
 
+LOCAL_DIR = Path(__file__).resolve().parent
+
+
+def _module_loader() -> str:
+    """Config code that loads one of this folder's process-side modules (``auth``, ``session``,
+    ``gateway_backend``: standard library and the component's own packages only) from its file, so the
+    hub and the gateway do not import the whole ``platform_lib`` package (xarray, pandas) at start-up."""
+    return (
+        "import importlib.util\n"
+        "import sys\n\n\n"
+        "def _esdl_module(name):\n"
+        f"    path = Path({str(LOCAL_DIR)!r}, name + '.py')\n"
+        "    spec = importlib.util.spec_from_file_location('esdl_local_' + name, path)\n"
+        "    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)\n"
+        "    spec.loader.exec_module(module)\n"
+        "    return module"
+    )
+
+
 def _idle_culler(s: PlatformSettings) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The hub-managed jupyterhub-idle-culler for ``servers.cull_idle_minutes`` (as z2jh's ``cull``)."""
     servers = s.spec.servers
@@ -208,7 +227,7 @@ def hub_config_text(s: PlatformSettings) -> str:
         "ConfigurableHTTPProxy.should_start": False,  # the supervisor runs the proxy
         "ConfigurableHTTPProxy.api_url": f"http://127.0.0.1:{ports['proxy_api']}",
         "ConfigurableHTTPProxy.auth_token": Raw("_secret('proxy_token')"),
-        "JupyterHub.authenticator_class": "platform_lib.local.auth.ProjectNativeAuthenticator",
+        "JupyterHub.authenticator_class": Raw("_esdl_module('auth').ProjectNativeAuthenticator"),
         "ProjectNativeAuthenticator.credentials_file": str(layout.credentials_file),
         "Authenticator.allowed_users": Raw(f"set({sorted(spec.users)!r})"),
         "Authenticator.admin_users": Raw(f"set({sorted(spec.admins)!r})"),
@@ -239,14 +258,13 @@ def hub_config_text(s: PlatformSettings) -> str:
         "Spawner.mem_limit": profile.memory_bytes,
         "Spawner.cpu_limit": profile.cpu,
         "Spawner.pre_spawn_hook": Raw(
-            f"functools.partial(pre_spawn_hook, notebooks_dir={str(notebooks_dir())!r},"
+            f"functools.partial(_esdl_module('session').pre_spawn_hook, notebooks_dir={str(notebooks_dir())!r},"
             f" team_dir={str(layout.team_dir)!r})"
         ),
         "JupyterHub.template_vars": {"announcement_login": f"{spec.title}: sign in with your ESDL password."},
     }
     preamble = (
-        "import functools\n\n"
-        "from platform_lib.local.session import pre_spawn_hook\n" + _secret_reader(s) + "\n\n\n"
+        "import functools\n" + _secret_reader(s) + "\n\n\n" + _module_loader() + "\n\n\n"
         "def _user_state_dir(spawner):\n"
         "    # each person's own state folder under their home, never the platform's\n"
         "    return spawner.home_dir + '/.esdl/state'\n"
@@ -265,7 +283,7 @@ def gateway_config_text(s: PlatformSettings) -> str:
     settings: dict[str, Any] = {
         "DaskGateway.address": f"127.0.0.1:{ports['gateway_api']}",
         "DaskGateway.log_level": s.log_level,
-        "DaskGateway.backend_class": "platform_lib.local.gateway_backend.ProjectLocalBackend",
+        "DaskGateway.backend_class": Raw("_backend.ProjectLocalBackend"),
         "DaskGateway.authenticator_class": "dask_gateway_server.auth.JupyterHubAuthenticator",
         "Proxy.address": f"127.0.0.1:{ports['gateway_http']}",
         "Proxy.tcp_address": f"127.0.0.1:{ports['gateway_tcp']}",
@@ -279,7 +297,7 @@ def gateway_config_text(s: PlatformSettings) -> str:
         "ProjectLocalBackend.max_workers_per_user": dask.max_workers_per_user,
         "ProjectLocalBackend.stop_clusters_on_shutdown": True,
         "ProjectLocalBackend.cluster_options": Raw(
-            f"cluster_options({dask.worker_cores.choices!r}, {dask.worker_cores.default!r},"
+            f"_backend.cluster_options({dask.worker_cores.choices!r}, {dask.worker_cores.default!r},"
             f" {memory!r}, {dask.worker_memory.default!r})"
         ),
         "LocalClusterConfig.scheduler_cmd": [str(venv_bin() / "dask"), "scheduler"],
@@ -290,7 +308,9 @@ def gateway_config_text(s: PlatformSettings) -> str:
         "LocalClusterConfig.idle_timeout": float(dask.idle_timeout_minutes * 60),
         "LocalClusterConfig.environment": cluster_env,
     }
-    preamble = "from platform_lib.local.gateway_backend import cluster_options\n" + _secret_reader(s)
+    preamble = (
+        _secret_reader(s) + "\n\n\n" + _module_loader() + "\n\n\n_backend = _esdl_module('gateway_backend')"
+    )
     return _render(_header(s, "Dask Gateway configuration"), preamble, settings)
 
 

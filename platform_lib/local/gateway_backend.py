@@ -3,8 +3,9 @@
 :class:`ProjectLocalBackend` is dask-gateway's ``UnsafeLocalBackend`` (hub users are not Unix users)
 plus the two per-user limits of a project spec that dask-gateway has no setting for: at most
 ``max_clusters_per_user`` running clusters, and at most ``max_workers_per_user`` workers summed over a
-user's clusters (a cluster's share is capped when its scheduler asks for more). Imported only inside the
-gateway process (needs the hub extra).
+user's clusters (a cluster's share is capped when its scheduler asks for more). Loaded by the
+gateway from this file (see ``configs._module_loader``): it may import only the standard library and
+the gateway's own packages, never ``platform_lib``.
 """
 
 from __future__ import annotations

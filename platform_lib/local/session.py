@@ -1,6 +1,7 @@
 """What a user's session finds when it starts: the curated notebooks and the ``team`` folder.
 
-The hub calls :func:`prepare_home` (as ``Spawner.pre_spawn_hook``) before each server start. Curated
+The hub calls :func:`prepare_home` (as ``Spawner.pre_spawn_hook``) before each server start; it loads
+this module from its file, so it imports only the standard library, never ``platform_lib``. Curated
 notebooks from ``<repo>/notebooks/`` are copied in once each: a file the user edited, renamed or deleted
 is never touched again (the names already copied are kept in ``~/.esdl/seeded.json``); notebooks added
 to the repository later arrive at the next start. ``~/team`` is a link to the project's shared folder.
