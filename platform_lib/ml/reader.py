@@ -50,27 +50,36 @@ def open_cube_for_reading(cube: Any) -> Any:
 def chunk_edges(ds: Any, variables: Sequence[str]) -> dict[str, np.ndarray]:
     """The stored chunk boundaries along each dim (start indices plus the end), union over ``variables``.
 
-    Sharded stores use the shard grid (one object read per shard); dask-backed cubes use their dask
-    chunks (which follow the stored chunks when opened with ``chunks={}`` and stay right after ``isel``).
+    The stored grid comes from the encoding (``shards``, else ``chunks``: sharded stores are read a shard
+    at a time); a dask-backed cube adds its dask chunk boundaries, and its first dask chunk gives the
+    phase of the stored grid after a subset (``isel``) of a cube opened with ``chunks="auto"``.
+
+    >>> import numpy as np, xarray as xr
+    >>> ds = xr.Dataset({"a": (("t",), np.zeros(20, "float32"))})
+    >>> ds["a"].encoding["chunks"] = (4,)
+    >>> chunk_edges(ds.isel(t=slice(2, None)).chunk({"t": 10}), ["a"])["t"].tolist()
+    [0, 2, 6, 10, 14, 18]
     """
     dims = tuple(str(d) for d in ds[variables[0]].dims)
     edges: dict[str, set[int]] = {d: {0, int(ds.sizes[d])} for d in dims}
     for name in dict.fromkeys(variables):
         var = ds[name]
-        chunks = var.chunks if _is_dask(var) else None
-        if chunks is not None:
-            for d, sizes in zip(var.dims, chunks, strict=True):
-                edges[str(d)].update(np.cumsum((0, *sizes)).tolist())
-            continue
         grid = (
             var.encoding.get("shards") or var.encoding.get("chunks") or var.encoding.get("preferred_chunks")
         )
         if isinstance(grid, dict):
             grid = tuple(grid.get(d, ds.sizes[d]) for d in var.dims)
-        if grid is None:
-            continue  # in memory: no grid to respect
-        for d, size in zip(var.dims, grid, strict=True):
-            edges[str(d)].update(range(0, int(ds.sizes[d]), int(size)))
+        dask_chunks = var.chunks if _is_dask(var) else None
+        for k, d in enumerate(var.dims):
+            n = int(ds.sizes[d])
+            phase = 0
+            if dask_chunks is not None:
+                sizes = dask_chunks[k]
+                edges[str(d)].update(np.cumsum((0, *sizes)).tolist())
+                if grid is not None and len(sizes) > 1:
+                    phase = int(sizes[0]) % int(grid[k])
+            if grid is not None:
+                edges[str(d)].update(range(phase, n, int(grid[k])))
     return {d: np.array(sorted(e)) for d, e in edges.items()}
 
 
