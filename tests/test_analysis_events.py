@@ -181,3 +181,14 @@ def test_event_skill_counts_cells_and_events():
             "event_recall": 0.5,
         }
     )
+
+
+def test_thresholding_per_pixel_quantile_scores_warns():
+    scores = grid_cube(np.random.default_rng(0).random((6, 4, 36)))
+    scores.attrs["quantile_normalised"] = 1
+    with pytest.warns(UserWarning, match="quantile-normalised per pixel"):
+        detect_events(scores, 0.99, min_size=1)
+    with pytest.raises(EsdlError, match="quantile=1.5 is not allowed"):
+        detect_events(scores, 1.5)
+    with pytest.raises(EsdlError, match="no score 'ensemble'"):
+        detect_events(scores.to_dataset(name="KDE"), variable="ensemble")

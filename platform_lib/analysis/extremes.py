@@ -302,9 +302,12 @@ def _density_scores(x: np.ndarray, methods: Sequence[str]) -> dict[str, np.ndarr
     if "KDE" in methods:
         # float64 throughout: quantile normalisation turns 1e-8 differences into whole 0.01 levels
         k = np.exp(c * (-0.5 / sigma**2)) if sigma > 0 else (c == 0).astype(np.float64)
-        # row sums of the square kernel matrix (diagonal: exp(0) = 1): summed row by row in one order,
-        # so duplicate time steps get bit-identical scores (quantile levels depend on exact ties)
-        row_sums = squareform(k, checks=False).sum(axis=1) + 1.0
+        row_sums = 1.0 + _pair_sums(k, i, j, n)  # 1: the self term exp(0)
+        # identical time steps have identical scores in exact arithmetic; summed in different orders
+        # they could differ in the last bit, and quantile levels hinge on exact ties: copy them over
+        _, first, inverse = np.unique(x, axis=0, return_index=True, return_inverse=True)
+        if first.size < n:
+            row_sums = row_sums[first[inverse.ravel()]]
         out["KDE"] = 1.0 - row_sums / n
     if "REC" in methods:
         inside = _pair_sums((c < sigma).astype(np.float64), i, j, n)  # recurrences, self excluded
@@ -541,6 +544,7 @@ def anomaly_scores(
             "long_name": f"{name} anomaly score"
             + (" (quantile-normalised per pixel)" if quantiles or name == "ensemble" else ""),
             "units": "1",
+            "quantile_normalised": int(bool(quantiles or name == "ensemble")),
             "features": ", ".join(map(str, stacked["variable"].values)),
             "references": "Flach et al. (2017), Earth Syst. Dynam. 8, 677-696, doi:10.5194/esd-8-677-2017",
         }

@@ -33,7 +33,7 @@ from platform_lib.compute import STEPS_PER_YEAR, as_variable_array, gap_fill_num
 from platform_lib.errors import EsdlError
 
 TIME_SCALES = ("long_term", "annual", "fast")
-_BATCH_PIXELS = 4096
+_BATCH_PIXELS = 128  # pixels per batch: float64 temporaries of a few MB, reused, not page-faulted
 
 
 def zscore_gram(x: np.ndarray) -> np.ndarray:
@@ -157,22 +157,27 @@ def _dimension_kernel(
     fill_gaps: bool,
     steps_per_year: int,
 ) -> np.ndarray:
-    """(pixels, time, variable) -> (pixels,) or (pixels, 3) with time scales."""
-    block = np.asarray(block, dtype=np.float64)
-    if fill_gaps and np.isnan(block).any():
-        # gap_fill_numpy works along the last axis: move time there and back
-        block = np.moveaxis(gap_fill_numpy(np.moveaxis(block, 1, -1), steps, years, steps_per_year), -1, 1)
-    if not time_scales:
-        return intrinsic_dimension_block(block, explained_variance, retained_variance)
-    out = np.full((block.shape[0], len(TIME_SCALES)), np.nan)
-    ok = ~np.isnan(block).any(axis=(1, 2))
-    if ok.any():
-        parts = decompose_time_scales(np.moveaxis(block[ok], 1, -1), steps_per_year)  # (p, var, 3, time)
-        for i in range(len(TIME_SCALES)):
-            out[ok, i] = intrinsic_dimension_block(
-                np.moveaxis(parts[:, :, i, :], 1, -1), explained_variance, retained_variance
-            )
-    return out
+    """(pixels, time, variable) -> (pixels,) or (pixels, 3) with time scales, in cache-sized batches."""
+    n_out = len(TIME_SCALES) if time_scales else 1
+    out = np.full((block.shape[0], n_out), np.nan)
+    # a variable with no data at all cannot be filled (the ocean in a land variable): skip the pixel
+    candidates = np.flatnonzero(~np.isnan(block).all(axis=1).any(axis=1))
+    for start in range(0, candidates.size, _BATCH_PIXELS):
+        part = candidates[start : start + _BATCH_PIXELS]
+        x = np.asarray(block[part], dtype=np.float64)
+        if fill_gaps and np.isnan(x).any():  # gap_fill_numpy works along the last axis
+            x = np.moveaxis(gap_fill_numpy(np.moveaxis(x, 1, -1), steps, years, steps_per_year), -1, 1)
+        if not time_scales:
+            out[part, 0] = intrinsic_dimension_block(x, explained_variance, retained_variance)
+            continue
+        ok = ~np.isnan(x).any(axis=(1, 2))
+        if ok.any():
+            scales = decompose_time_scales(np.moveaxis(x[ok], 1, -1), steps_per_year)  # (p, var, 3, time)
+            for i in range(n_out):
+                out[part[ok], i] = intrinsic_dimension_block(
+                    np.moveaxis(scales[:, :, i, :], 1, -1), explained_variance, retained_variance
+                )
+    return out if time_scales else out[:, 0]
 
 
 def intrinsic_dimension(
