@@ -1,0 +1,291 @@
+"""The embedded platform end to end, against the real processes on free ports.
+
+One module-wide platform runs two projects side by side (``esdl up --project alpha --project beta``).
+The tests log in through the real login form, spawn real JupyterLab servers, run code in the user's own
+kernel (a demo cube from the catalog reduced on a Dask Gateway cluster of two workers), drive Debian's
+Chromium through the login, check isolation between users and projects, kill the hub with SIGKILL and
+bring it back, and check that ``esdl down`` leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from platform_helpers import REPO, PlatformEnv, small_spec
+
+from platform_lib.gateway import close_gateway, open_gateway
+from platform_lib.local.client import HubClient, LoginFailed
+from platform_lib.local.supervisor import http_ok
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+NOTEBOOK = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory, demo_catalog):
+    """alpha (alice admin, bob member) and beta (dave admin, erin member), started by ``esdl up``."""
+    penv = PlatformEnv.create(tmp_path_factory.mktemp("platform"))
+    penv.env.update(ESDL_CATALOG=os.environ["ESDL_CATALOG"], ESDL_DATA_DIR=os.environ["ESDL_DATA_DIR"])
+    curated = penv.root / "notebooks"
+    for nb in (REPO / "notebooks").glob("*.ipynb"):
+        (curated / nb.name).write_bytes(nb.read_bytes())
+    (curated / "00-welcome.ipynb").write_text(json.dumps(NOTEBOOK))
+    penv.write_spec(small_spec("alpha", ["alice"], ["bob"]))
+    penv.write_spec(small_spec("beta", ["dave"], ["erin"]))
+    try:
+        out = penv.esdl("up", "--project", "alpha", "--project", "beta", "--port", "0").stdout
+        assert "alpha: ready at http://localhost:" in out and "beta: ready at" in out, out
+        assert f"alice            {penv.password('alpha', 'alice')}" in out  # new logins printed once
+        yield penv
+    finally:
+        penv.esdl("down", check=False)
+    for project in ("alpha", "beta"):
+        assert penv.processes(project) == [], f"orphans of {project} after esdl down"
+
+
+def login(penv: PlatformEnv, project: str, user: str) -> HubClient:
+    client = HubClient(penv.url(project))
+    client.login(user, penv.password(project, user))
+    return client
+
+
+def test_status_ports_and_owner_only_state(platform: PlatformEnv):
+    status = platform.esdl("status").stdout
+    for project in ("alpha", "beta"):
+        assert f"{project}: running" in status
+        assert platform.password(project, "alice" if project == "alpha" else "dave") in status
+    assert status.count("  hub      running (pid") == 2
+    assert platform.url("alpha") != platform.url("beta")
+    for project in ("alpha", "beta"):
+        layout = platform.layout(project)
+        assert stat.S_IMODE((platform.root / "state").stat().st_mode) == 0o700
+        assert stat.S_IMODE(layout.root.stat().st_mode) == 0o700
+        for secret in [layout.credentials_file, layout.ports_file, *layout.secrets_dir.iterdir()]:
+            assert stat.S_IMODE(secret.stat().st_mode) == 0o600, secret
+        assert layout.read_secret("cookie_secret") not in layout.hub_config.read_text()
+
+
+def test_credentials_are_per_person_and_per_project(platform: PlatformEnv):
+    alpha, beta = platform.url("alpha"), platform.url("beta")
+    with pytest.raises(LoginFailed):  # alice's password does not log in as bob
+        HubClient(alpha).login("bob", platform.password("alpha", "alice"))
+    with pytest.raises(LoginFailed):  # a name not in the spec
+        HubClient(alpha).login("mallory", platform.password("alpha", "alice"))
+    with pytest.raises(LoginFailed):  # a member of alpha cannot log into beta
+        HubClient(beta).login("alice", platform.password("alpha", "alice"))
+    with pytest.raises(LoginFailed):  # nor with beta's people's passwords
+        HubClient(beta).login("alice", platform.password("beta", "dave"))
+    alice = login(platform, "alpha", "alice")
+    token = alice.api_token()
+    me = alice.session.get(f"{alpha}/hub/api/user", headers={"Authorization": f"token {token}"})
+    assert me.status_code == 200 and me.json()["name"] == "alice" and me.json()["admin"] is True
+    # alpha's token and cookies mean nothing to beta's hub
+    assert (
+        alice.session.get(f"{beta}/hub/api/user", headers={"Authorization": f"token {token}"}).status_code
+        == 403
+    )
+    assert alice.session.get(f"{beta}/hub/api/user").status_code == 403
+    bob = login(platform, "alpha", "bob")
+    assert bob.session.get(f"{alpha}/hub/api/user").json()["admin"] is False
+    # sign-up is closed
+    assert bob.session.get(f"{alpha}/hub/signup", allow_redirects=False).status_code == 404
+
+
+KERNEL_CODE = """
+import json, os
+import dask_gateway
+import platform_lib
+from platform_lib.gateway import gateway_cluster
+
+names = platform_lib.list_cubes()
+ds = platform_lib.open_cube("esdc-demo-ts", variables=["air_temperature_2m"])
+gateway = dask_gateway.Gateway()  # no arguments: the session's environment says where and who
+with gateway_cluster(2, gateway=gateway) as (cluster, client):
+    future = client.compute(ds["air_temperature_2m"].mean())
+    value = float(future.result())
+    roles = client.run(lambda: os.environ.get("ESDL_PLATFORM_ROLE"))
+print(json.dumps({"names": names, "value": value, "roles": sorted(roles.values()),
+                  "cwd": os.getcwd(), "team_catalog": os.environ["ESDL_TEAM_CATALOG"]}))
+"""
+
+
+def test_session_opens_a_cube_and_reduces_it_on_a_gateway_cluster(platform: PlatformEnv):
+    alice = login(platform, "alpha", "alice")
+    html = alice.open_lab()
+    assert "jupyter-config-data" in html
+    listing = alice.list_dir()
+    assert "team" in listing and "00-welcome.ipynb" in listing
+    assert {p.name for p in (REPO / "notebooks").glob("*.ipynb")} <= set(listing)
+    kernel = alice.start_kernel()
+    result = json.loads(alice.run(kernel, KERNEL_CODE).strip().splitlines()[-1])
+    assert "esdc-demo-ts" in result["names"]
+    assert result["roles"] == ["cluster", "cluster"]  # two workers, started by the project's gateway
+    assert Path(result["cwd"]) == platform.layout("alpha").homes_dir / "alice"
+    assert result["team_catalog"] == str(platform.layout("alpha").team_catalog)
+
+    import platform_lib.catalog as catalog
+
+    local = float(
+        catalog.open_cube("esdc-demo-ts", variables=["air_temperature_2m"])["air_temperature_2m"]
+        .mean()
+        .compute()
+    )
+    np.testing.assert_allclose(result["value"], local, rtol=1e-5)
+
+
+def test_gateway_isolation_scopes_and_limits(platform: PlatformEnv):
+    ports = platform.layout("alpha").saved_ports()
+    address = f"{platform.url('alpha')}/services/dask-gateway"
+    proxy = f"gateway://127.0.0.1:{ports['gateway_tcp']}"
+    alice, bob = login(platform, "alpha", "alice"), login(platform, "alpha", "bob")
+
+    def gateway(token: str):
+        return open_gateway(address, proxy_address=proxy, token=token)
+
+    as_alice, as_bob = gateway(alice.api_token()), gateway(bob.api_token())
+    # worker choices come from the spec
+    with pytest.raises(Exception, match="worker_memory"):
+        as_alice.new_cluster(worker_memory="64Gi")
+    cluster = as_alice.new_cluster()
+    try:
+        assert [c.name for c in as_alice.list_clusters()] == [cluster.name]
+        assert as_bob.list_clusters() == []
+        with pytest.raises(Exception, match="403|[Ff]orbidden|not found|404"):
+            # what Gateway.connect asks first; connect itself would leave a half-built GatewayCluster
+            # whose __del__ can deadlock dask-gateway's event loop when garbage-collected on its thread
+            as_bob.get_cluster(cluster.name)
+        with pytest.raises(Exception, match="403|[Ff]orbidden|not found|404"):
+            as_bob.stop_cluster(cluster.name)
+        assert [c.name for c in as_alice.list_clusters()] == [cluster.name]  # still running
+        # a token without the access:services!service=dask-gateway scope is refused
+        narrow = gateway(alice.api_token(scopes=["users:activity!user"]))
+        with pytest.raises(Exception, match="401|[Uu]nauthorized"):
+            narrow.list_clusters()
+        # the spec's limit: one running cluster per user
+        with pytest.raises(Exception, match="max_clusters_per_user"):
+            as_alice.new_cluster()
+        close_gateway(narrow)
+    finally:
+        cluster.shutdown()
+        close_gateway(cluster.gateway)
+        close_gateway(as_alice)
+        close_gateway(as_bob)
+    # beta's gateway does not know alpha's users
+    beta_ports = platform.layout("beta").saved_ports()
+    other = open_gateway(
+        f"{platform.url('beta')}/services/dask-gateway",
+        proxy_address=f"gateway://127.0.0.1:{beta_ports['gateway_tcp']}",
+        token=alice.api_token(),
+    )
+    with pytest.raises(Exception, match="401|403|[Uu]nauthorized|[Ff]orbidden|Permission failure"):
+        other.list_clusters()
+    close_gateway(other)
+
+
+def test_browser_login_reaches_jupyterlab(platform: PlatformEnv):
+    from playwright.sync_api import sync_playwright
+
+    artifacts = REPO / "tests" / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    profile = platform.root / "chromium-profile"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1280, "height": 800},
+        )
+        try:
+            page = browser.new_page()
+            page.goto(f"{platform.url('alpha')}/hub/login")
+            page.fill("input[name=username]", "bob")
+            page.fill("input[name=password]", platform.password("alpha", "bob"))
+            page.click("#login_submit")
+            page.wait_for_url("**/user/bob/lab**", timeout=180_000)
+            items = page.locator(".jp-DirListing-item .jp-DirListing-itemText")
+            items.first.wait_for(timeout=120_000)
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('.jp-DirListing-itemText')].some(e => e.textContent.includes('00-welcome'))",
+                timeout=60_000,
+            )
+            names = [t.strip() for t in items.all_inner_texts()]
+            page.screenshot(path=str(artifacts / "jupyterlab-bob.png"))
+        finally:
+            browser.close()
+    assert "team" in names and "00-welcome.ipynb" in names, names
+    assert (artifacts / "jupyterlab-bob.png").stat().st_size > 10_000
+
+
+def _wait(predicate, timeout: float = 60, what: str = "condition") -> None:
+    t0 = time.monotonic()
+    while not predicate():
+        assert time.monotonic() - t0 < timeout, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_files_and_servers_survive_kill9_and_down_up(platform: PlatformEnv):
+    alice = login(platform, "alpha", "alice")
+    alice.open_lab()
+    home = {"type": "file", "format": "text", "content": "my analysis\n"}
+    assert alice.server_api("PUT", "contents/mine.txt", json=home).status_code in (200, 201)
+    team = {"type": "file", "format": "text", "content": "shared result\n"}
+    assert alice.server_api("PUT", "contents/team/shared.txt", json=team).status_code in (200, 201)
+    # the team folder is shared: bob's session sees alice's file
+    bob = login(platform, "alpha", "bob")
+    bob.open_lab()
+    assert "shared.txt" in bob.list_dir("team")
+    # edited notebooks are never overwritten: alice edits the curated one
+    edited = dict(NOTEBOOK, metadata={"edited_by": "alice"})
+    alice.server_api("PUT", "contents/00-welcome.ipynb", json={"type": "notebook", "content": edited})
+
+    layout = platform.layout("alpha")
+    hub_pid = json.loads(layout.run_file("hub").read_text())["pid"]
+    server_pids = {
+        p.pid for p in platform.processes("alpha") if "jupyterhub-singleuser" in " ".join(p.cmdline())
+    }
+    assert len(server_pids) == 2
+    os.kill(hub_pid, signal.SIGKILL)
+    _wait(
+        lambda: "hub      dead" in platform.esdl("status", "--project", "alpha", check=False).stdout,
+        what="hub dead",
+    )
+    assert platform.esdl("status", "--project", "alpha", check=False).returncode == 1
+    out = platform.esdl("up", "--project", "alpha").stdout
+    assert "started hub" in out
+    # running servers survived the hub restart and still answer through the proxy with the old token
+    assert {
+        p.pid for p in platform.processes("alpha") if "jupyterhub-singleuser" in " ".join(p.cmdline())
+    } == server_pids
+    assert "mine.txt" in alice.list_dir()
+
+    platform.esdl("down", "--project", "alpha")
+    assert platform.processes("alpha") == []
+    assert not http_ok(f"{platform.url('alpha')}/hub/login")
+    assert platform.processes("beta"), "stopping alpha must leave beta running"
+    again = platform.esdl("up", "--project", "alpha").stdout
+    assert "new logins" not in again and platform.password("alpha", "alice") not in again
+    alice = login(platform, "alpha", "alice")  # same generated password after down/up
+    alice.open_lab()
+    assert {"mine.txt", "team", "00-welcome.ipynb"} <= set(alice.list_dir())
+    assert "shared.txt" in alice.list_dir("team")
+    content = alice.server_api("GET", "contents/00-welcome.ipynb").json()["content"]
+    assert content["metadata"] == {"edited_by": "alice"}
