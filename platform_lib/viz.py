@@ -221,7 +221,8 @@ def plot_map(
         vmax=vmax,
         shading="nearest",
     )
-    ax.set_title(variable_label(da, with_units=False) + (f", {when}" if when else ""))
+    title = variable_label(da, with_units=False) + (f", {when}" if when else "")
+    ax.set_title(title, fontsize="medium" if len(title) > 48 else None)
     ax.set_xlabel("longitude [degrees east]")
     ax.set_ylabel("latitude [degrees north]")
     ax.set_aspect("equal", adjustable="box")

@@ -98,48 +98,134 @@ def test_notebook_runs_top_to_bottom(name, session_env):
     assert "Traceback" not in _texts(nb)
 
 
-@pytest.mark.slow
-def test_scaling_out_notebook_on_the_embedded_platform_gateway(demo_catalog, tmp_path_factory, monkeypatch):
-    from platform_helpers import PlatformEnv, small_spec
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
-    from platform_lib.local.client import HubClient
+
+@pytest.fixture(scope="module")
+def platform(demo_catalog, tmp_path_factory):
+    """An embedded platform (``esdl up``) for project nbtest (alice admin, bob member), with the
+    curated notebooks and the test demo catalog in every session."""
+    from platform_helpers import PlatformEnv, small_spec
 
     penv = PlatformEnv.create(tmp_path_factory.mktemp("nb-platform"))
     penv.env.update(ESDL_CATALOG=os.environ["ESDL_CATALOG"], ESDL_DATA_DIR=os.environ["ESDL_DATA_DIR"])
+    for nb in NOTEBOOKS:
+        (penv.root / "notebooks" / nb.name).write_bytes(nb.read_bytes())
     penv.write_spec(small_spec("nbtest", ["alice"], ["bob"]))
     try:
         out = penv.esdl("up", "--project", "nbtest", "--port", "0").stdout
         assert "nbtest: ready at" in out, out
-        url = penv.url("nbtest")
-        alice = HubClient(url)
-        alice.login("alice", penv.password("nbtest", "alice"))
-        ports = penv.layout("nbtest").saved_ports()
-        # what the hub puts into a member's session (FIELD-NOTES: gateway behind the hub, TLS proxy direct)
-        monkeypatch.setenv("DASK_GATEWAY__ADDRESS", f"{url}/services/dask-gateway")
-        monkeypatch.setenv("DASK_GATEWAY__PROXY_ADDRESS", f"gateway://127.0.0.1:{ports['gateway_tcp']}")
-        monkeypatch.setenv("DASK_GATEWAY__AUTH__TYPE", "jupyterhub")
-        monkeypatch.setenv("JUPYTERHUB_API_TOKEN", alice.api_token())
-        monkeypatch.setenv("JUPYTERHUB_USER", "alice")
-        workdir = tmp_path_factory.mktemp("nb-run")
-        nb = execute(REPO / "notebooks" / "02-scaling-out.ipynb", workdir)
-        text = _texts(nb)
-        assert f"dashboard: {url}/services/dask-gateway/clusters/" in text
-        assert "still running: False" in text and "no cluster left running" in text
-        # and the gateway agrees: nothing of alice's is running
-        from platform_lib.gateway import close_gateway, open_gateway
-
-        gw = open_gateway(
-            f"{url}/services/dask-gateway",
-            proxy_address=f"gateway://127.0.0.1:{ports['gateway_tcp']}",
-            token=alice.api_token(),
-        )
-        try:
-            assert gw.list_clusters() == []
-        finally:
-            close_gateway(gw)
+        yield penv
     finally:
         penv.esdl("down", check=False)
     assert penv.processes("nbtest") == [], "orphans after esdl down"
+
+
+@pytest.mark.slow
+def test_scaling_out_notebook_on_the_embedded_platform_gateway(platform, tmp_path, monkeypatch):
+    from platform_lib.gateway import close_gateway, open_gateway
+    from platform_lib.local.client import HubClient
+
+    url = platform.url("nbtest")
+    alice = HubClient(url)
+    alice.login("alice", platform.password("nbtest", "alice"))
+    ports = platform.layout("nbtest").saved_ports()
+    # what the hub puts into a member's session (FIELD-NOTES: gateway behind the hub, TLS proxy direct)
+    monkeypatch.setenv("DASK_GATEWAY__ADDRESS", f"{url}/services/dask-gateway")
+    monkeypatch.setenv("DASK_GATEWAY__PROXY_ADDRESS", f"gateway://127.0.0.1:{ports['gateway_tcp']}")
+    monkeypatch.setenv("DASK_GATEWAY__AUTH__TYPE", "jupyterhub")
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", alice.api_token())
+    monkeypatch.setenv("JUPYTERHUB_USER", "alice")
+    nb = execute(REPO / "notebooks" / "02-scaling-out.ipynb", tmp_path)
+    text = _texts(nb)
+    assert f"dashboard: {url}/services/dask-gateway/clusters/" in text
+    assert "still running: False" in text and "no cluster left running" in text
+    # and the gateway agrees: nothing of alice's is running
+    gw = open_gateway(
+        f"{url}/services/dask-gateway",
+        proxy_address=f"gateway://127.0.0.1:{ports['gateway_tcp']}",
+        token=alice.api_token(),
+    )
+    try:
+        assert gw.list_clusters() == []
+    finally:
+        close_gateway(gw)
+
+
+@pytest.mark.slow
+def test_getting_started_renders_a_plot_in_jupyterlab(platform):
+    """A member opens notebook 1 in the embedded JupyterLab with Chromium, runs all cells and sees plots."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium; .ci/run does it)")
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import sync_playwright
+
+    artifacts = REPO / "tests" / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    shot = artifacts / "notebook-01-bob.png"
+    url = platform.url("nbtest")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch_persistent_context(
+            str(platform.root / "chromium-profile-nb"),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1280, "height": 1000},
+        )
+        try:
+            page = browser.new_page()
+            page.goto(f"{url}/hub/login")
+            page.fill("input[name=username]", "bob")
+            page.fill("input[name=password]", platform.password("nbtest", "bob"))
+            page.click("#login_submit")
+            page.wait_for_url("**/user/bob/lab**", timeout=180_000)
+            page.goto(f"{url}/user/bob/lab/tree/01-getting-started.ipynb")
+            page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=120_000)
+            select = page.locator(".jp-Dialog .jp-mod-accept", has_text="Select")
+            try:  # JupyterLab may ask which kernel to start: the notebook's own (Python 3)
+                select.wait_for(timeout=15_000)
+                select.click()
+            except PlaywrightTimeout:
+                pass
+            page.wait_for_function(  # the kernel is up
+                "() => document.querySelector('.jp-Notebook-ExecutionIndicator[data-status=\"idle\"]')"
+                " || [...document.querySelectorAll('.jp-Toolbar-kernelStatus, .jp-KernelStatus')]"
+                ".some(e => /idle/i.test(e.textContent + (e.getAttribute('title') || '')))",
+                timeout=120_000,
+            )
+            page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+            page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+            plots = page.locator(".jp-OutputArea-output img")
+            page.wait_for_function(
+                "() => document.querySelectorAll('.jp-OutputArea-output img').length >= 3", timeout=240_000
+            )
+            page.wait_for_function(  # the last cell printed its result
+                "() => [...document.querySelectorAll('.jp-OutputArea-output')]"
+                ".some(e => e.textContent.includes('hottest 8 days of the summer'))",
+                timeout=240_000,
+            )
+            plots.nth(0).scroll_into_view_if_needed()
+            sizes = [plots.nth(i).bounding_box() for i in range(plots.count())]
+            errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+            error_text = " ".join(errors.all_inner_texts())
+            page.screenshot(path=str(shot))
+        except Exception:
+            page.screenshot(path=str(artifacts / "notebook-01-bob-failed.png"))
+            raise
+        finally:
+            browser.close()
+    assert all(box and box["width"] > 200 and box["height"] > 100 for box in sizes), sizes
+    assert "Traceback" not in error_text and "Error" not in error_text, error_text
+    assert shot.stat().st_size > 10_000
 
 
 def test_share_a_curated_notebook_keeps_it_stripped(session_env):
