@@ -66,7 +66,10 @@ def _psutil():
 
 
 def check_requirements() -> None:
-    """Raise a clear error when the hub extra (JupyterHub, dask-gateway, NativeAuthenticator) is missing."""
+    """Raise a clear error when the hub extra (JupyterHub, dask-gateway, NativeAuthenticator) is missing.
+
+    >>> check_requirements()  # the hub extra is installed here
+    """
     missing = [m for m in ("jupyterhub", "dask_gateway_server", "nativeauthenticator", "dask_gateway", "psutil")
                if importlib.util.find_spec(m) is None]  # fmt: skip
     if missing:
@@ -108,7 +111,15 @@ def _base_env(s: PlatformSettings, role: str) -> dict[str, str]:
 
 
 def components(s: PlatformSettings) -> dict[str, Component]:
-    """The three components of one project, in start order."""
+    """The three components of one project, in start order.
+
+    >>> import tempfile
+    >>> from platform_lib.projects import load_project
+    >>> layout = ProjectLayout("demo", Path(tempfile.mkdtemp())).ensure()
+    >>> ports = dict(gateway_api=1, gateway_http=2, gateway_tcp=3, proxy_api=4, hub=5, public=6)
+    >>> list(components(PlatformSettings(load_project("demo"), layout, ports)))
+    ['gateway', 'proxy', 'hub']
+    """
     layout, ports = s.layout, s.ports
     proxy_env = _base_env(s, "proxy")
     proxy_env["CONFIGPROXY_AUTH_TOKEN"] = layout.read_secret("proxy_token")
@@ -175,7 +186,11 @@ def _process(record: dict[str, Any] | None):
 
 
 def tagged_processes(tag: str, roles: Iterable[str] | None = None) -> list:
-    """Every live process whose environment has ``ESDL_PLATFORM=tag`` (and a role in ``roles``)."""
+    """Every live process whose environment has ``ESDL_PLATFORM=tag`` (and a role in ``roles``).
+
+    >>> tagged_processes("/no/such/platform")
+    []
+    """
     psutil = _psutil()
     wanted = set(roles) if roles is not None else None
     out = []
@@ -193,7 +208,13 @@ def tagged_processes(tag: str, roles: Iterable[str] | None = None) -> list:
 
 
 def terminate(processes: Sequence, timeout: float = 10.0) -> None:
-    """SIGTERM ``processes``, wait up to ``timeout`` s, then SIGKILL what is left, and reap."""
+    """SIGTERM ``processes``, wait up to ``timeout`` s, then SIGKILL what is left, and reap.
+
+    >>> proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    >>> terminate([_psutil().Process(proc.pid)], timeout=5)
+    >>> _psutil().pid_exists(proc.pid)
+    False
+    """
     psutil = _psutil()
     alive = []
     for p in processes:
@@ -317,7 +338,16 @@ def _running_ports(layout: ProjectLayout) -> list[int]:
 def prepare(
     spec: ProjectSpec, *, port: int | None = None, host: str = "127.0.0.1", log_level: str = "INFO"
 ) -> ProjectPlatform:
-    """Check everything that can be checked before starting, then write state, credentials and configs."""
+    """Check everything that can be checked before starting, then write state, credentials and configs.
+
+    Nothing is started; :func:`start_project` starts what :func:`prepare` wrote.
+
+    >>> import tempfile, unittest.mock
+    >>> with unittest.mock.patch.dict(os.environ, {"ESDL_STATE_DIR": tempfile.mkdtemp()}):
+    ...     p = prepare(load_project("demo"), port=0)
+    >>> sorted(p.new_logins) == sorted(p.settings.spec.users), p.settings.layout.hub_config.exists()
+    (True, True)
+    """
     layout = ProjectLayout.for_project(spec.name)
     settings = PlatformSettings(spec, layout, ports={}, host=host, log_level=log_level)
     problems = missing_stores(settings)
@@ -365,7 +395,10 @@ def _lock(layout: ProjectLayout):
 
 
 def start_project(p: ProjectPlatform, echo: Callable[[str], None] = print) -> list[str]:
-    """Start what is not running (stopping outdated components first); return what was started."""
+    """Start what is not running (stopping outdated components first); return what was started.
+
+    Used by :func:`up` (see there) and by the foreground watch to repair a project.
+    """
     with _lock(p.settings.layout):
         return _start_project(p, echo)
 
@@ -401,6 +434,11 @@ def up(
     echo: Callable[[str], None] = print,
 ) -> list[ProjectPlatform]:
     """Start (or repair) the platform of each project; return when every login page answers.
+
+    >>> up(["demo", "extremes-lab"], port=8000)
+    Traceback (most recent call last):
+    ...
+    platform_lib.errors.EsdlError: --port N applies to one project; ...
 
     Specs, cube stores, ports and the installation are all checked before anything starts. If any
     component fails to start, every project of this call is stopped again and the error names the
@@ -460,6 +498,11 @@ def _stop_project(layout: ProjectLayout, timeout: float) -> int:
 def down(projects: Sequence[str] | None = None, echo: Callable[[str], None] = print) -> int:
     """Stop the named projects (all with state when ``None``); return how many processes were stopped.
 
+    >>> down(["never-started-project"])
+    Traceback (most recent call last):
+    ...
+    platform_lib.errors.EsdlError: project 'never-started-project' has never been started (no state in ...)
+
     The projects are stopped in parallel (one thread each: SIGTERM, wait, SIGKILL).
     """
     from concurrent.futures import ThreadPoolExecutor
@@ -497,7 +540,12 @@ class ProjectStatus:
 
 
 def project_status(layout: ProjectLayout) -> ProjectStatus:
-    """The state of each component of one project, its user servers and clusters."""
+    """The state of each component of one project, its user servers and clusters.
+
+    >>> import tempfile
+    >>> project_status(ProjectLayout("demo", Path(tempfile.mkdtemp()))).state
+    'stopped'
+    """
     ports = layout.saved_ports()
     url = f"http://localhost:{ports['public']}/" if ports else None
     comps: dict[str, str] = {}
@@ -542,7 +590,11 @@ def project_status(layout: ProjectLayout) -> ProjectStatus:
 
 
 def status(projects: Sequence[str] | None = None) -> list[ProjectStatus]:
-    """Status of the named projects (every project with state when ``None``)."""
+    """Status of the named projects (every project with state when ``None``).
+
+    >>> isinstance(status(), list)
+    True
+    """
     layouts = known_layouts() if not projects else [ProjectLayout.for_project(n) for n in projects]
     return [project_status(layout) for layout in layouts]
 
@@ -558,7 +610,10 @@ class _Stop(Exception):
 def run_foreground(
     prepared: Sequence[ProjectPlatform], echo: Callable[[str], None] = print, interval: float = 2.0
 ) -> None:
-    """Watch the running projects, restart dead components, and stop everything on Ctrl-C or SIGTERM."""
+    """Watch the running projects, restart dead components, and stop everything on Ctrl-C or SIGTERM.
+
+    ``esdl up --foreground`` calls it after :func:`up`; ``tests/test_platform_errors.py`` runs it.
+    """
 
     def on_term(signum, frame):
         raise _Stop()
