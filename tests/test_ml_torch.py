@@ -9,6 +9,7 @@ from ml_helpers import CHUNKINGS, synthetic_cube, write_cube
 
 torch = pytest.importorskip("torch", reason="the 'ml' extra (torch) is not installed")
 
+from platform_lib.errors import EsdlError  # noqa: E402
 from platform_lib.ml import SampleSpec, TrainingSet  # noqa: E402
 from platform_lib.ml.torch import (  # noqa: E402
     ChunkAwareSampler,
@@ -104,3 +105,33 @@ def test_a_tiny_model_learns_through_the_dataloader_on_cpu(stores):
     assert len(losses) > 20
     print("losses", [round(v, 3) for v in losses])
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
+
+
+def test_set_epoch_reaches_persistent_workers(stores):
+    ts = TrainingSet(stores["ts"], SPEC, normalise=False)
+    loader = make_dataloader(ts, batch_size=16, num_workers=1, persistent_workers=True, seed=3)
+    first = _ids(loader)
+    loader.dataset.set_epoch(1)
+    second = _ids(loader)
+    assert sorted(first) == sorted(second) == list(range(len(ts)))
+    assert first != second  # the worker process saw the new epoch
+    loader.dataset.set_epoch(0)
+    assert _ids(loader) == first
+
+
+def test_even_shards_give_every_rank_the_same_number_of_steps(stores):
+    ts = TrainingSet(stores["ts"], SPEC, nan="drop-any", normalise=False)
+    assert ts.plan.n_blocks >= 3
+    steps, seen = [], []
+    for rank in range(3):
+        loader = make_dataloader(ts, batch_size=8, seed=1, rank=rank, world_size=3, even=True)
+        ids = _ids(loader)
+        steps.append(sum(1 for _ in loader))
+        seen += ids
+    assert len(set(steps)) == 1  # DistributedDataParallel needs the same number of steps on every rank
+    assert len(seen) == len(set(seen))  # still never twice
+    assert len(seen) == 3 * loader.dataset.even_limit(0, 3) > 0  # each shard: the smallest shard's size
+    few = TrainingSet(stores["map"], SPEC, normalise=False)
+    if few.plan.n_blocks < 8:
+        with pytest.raises(EsdlError, match="even=True over 8 shards .* leaves nothing"):
+            list(make_dataloader(few, batch_size=8, rank=0, world_size=8, even=True))

@@ -56,7 +56,9 @@ class CubeIterableDataset(_data.IterableDataset):
 
     Shards by ``torch.utils.data.get_worker_info()`` and by distributed rank (``rank``/``world_size``,
     default from ``torch.distributed`` when initialised). :meth:`set_epoch` reshuffles; the epoch is
-    kept in shared memory so persistent workers see it too.
+    kept in shared memory so persistent workers see it too. ``even=True`` stops every shard after the
+    same number of samples (the smallest shard's), so distributed ranks run the same number of steps
+    (as ``DistributedDataParallel`` needs); the few samples beyond it change from epoch to epoch.
     """
 
     def __init__(
@@ -69,10 +71,14 @@ class CubeIterableDataset(_data.IterableDataset):
         drop_last: bool = False,
         rank: int | None = None,
         world_size: int | None = None,
+        even: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(training_set, TrainingSet):
             raise EsdlError(f"Expected a TrainingSet; got {type(training_set).__name__}.")
+        if even:  # shard sizes must be known up front: apply the NaN drop now
+            training_set = training_set.without_dropped(progress=False)
+        self.even = even
         self.training_set = training_set
         _ = training_set.stats  # computed once here, not in every worker
         self.batch_size, self.seed, self.shuffle, self.drop_last = batch_size, seed, shuffle, drop_last
@@ -89,17 +95,54 @@ class CubeIterableDataset(_data.IterableDataset):
         worker, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         return self.rank * n_workers + worker, self.world_size * n_workers
 
+    def even_limit(self, epoch: int, n_shards: int) -> int:
+        """Samples every shard yields with ``even=True``: the smallest shard's size this epoch."""
+        plan = self.training_set.plan
+        per_block = np.diff(plan.block_ptr)
+        sizes = [
+            int(
+                per_block[
+                    plan.epoch_blocks(
+                        seed=self.seed, epoch=epoch, shuffle=self.shuffle, shard=s, n_shards=n_shards
+                    )
+                ].sum()
+            )
+            for s in range(n_shards)
+        ]
+        limit = min(sizes)
+        if self.drop_last and self.batch_size:
+            limit -= limit % self.batch_size
+        if limit == 0 and plan.n_samples:
+            raise EsdlError(
+                f"even=True over {n_shards} shards (ranks x workers) leaves nothing: the plan has only "
+                f"{plan.n_blocks} blocks; use fewer workers or smaller blocks (TrainingSet block_bytes=...)."
+            )
+        return limit
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
         shard, n_shards = self.shard()
+        epoch = int(self._epoch.value)
+        limit = self.even_limit(epoch, n_shards) if self.even else None
+        seen = 0
         for batch in self.training_set.iter_batches(
             self.batch_size,
             seed=self.seed,
-            epoch=int(self._epoch.value),
+            epoch=epoch,
             shuffle=self.shuffle,
             shard=shard,
             n_shards=n_shards,
             drop_last=self.drop_last,
         ):
+            if limit is not None:
+                if self.batch_size is None:
+                    batch = {k: v[None] for k, v in batch.items()}
+                take = min(len(batch["sample"]), limit - seen)
+                if take <= 0:
+                    break
+                batch = {k: v[:take] for k, v in batch.items()}
+                seen += take
+                if self.batch_size is None:
+                    batch = {k: v[0] for k, v in batch.items()}
             yield _tensors(batch)
 
 
@@ -175,13 +218,15 @@ def make_dataloader(
     map_style: bool = False,
     rank: int | None = None,
     world_size: int | None = None,
+    even: bool = False,
     **loader_kwargs: Any,
 ) -> Any:
     """A ready ``torch.utils.data.DataLoader`` over ``training_set``.
 
     The default is the iterable dataset (chunk-aware, batches cut in the workers); ``map_style=True``
     gives a map-style dataset with a :class:`ChunkAwareSampler`. Extra keyword arguments go to the
-    ``DataLoader`` (``pin_memory``, ``persistent_workers``, ``prefetch_factor``...).
+    ``DataLoader`` (``pin_memory``, ``persistent_workers``, ``prefetch_factor``...). ``even=True``
+    gives every rank and worker the same number of samples (for ``DistributedDataParallel``).
     """
     if batch_size is None or batch_size < 1:
         raise EsdlError(f"batch_size must be a positive integer; got {batch_size}.")
@@ -208,6 +253,7 @@ def make_dataloader(
         drop_last=drop_last,
         rank=rank,
         world_size=world_size,
+        even=even,
     )
     return _data.DataLoader(dataset, batch_size=None, num_workers=num_workers, **loader_kwargs)
 
