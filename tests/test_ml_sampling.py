@@ -311,3 +311,12 @@ def test_bad_arguments_give_clear_errors(stores):
         TrainingSet(stores["ts"].parent / "missing.zarr", SampleSpec(inputs=VARS, patch={"time": 4}))
     with pytest.raises(EsdlError, match="BlockSplit names dim 'height'"):
         TrainingSet(stores["ts"], SampleSpec(inputs=VARS, patch={"time": 4}), split=BlockSplit({"height": 3}))
+
+
+def test_stats_never_count_other_splits_cells_even_without_a_train_split(stores, cube):
+    split = BlockSplit({"time": 46}, {"fit": 0.5, "holdout": 0.5}, seed=3)
+    ts = TrainingSet(stores["ts"], SampleSpec(inputs=VARS, patch={"time": 8}), split=split, subset="fit")
+    labels = ts.grid.cell_labels((slice(0, 92), slice(0, 12), slice(0, 24)))
+    fit = cube[VARS[0]].values[labels == ts.grid.code("fit")].astype("float64")
+    assert ts.stats.mean[0] == pytest.approx(np.nanmean(fit), rel=1e-9)
+    assert ts.subset("holdout").stats is ts.stats

@@ -139,12 +139,16 @@ class TrainingSet:
 
     @property
     def stats(self) -> NormStats | None:
-        """Normalisation statistics over the train cells (computed on first use), or None."""
+        """Normalisation statistics (computed on first use, one streaming pass), or None.
+
+        Over the cells of the split's ``train`` subset (else of this subset), never of other splits.
+        """
         needs = self.normalise or self.nan.fill in ("mean", "seasonal")
         if self._stats is None and needs:
             cell_mask = None
-            if self.grid is not None and "train" in self.grid.names:
-                grid, code = self.grid, self.grid.code("train")
+            if self.grid is not None:  # never count cells of other splits: the "train" split, else our own
+                grid = self.grid
+                code = grid.code("train" if "train" in grid.names else str(self.subset_name))
                 cell_mask = lambda region: grid.cell_labels(region) == code  # noqa: E731
             self._stats = compute_stats(
                 self.ds,
