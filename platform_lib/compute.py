@@ -113,6 +113,27 @@ def _dask_stack(arrays: Sequence[Any], axis: int) -> Any:
     return dsa.stack(arrays, axis=axis)
 
 
+def pixel_major(flat: np.ndarray, pixels_per_copy: int = 64) -> np.ndarray:
+    """``flat`` (pixels, *core) as a C-contiguous array, copied slab by slab when it is strided.
+
+    A time-major cube seen pixel by pixel reads each pixel's series from a different memory page per
+    time step; one big copy thrashes the TLB (tens of ns per value). Copying ``pixels_per_copy``
+    neighbouring pixels at a time reuses each page for all of them: the same result, several times
+    faster.
+
+    >>> a = np.arange(24.0).reshape(4, 3, 2).transpose(1, 0, 2)   # (pixels=3, time=4, var=2), strided
+    >>> b = pixel_major(a, pixels_per_copy=2)
+    >>> b.flags.c_contiguous, bool((b == a).all())
+    (True, True)
+    """
+    if flat.flags.c_contiguous:
+        return flat
+    out = np.empty(flat.shape, dtype=flat.dtype)
+    for start in range(0, flat.shape[0], pixels_per_copy):
+        out[start : start + pixels_per_copy] = flat[start : start + pixels_per_copy]
+    return out
+
+
 def _check_dims(da: xr.DataArray, dims: Sequence[Hashable], what: str) -> None:
     for d in dims:
         if d not in da.dims:
@@ -222,8 +243,7 @@ def map_cube(
 
     def _apply(block: np.ndarray) -> np.ndarray:
         loop_shape = block.shape[: block.ndim - n_core]
-        # one pass into pixel-major order: every pixel's core block contiguous for the function
-        flat = np.ascontiguousarray(block.reshape((-1, *block.shape[block.ndim - n_core :])))
+        flat = pixel_major(block.reshape((-1, *block.shape[block.ndim - n_core :])))
         if batched:
             out = np.asarray(func(flat, **kw))
         elif flat.shape[0]:
@@ -496,6 +516,7 @@ __all__ = [
     "map_cube",
     "mean_seasonal_cycle",
     "median_seasonal_cycle",
+    "pixel_major",
     "seasonal_cycle_numpy",
     "seasonal_step",
 ]

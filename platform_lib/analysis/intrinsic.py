@@ -160,11 +160,14 @@ def _dimension_kernel(
     """(pixels, time, variable) -> (pixels,) or (pixels, 3) with time scales, in cache-sized batches."""
     n_out = len(TIME_SCALES) if time_scales else 1
     out = np.full((block.shape[0], n_out), np.nan)
-    # a variable with no data at all cannot be filled (the ocean in a land variable): skip the pixel
-    candidates = np.flatnonzero(~np.isnan(block).all(axis=1).any(axis=1))
-    for start in range(0, candidates.size, _BATCH_PIXELS):
-        part = candidates[start : start + _BATCH_PIXELS]
-        x = np.asarray(block[part], dtype=np.float64)
+    for start in range(0, block.shape[0], _BATCH_PIXELS):
+        batch = block[start : start + _BATCH_PIXELS]
+        # a variable with no data at all cannot be filled (the ocean in a land variable): skip the pixel
+        keep = ~np.isnan(batch).all(axis=1).any(axis=1)
+        if not keep.any():
+            continue
+        part = start + np.flatnonzero(keep)
+        x = np.asarray(batch[keep], dtype=np.float64)
         if fill_gaps and np.isnan(x).any():  # gap_fill_numpy works along the last axis
             x = np.moveaxis(gap_fill_numpy(np.moveaxis(x, 1, -1), steps, years, steps_per_year), -1, 1)
         if not time_scales:
