@@ -73,15 +73,11 @@ def as_variable_array(
             raise EsdlError(f"variables to stack must share their dimensions; got {shapes}.")
         first = cube[names[0]]
         arrays = [cube[n].transpose(*first.dims).data for n in names]
-        if any(isinstance(a, np.ndarray) for a in arrays) and not all(
-            isinstance(a, np.ndarray) for a in arrays
-        ):
-            arrays = [np.asarray(a) for a in arrays]
         stack = np.stack if all(isinstance(a, np.ndarray) for a in arrays) else _dask_stack
         # variable innermost in memory: each pixel's (time, variable) block is then one strided slab
         return xr.DataArray(
             stack(arrays, axis=-1),
-            coords={**{k: c for k, c in first.coords.items()}, dim: names},
+            coords={**dict(first.coords.items()), dim: names},
             dims=(*first.dims, dim),
             name=None,
             attrs=dict(cube.attrs),
@@ -110,7 +106,7 @@ def as_variable_array(
 def _dask_stack(arrays: Sequence[Any], axis: int) -> Any:
     import dask.array as dsa
 
-    return dsa.stack(arrays, axis=axis)
+    return dsa.stack([dsa.asarray(a) for a in arrays], axis=axis)  # a numpy member stays lazy-compatible
 
 
 def pixel_major(flat: np.ndarray, pixels_per_copy: int = 64) -> np.ndarray:

@@ -226,3 +226,17 @@ def test_interpolate_gaps_matches_numpy_interp_on_random_series():
 def test_docstring_examples_run():
     result = doctest.testmod(compute, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 10 and result.failed == 0
+
+
+def test_stacking_keeps_dask_lazy_and_puts_variables_innermost():
+    from platform_lib.compute import as_variable_array
+
+    ds = synthetic_cube()
+    ds["kndvi"] = ds["kndvi"].chunk({"time": 46})  # one lazy member among numpy ones
+    stacked = as_variable_array(ds, ["kndvi", "air_temperature_2m"])
+    assert stacked.chunks is not None and stacked.dims == ("time", "lat", "lon", "variable")
+    np.testing.assert_array_equal(
+        stacked.sel(variable="air_temperature_2m").values, ds["air_temperature_2m"].values
+    )
+    eager = as_variable_array(synthetic_cube())
+    assert eager.values.strides[-1] == eager.dtype.itemsize  # variable innermost in memory
