@@ -17,12 +17,14 @@ scores are thresholds and each score becomes the first level whose threshold it 
 ensemble is the mean (median, max or min) of the methods' quantile scores.
 
 Time steps where any feature is missing get no score (NaN) and are left out of the pixel's matrix.
-How it is fast: pixels that miss the same steps are scored together (one gather, batched T2, batched
-quantile normalisation). The nearest neighbours come from a k-d tree per pixel: O(T log T) instead
-of sorting every row of a T x T matrix. KDE and REC
-use the symmetry of ``D``: the ``T (T-1) / 2`` pair distances (``pdist``), the exact median of the
-full matrix from two order statistics of that half, one ``exp`` and two ``bincount`` scatters --
-half the work of the square matrix, in cache-sized pieces. T2 is one batched ``eigh``.
+
+How it is fast, exactly: pixels that miss the same steps are scored together (one gather, batched
+T2 with one ``eigh``, batched quantile normalisation). The nearest neighbours come from a k-d tree
+per pixel: O(T log T) instead of sorting every row of a T x T matrix (ties broken by time index, as
+the package's stable sort). KDE and REC use the symmetry of ``D``: the ``T (T-1) / 2`` pair
+distances (``pdist``), the exact median of the full matrix from two order statistics of that half
+(found on a float32 copy, then made exact), one ``exp`` over the pairs -- half the work of the square
+matrix, in cache-sized pieces, all in float64 (quantile levels hinge on exact ties).
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(1)
