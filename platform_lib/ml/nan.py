@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from platform_lib.errors import EsdlError, allowed
+from platform_lib.ml.boxsum import box_sums, summed_area
 
 DROPS = ("any", "all")
 FILLS = ("mean", "seasonal")
@@ -78,21 +79,9 @@ def window_nan_counts(nan_cells: np.ndarray, origins: np.ndarray, window: Sequen
     >>> window_nan_counts(cells, np.array([[0, 0], [0, 1]]), (2, 2)).tolist()
     [1, 1]
     """
-    sat = np.pad(nan_cells.astype(np.int64), [(1, 0)] * nan_cells.ndim)
-    for axis in range(nan_cells.ndim):
-        np.cumsum(sat, axis=axis, out=sat)
-    total = np.zeros(len(origins), dtype=np.int64)
-    ndim = nan_cells.ndim
-    for corner in range(1 << ndim):
-        idx, sign = [], 1
-        for k in range(ndim):
-            if corner >> k & 1:
-                idx.append(origins[:, k])
-                sign = -sign
-            else:
-                idx.append(origins[:, k] + window[k])
-        total += sign * sat[tuple(idx)]
-    return total
+    lo = [origins[:, k] for k in range(nan_cells.ndim)]
+    hi = [origins[:, k] + window[k] - 1 for k in range(nan_cells.ndim)]
+    return box_sums(summed_area(nan_cells), lo, hi)
 
 
 def keep_samples(

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from platform_lib.errors import EsdlError, allowed, did_you_mean
+from platform_lib.ml.boxsum import box_sums, summed_area
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class SplitGrid:
             volume *= hi - lo + 1
         out = np.full(n, -1, dtype=np.int16)
         for code in range(len(self.names)):
-            counts = _box_sums(_summed_area(self.labels == code), lo_idx, hi_idx)
+            counts = box_sums(summed_area(self.labels == code), lo_idx, hi_idx)
             out[counts == volume] = code
         return out
 
@@ -75,30 +76,6 @@ class SplitGrid:
             for edges, sl in zip(self.edges, region, strict=True)
         ]
         return self.labels[np.ix_(*idx)]
-
-
-def _summed_area(mask: np.ndarray) -> np.ndarray:
-    """Inclusive n-d cumulative sum with a zero pad in front of every axis."""
-    out = np.pad(mask.astype(np.int64), [(1, 0)] * mask.ndim)
-    for axis in range(mask.ndim):
-        out = np.cumsum(out, axis=axis)
-    return out
-
-
-def _box_sums(sat: np.ndarray, lo: list[np.ndarray], hi: list[np.ndarray]) -> np.ndarray:
-    """Sum over the boxes ``[lo, hi]`` (inclusive, per axis) from a summed-area table."""
-    total = np.zeros(lo[0].shape, dtype=np.int64)
-    ndim = len(lo)
-    for corner in range(1 << ndim):
-        idx, sign = [], 1
-        for k in range(ndim):
-            if corner >> k & 1:
-                idx.append(lo[k])
-                sign = -sign
-            else:
-                idx.append(hi[k] + 1)
-        total += sign * sat[tuple(idx)]
-    return total
 
 
 def _check_names(ds: Any, names: Sequence[str], what: str, dims: Sequence[str] | None) -> tuple[str, ...]:
