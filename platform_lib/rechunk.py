@@ -155,6 +155,13 @@ def plan_variable(
     Direct when blocks that fit ``max_mem`` decode each source chunk once; otherwise two stages through
     intermediate chunks ``min(source, target)`` per dim when that decodes less. ``peak_bytes`` is the
     planned peak (two blocks plus one source chunk).
+
+    >>> import xarray as xr
+    >>> ds = xr.Dataset({"v": (("time", "x"), np.zeros((64, 64), "float32"))}).chunk({"time": 1})
+    >>> plan_variable(ds, "v", {"time": 64, "x": 8}, {"time": 64, "x": 8}, 10_000).intermediate_chunks
+    (1, 8)
+    >>> len(plan_variable(ds, "v", {"time": 64, "x": 8}, {"time": 64, "x": 8}, 100_000).stages)
+    1
     """
     var = ds[name]
     dims = tuple(str(d) for d in var.dims)

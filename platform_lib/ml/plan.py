@@ -15,7 +15,7 @@ ideal). Each epoch shuffles the block order with the seed, then samples within a
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,7 +88,13 @@ class SamplePlan:
         return round(reads / distinct, 4)
 
     def subset(self, keep: np.ndarray) -> SamplePlan:
-        """A plan with only the samples where ``keep`` (bool per sample id) is true."""
+        """A plan with only the samples where ``keep`` (bool per sample id) is true.
+
+        >>> plan = plan_samples(("t",), {"t": 8}, {"t": np.arange(0, 9, 2)}, extent=(1,), stride=(1,))
+        >>> small = plan.subset(np.arange(8) >= 5)
+        >>> small.n_samples, small.n_blocks, small.region(0)
+        (3, 2, (slice(5, 6, None),))
+        """
         keep = np.asarray(keep, dtype=bool)
         counts = (
             np.add.reduceat(keep.astype(np.int64), self.block_ptr[:-1]) if self.n_samples else np.zeros(0)
@@ -104,6 +110,11 @@ class SamplePlan:
 
         Every shard permutes the blocks with the same ``(seed, epoch)`` and takes every ``n_shards``-th,
         so the shards partition the plan: each sample is seen exactly once per epoch over all shards.
+
+        >>> plan = plan_samples(("t",), {"t": 8}, {"t": np.arange(0, 9, 2)}, extent=(1,), stride=(1,))
+        >>> sorted(np.r_[plan.epoch_blocks(seed=0, epoch=0, shard=0, n_shards=2),
+        ...              plan.epoch_blocks(seed=0, epoch=0, shard=1, n_shards=2)].tolist())
+        [0, 1, 2, 3]
         """
         if not 0 <= shard < n_shards:
             raise EsdlError(f"shard must be in [0, {n_shards}); got {shard}.")
@@ -145,11 +156,6 @@ class SamplePlan:
             )
             parts.append(rng.permutation(ids) if shuffle else ids)
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-
-    def iter_windows(self, blocks: np.ndarray, window: int) -> Iterator[np.ndarray]:
-        """The block ids of ``blocks`` in groups of ``window``."""
-        for w in range(0, len(blocks), max(1, window)):
-            yield blocks[w : w + window]
 
 
 def window_rng(seed: int, epoch: int, shard: int, n_shards: int) -> np.random.Generator:

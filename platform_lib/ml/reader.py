@@ -34,6 +34,11 @@ def open_cube_for_reading(cube: Any) -> Any:
 
     A path is opened without dask (``chunks=None``): reads go straight to zarr and decode only the
     chunks they touch.
+
+    >>> open_cube_for_reading("/no/such/cube.zarr")
+    Traceback (most recent call last):
+    ...
+    platform_lib.errors.EsdlError: No cube store at /no/such/cube.zarr; pass an xarray.Dataset or the path of a Zarr store.
     """
     import xarray as xr
 

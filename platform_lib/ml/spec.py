@@ -100,7 +100,11 @@ class SampleSpec:
         return self.inputs + tuple(v for v in self.targets if v not in self.inputs)
 
     def patch_of(self, dim: str) -> int:
-        """The input patch size along ``dim`` (1 for dims not in ``patch``)."""
+        """The input patch size along ``dim`` (1 for dims not in ``patch``).
+
+        >>> SampleSpec(inputs="a", patch={"time": 8}).patch_of("lat")
+        1
+        """
         return self.patch.get(dim, 1)
 
     def stride_of(self, dim: str) -> int:
@@ -113,7 +117,11 @@ class SampleSpec:
         return self.patch_of(dim) + extra
 
     def sample_dims(self, dims: Sequence[str]) -> tuple[str, ...]:
-        """The dims a sample keeps, in the cube's order (those named in ``patch``)."""
+        """The dims a sample keeps, in the cube's order (those named in ``patch``).
+
+        >>> SampleSpec(inputs="a", patch={"lon": 4, "time": 8}).sample_dims(("time", "lat", "lon"))
+        ('time', 'lon')
+        """
         return tuple(d for d in dims if d in self.patch)
 
     def x_shape(self, dims: Sequence[str]) -> tuple[int, ...]:
@@ -129,11 +137,19 @@ class SampleSpec:
         return (len(self.targets), *(self.y_window(d) for d in self.sample_dims(dims)))
 
     def y_window(self, dim: str) -> int:
-        """Target window along ``dim``."""
+        """Target window along ``dim``.
+
+        >>> SampleSpec(inputs="a", targets="a", patch={"time": 8}, target_time="next", horizon=3).y_window("time")
+        3
+        """
         return self.horizon if (self.target_time == "next" and dim == "time") else self.patch_of(dim)
 
     def y_offset(self, dim: str) -> int:
-        """Offset of the target window from the sample's origin along ``dim``."""
+        """Offset of the target window from the sample's origin along ``dim``.
+
+        >>> SampleSpec(inputs="a", targets="a", patch={"time": 8}, target_time="next").y_offset("time")
+        8
+        """
         return self.patch_of(dim) if (self.target_time == "next" and dim == "time") else 0
 
     def check(self, ds: Any) -> tuple[str, ...]:

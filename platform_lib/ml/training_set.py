@@ -327,6 +327,12 @@ class TrainingSet:
 
         Block-ordered access (as :meth:`SamplePlan.epoch_order` gives) decodes each chunk once per
         epoch; the NaN drop policy is not applied here, use :meth:`without_dropped` first.
+
+        >>> import xarray as xr
+        >>> ds = xr.Dataset({"a": (("time",), np.arange(10, dtype="float32"))})
+        >>> ts = TrainingSet(ds, SampleSpec(inputs="a", patch={"time": 2}), normalise=False)
+        >>> ts.take(np.array([4, 0]))["x"].tolist()
+        [[[8.0, 9.0]], [[0.0, 1.0]]]
         """
         ids = np.asarray(ids, dtype=np.int64)
         if self._cache is None:
@@ -348,6 +354,12 @@ class TrainingSet:
         """A copy whose plan no longer holds the samples the NaN drop policy removes (one read pass).
 
         Needed for random access (map-style datasets, Keras), whose length must be known up front.
+
+        >>> import xarray as xr
+        >>> ds = xr.Dataset({"a": (("time",), np.array([1, np.nan, 3, 4], "float32"))})
+        >>> ts = TrainingSet(ds, SampleSpec(inputs="a", patch={"time": 2}), nan="drop-any", normalise=False)
+        >>> len(ts), len(ts.without_dropped(progress=False))
+        (2, 1)
         """
         if self.nan.drop is None:
             return self
