@@ -17,6 +17,7 @@ from platform_lib.local.configs import (
     gateway_config_text,
     hub_config_text,
     project_catalog_text,
+    ungenerated_shared_cubes,
 )
 from platform_lib.local.layout import PortInUseError, ProjectLayout
 from platform_lib.local.session import prepare_home
@@ -151,3 +152,17 @@ def test_project_catalog_makes_paths_absolute_and_keeps_secrets_as_references(tm
     assert options == {"key": "{{ env(LAB_KEY) }}", "anon": False}  # secret: refs apply on Kubernetes only
     assert s.catalogs() == ["/shared/esdl.yaml", str(s.layout.project_catalog)]
     assert os.pathsep.join(s.catalogs()) == s.user_environment()["ESDL_CATALOG"]
+
+
+def test_ungenerated_shared_cubes_are_named(tmp_path: Path):
+    (tmp_path / "here.zarr").mkdir()
+    catalog = tmp_path / "shared.yaml"
+    sources = {
+        name: {"driver": "zarr", "args": {"urlpath": "{{ CATALOG_DIR }}/" + store}}
+        for name, store in (("present", "here.zarr"), ("absent", "missing.zarr"))
+    }
+    sources["remote"] = {"driver": "zarr", "args": {"urlpath": "s3://bucket/cube.zarr"}}
+    catalog.write_text(yaml.safe_dump({"sources": sources}))
+    s = settings_for(tmp_path)
+    s.base_catalogs = [str(catalog), str(tmp_path / "no-such-catalog.yaml")]
+    assert ungenerated_shared_cubes(s) == ["absent"]

@@ -53,6 +53,7 @@ def _project_names(values: list[str] | None) -> list[str]:
 
 def run_up(args: argparse.Namespace) -> int:
     from platform_lib.local import run_foreground, up
+    from platform_lib.local.configs import ungenerated_shared_cubes
 
     names = args.project or ["demo"]
     prepared = up(names, port=args.port, host=args.ip, log_level=args.log_level)
@@ -67,6 +68,9 @@ def run_up(args: argparse.Namespace) -> int:
             print(f"  {spec.name}: new logins (kept in the state folder, owner-only):")
             for user, password in p.new_logins.items():
                 print(f"    {user:<16} {password}")
+        missing = ungenerated_shared_cubes(p.settings)
+        if missing:
+            print(f"  note: {', '.join(missing)} not generated yet; run `esdl cubes generate` (make up does)")
     if args.foreground:
         run_foreground(prepared)
     return 0

@@ -378,6 +378,23 @@ def missing_stores(s: PlatformSettings) -> list[str]:
     return out
 
 
+def ungenerated_shared_cubes(s: PlatformSettings) -> list[str]:
+    """Names of the shared catalogs' local cubes whose stores do not exist yet (e.g. the demo cubes
+    before ``esdl cubes generate``); the platform still starts, ``esdl up`` prints a note."""
+    from platform_lib.catalog import read_catalog
+
+    names = []
+    for path in s.base_catalogs:
+        try:
+            entries = read_catalog(path)
+        except EsdlError:
+            continue  # a missing or broken shared catalog is reported when a session opens it
+        names += [
+            name for name, entry in entries.items() if entry.is_local and not Path(entry.urlpath).exists()
+        ]
+    return names
+
+
 def write_configs(s: PlatformSettings) -> dict[str, str]:
     """Write the hub and gateway configs and the project catalog; return each component's config hash."""
     hub, gateway = hub_config_text(s), gateway_config_text(s)
