@@ -96,6 +96,7 @@ class TrainingSet:
         self.y_window = tuple(spec.y_window(d) for d in self.dims)
         self.y_offset = np.array([spec.y_offset(d) for d in self.dims], dtype=np.int64)
         self.extent = tuple(spec.extent_of(d) for d in self.dims)
+        self.stride = np.array([spec.stride_of(d) for d in self.dims], dtype=np.int64)
         if plan is None:
             grid = self.grid
             keep = (
@@ -231,37 +232,7 @@ class TrainingSet:
 
     def cut(self, block: _Block, ids: np.ndarray) -> dict[str, np.ndarray]:
         """Cut samples ``ids`` (all in ``block``) from memory: a batch dict of numpy arrays."""
-        origins = self.plan.starts[ids]
-        local = origins - block.lo
-        if block.tiles is not None:
-            stride = np.array([self.spec.stride_of(d) for d in self.dims], dtype=np.int64)
-            flat = np.ravel_multi_index(tuple((local // stride).T), block.counts)
-            batch = {key: tile[flat] for key, tile in block.tiles.items()}
-        else:
-            assert block.data is not None
-            batch = {"x": self._windows(block.data, self.x_channels, local, self.x_window)}
-            if len(self.y_channels):
-                batch["y"] = self._windows(block.data, self.y_channels, local + self.y_offset, self.y_window)
-        for key, names, offset in (("x", self.spec.inputs, 0), ("y", self.spec.targets, self.y_offset)):
-            if key not in batch:
-                continue
-            arr = batch[key]
-            if self.nan.mask:
-                batch[f"{key}_mask"] = ~np.isnan(arr)
-            if self.nan.fill is not None:
-                self._fill(arr, names, origins + offset)
-            if self.normalise is True or (self.normalise == "inputs" and key == "x"):
-                stats = self.stats
-                assert stats is not None
-                stats.normalise(arr, names)
-        n = len(ids)
-        keep_dims = [k for k, d in enumerate(self.dims) if d in self.spec.patch]
-        for key in list(batch):
-            arr = batch[key]
-            batch[key] = arr.reshape(n, arr.shape[1], *(arr.shape[2 + k] for k in keep_dims))
-        batch["origin"] = origins.astype(np.int64)
-        batch["sample"] = ids.astype(np.int64)
-        return batch
+        return self._cut_mixed([block], np.zeros(len(ids), dtype=np.int64), ids, keep_order=True)
 
     def _windows(
         self, data: np.ndarray, channels: np.ndarray, origins: np.ndarray, window: tuple[int, ...]
@@ -343,7 +314,7 @@ class TrainingSet:
         for k, b in enumerate(np.unique(blocks)):
             window.append(self._cache.get(int(b)))
             which[blocks == b] = k
-        return self._cut_mixed(window, which, ids)
+        return self._cut_mixed(window, which, ids, keep_order=True)
 
     def _read_region(self, block: int) -> _Block:
         region = self.plan.region(block)
@@ -440,25 +411,60 @@ class TrainingSet:
         if pending and not drop_last:
             yield _concat(pending)
 
-    def _cut_mixed(self, window: list[_Block], which: np.ndarray, ids: np.ndarray) -> dict[str, np.ndarray]:
-        """Cut samples ``ids`` (``which``: their block's position in ``window``), keeping their order."""
-        parts, positions = [], []
-        for k in np.unique(which):
-            sel = np.flatnonzero(which == k)
-            block = window[int(k)]
-            parts.append(self.cut(block, ids[sel]))
-            positions.append(sel)
-        if len(parts) == 1:
-            return parts[0]
-        pos = np.concatenate(positions)
-        out = {}
-        for key in parts[0]:
-            first = parts[0][key]
-            arr = np.empty((len(pos), *first.shape[1:]), dtype=first.dtype)
-            for p, part in zip(positions, parts, strict=True):
-                arr[p] = part[key]
-            out[key] = arr
-        return out
+    def _cut_mixed(
+        self, window: list[_Block], which: np.ndarray, ids: np.ndarray, keep_order: bool = False
+    ) -> dict[str, np.ndarray]:
+        """Cut samples ``ids`` (``which``: their block's position in ``window``) into one batch.
+
+        Samples are gathered block by block straight into the batch arrays (grouped by block, so the
+        order inside a batch follows the blocks unless ``keep_order``); then masks, fill and
+        normalisation run once on the whole batch.
+        """
+        ids = np.asarray(ids, dtype=np.int64)
+        which = np.asarray(which, dtype=np.int64)
+        order = np.argsort(which, kind="stable")
+        which, ids = which[order], ids[order]
+        n = len(ids)
+        origins = self.plan.starts[ids]
+        parts = [("x", self.x_channels, np.zeros(len(self.dims), dtype=np.int64), self.x_window)]
+        if len(self.y_channels):
+            parts.append(("y", self.y_channels, self.y_offset, self.y_window))
+        batch = {key: np.empty((n, len(ch), *win), dtype=self.reader.dtype) for key, ch, _, win in parts}
+        runs = np.r_[0, np.flatnonzero(np.diff(which)) + 1, n] if n else np.zeros(1, dtype=np.int64)
+        for a, b in zip(runs[:-1], runs[1:], strict=True):
+            block = window[int(which[a])]
+            local = origins[a:b] - block.lo
+            if block.tiles is not None:
+                flat = np.ravel_multi_index(tuple((local // self.stride).T), block.counts)
+                for key in batch:
+                    np.take(block.tiles[key], flat, axis=0, out=batch[key][a:b], mode="clip")
+            else:
+                assert block.data is not None
+                for key, channels, offset, win in parts:
+                    batch[key][a:b] = self._windows(block.data, channels, local + offset, win)
+        for key, names, offset in (("x", self.spec.inputs, 0), ("y", self.spec.targets, self.y_offset)):
+            if key not in batch:
+                continue
+            arr = batch[key]
+            if self.nan.mask:
+                batch[f"{key}_mask"] = ~np.isnan(arr)
+            if self.nan.fill is not None:
+                self._fill(arr, names, origins + offset)
+            if self.normalise is True or (self.normalise == "inputs" and key == "x"):
+                stats = self.stats
+                assert stats is not None
+                stats.normalise(arr, names)
+        keep_dims = [k for k, d in enumerate(self.dims) if d in self.spec.patch]
+        for key in list(batch):
+            arr = batch[key]
+            batch[key] = arr.reshape(n, arr.shape[1], *(arr.shape[2 + k] for k in keep_dims))
+        batch["origin"] = origins
+        batch["sample"] = ids
+        if keep_order and n:
+            inverse = np.empty(n, dtype=np.int64)
+            inverse[order] = np.arange(n)
+            batch = {k: v[inverse] for k, v in batch.items()}
+        return batch
 
 
 def _tile(
