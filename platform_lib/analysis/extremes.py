@@ -326,14 +326,14 @@ def _stable_knn_from_matrix(d: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarr
     return np.take_along_axis(d, idx, axis=2), idx
 
 
-def _nearest_neighbours(x: np.ndarray, k: int, extra: int = 8) -> tuple[np.ndarray, np.ndarray]:
+def _nearest_neighbours(x: np.ndarray, k: int, extra: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """k nearest neighbours (self excluded) of every step of every pixel: distances and indices (b, n, k).
 
     A k-d tree per pixel (built in C in ~0.1 ms) finds them in O(T log T) instead of sorting each row
     of the T x T distance matrix. Ties are broken by the lower time index, as the package's stable
-    ``sortperm`` does: the tree returns ``extra`` more candidates, which are ordered by (distance,
-    index); a pixel whose ties reach past them, or with many features (> 16, where trees lose), is
-    done on its distance matrix instead.
+    ``sortperm`` does: the tree returns ``extra`` candidates more than needed, all ordered by
+    (distance, index); a pixel whose ties reach past them (rare: exact ties), or with many features
+    (> 16, where trees lose), is done on its distance matrix instead.
     """
     b, n, f = x.shape
     if f > 16:
