@@ -22,7 +22,7 @@ def test_ml_loader_bench_runs_on_the_demo_cube(demo_cubes, capsys):
     resolution = float(abs(cube["lat"][1] - cube["lat"][0]))
     years = f"{cube['time'].dt.year.values[0]}-{cube['time'].dt.year.values[-1]}"
     args = ["--data-dir", str(demo_cubes["ts"].parent), "--resolution", str(resolution), "--years", years]
-    args += ["--xbatcher-seconds", "0.3", "--batch-size", "16", "--rechunk-mem", "64MB"]
+    args += ["--xbatcher-seconds", "0.3", "--batch-size", "16", "--rechunk-mem", "64MB", "--repeat", "1"]
     assert bench.main(args) == 0
     out = capsys.readouterr().out
     assert "[ts]" in out and "[map]" in out
