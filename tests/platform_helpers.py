@@ -90,3 +90,24 @@ class PlatformEnv:
 
     def processes(self, project: str) -> list:
         return tagged_processes(str(self.layout(project).root.resolve()))
+
+
+#: Debian's Chromium and the flags it needs to run headless here (FIELD-NOTES); tools' own browser
+#: downloads fail on this kind of machine
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def launch_chromium(playwright: Any, profile: Path, **kwargs: Any) -> Any:
+    """A headless persistent Chromium context (a fresh ``profile`` folder) driven by Playwright."""
+    return playwright.chromium.launch_persistent_context(
+        str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS, **kwargs
+    )

@@ -98,18 +98,6 @@ def test_notebook_runs_top_to_bottom(name, session_env):
     assert "Traceback" not in _texts(nb)
 
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
 @pytest.fixture(scope="module")
 def platform(demo_catalog, tmp_path_factory):
     """An embedded platform (``esdl up``) for project nbtest (alice admin, bob member), with the
@@ -164,6 +152,8 @@ def test_scaling_out_notebook_on_the_embedded_platform_gateway(platform, tmp_pat
 @pytest.mark.slow
 def test_getting_started_renders_a_plot_in_jupyterlab(platform):
     """A member opens notebook 1 in the embedded JupyterLab with Chromium, runs all cells and sees plots."""
+    from platform_helpers import CHROMIUM, launch_chromium
+
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed (apt-get install chromium; .ci/run does it)")
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
@@ -174,12 +164,8 @@ def test_getting_started_renders_a_plot_in_jupyterlab(platform):
     shot = artifacts / "notebook-01-bob.png"
     url = platform.url("nbtest")
     with sync_playwright() as pw:
-        browser = pw.chromium.launch_persistent_context(
-            str(platform.root / "chromium-profile-nb"),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_FLAGS,
-            viewport={"width": 1280, "height": 1000},
+        browser = launch_chromium(
+            pw, platform.root / "chromium-profile-nb", viewport={"width": 1280, "height": 1000}
         )
         try:
             page = browser.new_page()
