@@ -320,3 +320,22 @@ def test_stats_never_count_other_splits_cells_even_without_a_train_split(stores,
     fit = cube[VARS[0]].values[labels == ts.grid.code("fit")].astype("float64")
     assert ts.stats.mean[0] == pytest.approx(np.nanmean(fit), rel=1e-9)
     assert ts.subset("holdout").stats is ts.stats
+
+
+def test_direct_zarr_reads_equal_xarray_reads(stores, cube, tmp_path):
+    from platform_lib.ml.reader import BlockReader, open_cube_for_reading
+    from platform_lib.storage import write_zarr_atomic
+
+    fast = BlockReader(open_cube_for_reading(stores["ts"]), VARS)
+    slow = BlockReader(xr.open_zarr(stores["ts"], chunks=None), VARS)  # a user's dataset: through xarray
+    assert fast.direct == set(VARS) and not slow.direct
+    region = (slice(3, 40), slice(1, 11), slice(2, 20))
+    np.testing.assert_array_equal(fast.read(region), slow.read(region))
+    # a CF fill value other than NaN must be masked by xarray: no direct read there
+    path = write_zarr_atomic(
+        cube[["kndvi"]], tmp_path / "fill.zarr", encoding={"kndvi": {"_FillValue": -9999.0}}, progress=False
+    )
+    masked = BlockReader(open_cube_for_reading(path), ["kndvi"])
+    assert not masked.direct
+    everything = (slice(0, 92), slice(0, 12), slice(0, 24))
+    np.testing.assert_array_equal(masked.read(everything)[0], cube["kndvi"].values)

@@ -26,6 +26,7 @@ import numpy as np
 from platform_lib.errors import EsdlError
 
 T = TypeVar("T")
+DIRECT_STORE = "esdl_direct_store"  # encoding key: a store opened by open_cube_for_reading, not subset
 Region = tuple[slice, ...]
 
 
@@ -48,7 +49,9 @@ def open_cube_for_reading(cube: Any) -> Any:
         path = Path(cube)
         if not path.exists() and "://" not in str(cube):
             raise EsdlError(f"No cube store at {cube}; pass an xarray.Dataset or the path of a Zarr store.")
-        return xr.open_zarr(cube, chunks=None)
+        ds = xr.open_zarr(cube, chunks=None)
+        ds.encoding[DIRECT_STORE] = str(cube)  # ours, unsubset: BlockReader may read it with zarr directly
+        return ds
     raise EsdlError(f"A cube must be an xarray.Dataset or a Zarr store path; got {type(cube).__name__}.")
 
 
@@ -88,6 +91,20 @@ def chunk_edges(ds: Any, variables: Sequence[str]) -> dict[str, np.ndarray]:
     return {d: np.array(sorted(e)) for d, e in edges.items()}
 
 
+def _nan_or_none(value: Any) -> bool:
+    try:
+        return value is None or bool(np.isnan(value))
+    except TypeError:
+        return False
+
+
+def _nd_buffer(array: np.ndarray) -> Any:
+    """A zarr output buffer over ``array`` (zarr decodes into it, no extra copy)."""
+    from zarr.core.buffer import default_buffer_prototype
+
+    return default_buffer_prototype().nd_buffer.from_numpy_array(array)
+
+
 def _is_dask(var: Any) -> bool:
     """Whether ``var`` is dask-backed, without touching ``var.data`` (which loads a lazy variable)."""
     return var.chunks is not None
@@ -107,10 +124,27 @@ class BlockReader:
         self.threads = max(1, min(int(threads), len(self.variables)))
         self._pool: ThreadPoolExecutor | None = None
         self._pool_pid = 0
+        # float variables without scale/offset in a store we opened: zarr decodes straight into the block
+        store = ds.encoding.get(DIRECT_STORE)
+        self.direct_store = store
+        self.direct = {
+            name
+            for name in self.variables
+            if store is not None
+            and not _is_dask(ds[name])
+            and ds[name].encoding.get("scale_factor") is None
+            and ds[name].encoding.get("add_offset") is None
+            and np.dtype(ds[name].encoding.get("dtype", ds[name].dtype)) == self.dtype
+            and _nan_or_none(ds[name].encoding.get("_FillValue"))
+            and "missing_value" not in ds[name].encoding
+        }
+        self._arrays: dict[str, Any] = {}
+        self._arrays_pid = 0
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_pool"], state["_pool_pid"] = None, 0  # threads do not travel to other processes
+        state["_arrays"], state["_arrays_pid"] = {}, 0
         return state
 
     def _variables_pool(self) -> ThreadPoolExecutor:
@@ -121,6 +155,18 @@ class BlockReader:
             self._pool_pid = os.getpid()
         return self._pool
 
+    def _array(self, name: str) -> Any:
+        import zarr
+
+        if self._arrays_pid != os.getpid():
+            self._arrays, self._arrays_pid = {}, os.getpid()
+        if name not in self._arrays:
+            arr = zarr.open_array(str(self.direct_store), path=name, mode="r")
+            if tuple(arr.shape) != tuple(self.ds[name].shape):
+                raise EsdlError(f"{self.direct_store}/{name} does not match the opened cube's shape.")
+            self._arrays[name] = arr
+        return self._arrays[name]
+
     def read(self, region: Region) -> np.ndarray:
         """Read ``region`` (one slice per dim) of every variable, the variables concurrently."""
         shape = tuple(sl.stop - sl.start for sl in region)
@@ -128,7 +174,11 @@ class BlockReader:
         indexer = dict(zip(self.dims, region, strict=True))
 
         def one(c: int) -> None:
-            var = self.ds[self.variables[c]].variable.isel(indexer)
+            name = self.variables[c]
+            if name in self.direct:
+                self._array(name).get_basic_selection(region, out=_nd_buffer(out[c]))
+                return
+            var = self.ds[name].variable.isel(indexer)
             out[c] = var.data.compute(scheduler="synchronous") if _is_dask(var) else var.values
 
         if self.threads == 1:
