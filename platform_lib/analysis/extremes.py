@@ -343,10 +343,18 @@ def _nearest_neighbours(x: np.ndarray, k: int, extra: int = 1) -> tuple[np.ndarr
     idx = np.empty((b, n, m), dtype=np.intp)
     for p in range(b):
         dist[p], idx[p] = cKDTree(x[p]).query(x[p], k=m)
-    dist[idx == np.arange(n)[None, :, None]] = np.inf  # self is not a neighbour
-    order = np.lexsort((idx, dist), axis=-1)[:, :, :k]
-    near = np.take_along_axis(dist, order, axis=2)
-    near_idx = np.take_along_axis(idx, order, axis=2)
+    # usual case: self comes first and no two candidates tie -- the tree's order is the answer
+    near = dist[:, :, 1 : k + 1].copy()
+    near_idx = idx[:, :, 1 : k + 1].copy()
+    messy = (idx[:, :, 0] != np.arange(n)[None, :]) | (dist[:, :, 1:] == dist[:, :, :-1]).any(axis=2)
+    if messy.any():  # order those rows by (distance, index) with self left out
+        d_m, i_m = dist[messy], idx[messy]
+        d_m[i_m == np.broadcast_to(np.arange(n)[None, :], messy.shape)[messy][:, None]] = np.inf
+        order = np.lexsort((i_m, d_m), axis=-1)[:, :k]
+        near[messy] = np.take_along_axis(d_m, order, axis=1)
+        near_idx[messy] = np.take_along_axis(i_m, order, axis=1)
+        dist[messy] = d_m
+    dist[:, :, 0] = np.where(messy, dist[:, :, 0], np.inf)  # self (first) is no candidate either
     if m < n:  # a tie at the k-th distance may continue beyond the candidates: redo those pixels
         unsure = (dist.max(axis=2, where=np.isfinite(dist), initial=0.0) <= near[:, :, -1]).any(axis=1)
         for p in np.flatnonzero(unsure):
