@@ -19,6 +19,7 @@ True
 from __future__ import annotations
 
 import contextlib
+import gc
 from collections.abc import Iterator
 from typing import Any
 
@@ -75,7 +76,13 @@ def gateway_cluster(
     cluster = None
     client = None
     try:
-        cluster = gw.new_cluster(**options) if options else gw.new_cluster()
+        try:
+            cluster = gw.new_cluster(**options) if options else gw.new_cluster()
+        except Exception:
+            # a failed new_cluster leaves a half-built GatewayCluster in a reference cycle; collect it
+            # here, so its __del__ does not run later on dask-gateway's event-loop thread and deadlock it
+            gc.collect()
+            raise
         cluster.scale(workers)
         client = cluster.get_client()
         if workers:

@@ -163,7 +163,9 @@ def test_gateway_isolation_scopes_and_limits(platform: PlatformEnv):
     as_alice, as_bob = gateway(alice.api_token()), gateway(bob.api_token())
     # worker choices come from the spec
     with pytest.raises(Exception, match="worker_memory"):
-        as_alice.new_cluster(worker_memory="64Gi")
+        # submit (the request new_cluster makes): a failed new_cluster leaves a half-built GatewayCluster
+        # whose __del__ can deadlock dask-gateway's event loop when collected on its thread
+        as_alice.submit(worker_memory="64Gi")
     cluster = as_alice.new_cluster()
     try:
         assert [c.name for c in as_alice.list_clusters()] == [cluster.name]
@@ -181,7 +183,7 @@ def test_gateway_isolation_scopes_and_limits(platform: PlatformEnv):
             narrow.list_clusters()
         # the spec's limit: one running cluster per user
         with pytest.raises(Exception, match="max_clusters_per_user"):
-            as_alice.new_cluster()
+            as_alice.submit()
         close_gateway(narrow)
     finally:
         cluster.shutdown()
