@@ -162,14 +162,19 @@ def _dimension_kernel(
     out = np.full((block.shape[0], n_out), np.nan)
     for start in range(0, block.shape[0], _BATCH_PIXELS):
         batch = block[start : start + _BATCH_PIXELS]
-        # a variable with no data at all cannot be filled (the ocean in a land variable): skip the pixel
-        keep = ~np.isnan(batch).all(axis=1).any(axis=1)
+        gappy = np.isnan(batch).any(axis=(1, 2))  # fast: stops at a pixel's first NaN
+        keep = ~gappy
+        if fill_gaps and gappy.any():
+            # a variable with no data at all cannot be filled (the ocean in a land variable)
+            keep[gappy] = ~np.isnan(batch[gappy]).all(axis=1).any(axis=1)
         if not keep.any():
             continue
         part = start + np.flatnonzero(keep)
         x = np.asarray(batch[keep], dtype=np.float64)
-        if fill_gaps and np.isnan(x).any():  # gap_fill_numpy works along the last axis
-            x = np.moveaxis(gap_fill_numpy(np.moveaxis(x, 1, -1), steps, years, steps_per_year), -1, 1)
+        to_fill = gappy[keep]
+        if fill_gaps and to_fill.any():  # gap_fill_numpy works along the last axis
+            filled = gap_fill_numpy(np.moveaxis(x[to_fill], 1, -1), steps, years, steps_per_year)
+            x[to_fill] = np.moveaxis(filled, -1, 1)
         if not time_scales:
             out[part, 0] = intrinsic_dimension_block(x, explained_variance, retained_variance)
             continue
