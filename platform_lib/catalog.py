@@ -203,8 +203,11 @@ def describe_cube(name: str, catalog: str | os.PathLike[str] | Sequence[str | os
     }
 
 
-def _open_entry(entry: CubeEntry) -> xr.Dataset:
-    """Open an entry's store lazily (dask chunks = stored chunks) through Intake."""
+_STORED: Any = {}  # open_cube's default chunks: one dask chunk per stored chunk
+
+
+def _open_entry(entry: CubeEntry, chunks: Any = _STORED) -> xr.Dataset:
+    """Open an entry's store lazily through Intake (dask chunks = stored chunks unless ``chunks``)."""
     if entry.is_local and not Path(entry.urlpath.removeprefix("file://")).exists():
         hint = ""
         if entry.metadata.get("demo"):
@@ -219,7 +222,10 @@ def _open_entry(entry: CubeEntry) -> xr.Dataset:
         raise CatalogError(f"{entry.catalog}: entry {entry.name!r} has driver {entry.driver!r}; only 'zarr' is supported.")
     # Intake fills {{ env(ESDL_DATA_DIR) }} from the environment: give it the default data folder
     os.environ.setdefault("ESDL_DATA_DIR", str(data_dir()))
-    return _intake_catalog(entry.catalog)[entry.name].to_dask()
+    source = _intake_catalog(entry.catalog)[entry.name]
+    if chunks is _STORED:
+        return source.to_dask()
+    return source.reader.read(chunks=chunks)
 
 
 _INTAKE_CACHE: dict[Path, tuple[tuple[int, int], Any]] = {}
@@ -244,6 +250,7 @@ def open_cube(
     bbox: Sequence[float] | None = None,
     time_range: Sequence[Any] | None = None,
     catalog: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+    chunks: Any = _STORED,
 ) -> xr.Dataset:
     """Open a catalog cube as a lazy, dask-backed ``xarray.Dataset``, optionally subset.
 
@@ -251,6 +258,9 @@ def open_cube(
     - ``bbox``: ``(lon_min, lat_min, lon_max, lat_max)`` in degrees; ``lon_min > lon_max`` selects a
       box across the dateline. Cells whose centres fall inside are kept.
     - ``time_range``: ``(start, end)``, inclusive, anything pandas reads as a date.
+    - ``chunks``: as for ``xarray.open_dataset``; the default is one dask chunk per stored chunk,
+      ``None`` gives lazily indexed arrays without dask (``.chunk(...)`` them to read exactly the
+      pieces you need, each in one call that zarr serves concurrently: regional cubes do this).
 
     Nothing is read but metadata: subsetting is lazy. Unknown variables, a bbox outside the cube or
     an inverted time range raise :class:`~platform_lib.errors.EsdlError` saying what exists.
@@ -261,7 +271,7 @@ def open_cube(
     {'time': 12, 'lat': 25, 'lon': 40}
     """
     entry = get_entry(name, catalog)
-    ds = _open_entry(entry)
+    ds = _open_entry(entry, chunks)
     return subset_cube(ds, variables=variables, bbox=bbox, time_range=time_range, label=f"cube {name!r}")
 
 

@@ -301,3 +301,38 @@ def test_regional_cli_make_list_remove(team, capsys):
         _cli("cubes", "regional", "src-map")
     assert _cli("cubes", "regional", "--remove", "sahara-edge") == 0
     assert "sahara-edge" not in list_cubes()
+
+
+def test_coarsening_with_custom_chunks_not_dividing_the_region(team):
+    """Read chunks are output chunks times the factor; a remainder that does not fill a coarse cell is
+    trimmed, whatever the chunk boundaries."""
+    ds = source_cube()
+    path = make_regional_cube(
+        "src-ts",
+        bbox=(1, 41, 21, 57),  # 9 x 11 cells of 2 degrees
+        variables=["air_temperature_2m"],
+        resolution=4.0,
+        chunking={"time": 20, "lat": 3, "lon": 2},
+        name="odd",
+        progress=False,
+    )
+    out = xr.open_zarr(path)
+    assert zarr.open_group(path, mode="r")["air_temperature_2m"].chunks == (20, 3, 2)
+    expected = (
+        ds["air_temperature_2m"]
+        .sel(lat=slice(41, 57), lon=slice(1, 21))
+        .coarsen(lat=2, lon=2, boundary="trim")
+        .mean()
+    )
+    assert dict(out.sizes) == {"time": 92, "lat": 4, "lon": 5}
+    np.testing.assert_allclose(out["air_temperature_2m"].values, expected.values, rtol=1e-6)
+
+
+def test_open_cube_chunks(team):
+    """open_cube's chunks: stored chunks by default, None for lazily indexed arrays (regional cubes)."""
+    assert open_cube("src-ts")["air_temperature_2m"].data.chunksize == (46, 8, 8)
+    lazy = open_cube("src-ts", chunks=None, bbox=(0, 40, 10, 50))["air_temperature_2m"]
+    assert lazy.chunks is None and not lazy.variable._in_memory
+    xr.testing.assert_equal(
+        lazy.load(), open_cube("src-ts", bbox=(0, 40, 10, 50))["air_temperature_2m"].load()
+    )
