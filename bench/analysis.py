@@ -24,6 +24,7 @@ Prints pixels per second and ratios (> 1: ours faster). Timings are wall clock, 
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import os
 import resource
@@ -185,7 +186,11 @@ def bench_scaling(resolution: float, years: tuple[int, int], repeat: int) -> Non
         with (
             warnings.catch_warnings(),
             LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                silence_logs=logging.CRITICAL,  # shutdown chatter (heartbeats to a closed scheduler)
             ) as cluster,
             Client(cluster) as client,
         ):
