@@ -66,12 +66,17 @@ class PeakRSS:
         self.peak = max(self.peak, self._proc.memory_info().rss - self._base)
 
 
-def source_stores(resolution: float, years: tuple[int, int]) -> dict[str, Path]:
-    """The demo cube in both chunkings, generated once into ``<state>/bench-data`` and reused."""
+def source_stores(resolution: float, years: tuple[int, int], data_dir: str | None = None) -> dict[str, Path]:
+    """The demo cube in both chunkings, generated once into ``data_dir`` (default
+    ``<state>/bench-data/...``) and reused."""
     from platform_lib.demo import write_demo_cubes
     from platform_lib.paths import state_dir
 
-    folder = state_dir() / "bench-data" / f"{resolution:g}deg-{years[0]}-{years[1]}"
+    folder = (
+        Path(data_dir)
+        if data_dir
+        else state_dir() / "bench-data" / f"{resolution:g}deg-{years[0]}-{years[1]}"
+    )
     return write_demo_cubes(folder, resolution=resolution, years=years, progress=True)
 
 
@@ -101,12 +106,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="5-degree, 2-year source (a smoke run)")
     parser.add_argument("--repeat", type=int, default=None, help="runs per case (default 5, --small 1)")
+    parser.add_argument(
+        "--data-dir", help="folder with (or for) the demo stores (default: <state>/bench-data)"
+    )
+    parser.add_argument("--resolution", type=float, help="demo cube resolution (default 1, --small 5)")
+    parser.add_argument("--years", help="FIRST-LAST (default 2001-2006, --small 2001-2002)")
     args = parser.parse_args(argv)
     resolution, years = (5.0, (2001, 2002)) if args.small else (1.0, (2001, 2006))
+    if args.resolution:
+        resolution = args.resolution
+    if args.years:
+        first, _, last = args.years.partition("-")
+        years = (int(first), int(last or first))
     repeat = args.repeat or (1 if args.small else 5)
     time_range = (f"{years[0]}-01-01", f"{years[1]}-12-31")
 
-    stores = source_stores(resolution, years)
+    stores = source_stores(resolution, years, args.data_dir)
     work = Path(tempfile.mkdtemp(prefix="esdl-bench-regional-"))
     catalog = work / "shared.yaml"
     catalog.write_text(
@@ -123,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
     )
+    saved_env = dict(os.environ)  # restored at the end (a smoke test runs main() in its own process)
     os.environ.update(
         ESDL_CATALOG=str(catalog),
         ESDL_TEAM_DIR=str(work / "team"),
@@ -178,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
             )
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        os.environ.clear()
+        os.environ.update(saved_env)
     return 0
 
 
