@@ -20,6 +20,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import time
 import uuid
 import warnings
 from collections.abc import Iterator, Mapping
@@ -59,14 +60,25 @@ def atomic_path(target: str | os.PathLike[str], *, overwrite: bool = False) -> I
             os.replace(tmp, target)
     finally:
         if tmp.exists():
-            _remove(tmp)
+            _remove(tmp, settle=True)
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
+def _remove(path: Path, settle: bool = False) -> None:
+    """Remove a file or folder. With ``settle``, keep removing until it stays gone for a moment: after a
+    failed parallel write, tasks still in flight (dask stops submitting, it does not wait) may write a
+    chunk, and recreate folders, just after the first removal."""
+    quiet_rounds = 0
+    for _ in range(100):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        if not settle:
+            return
+        quiet_rounds = quiet_rounds + 1 if not path.exists() else 0
+        if quiet_rounds >= 5:
+            return
+        time.sleep(0.05)
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str, *, mode: int | None = None) -> Path:
