@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from platform_helpers import REPO, PlatformEnv, small_spec
 
-from platform_lib.gateway import close_gateway, open_gateway
+from platform_lib.gateway import close_gateway, gateway_cluster, open_gateway
 from platform_lib.local.client import HubClient, LoginFailed
 from platform_lib.local.supervisor import http_ok
 
@@ -48,7 +48,9 @@ def platform(tmp_path_factory, demo_catalog):
     for nb in (REPO / "notebooks").glob("*.ipynb"):
         (curated / nb.name).write_bytes(nb.read_bytes())
     (curated / "00-welcome.ipynb").write_text(json.dumps(NOTEBOOK))
-    penv.write_spec(small_spec("alpha", ["alice"], ["bob"]))
+    alpha = small_spec("alpha", ["alice"], ["bob"])
+    alpha["dask"]["max_clusters_per_user"] = 2  # and 2 workers over both
+    penv.write_spec(alpha)
     penv.write_spec(small_spec("beta", ["dave"], ["erin"]))
     try:
         out = penv.esdl("up", "--project", "alpha", "--project", "beta", "--port", "0").stdout
@@ -181,9 +183,11 @@ def test_gateway_isolation_scopes_and_limits(platform: PlatformEnv):
         narrow = gateway(alice.api_token(scopes=["users:activity!user"]))
         with pytest.raises(Exception, match="401|[Uu]nauthorized"):
             narrow.list_clusters()
-        # the spec's limit: one running cluster per user
+        # the spec's limit: two running clusters per user
+        second = as_alice.submit()
         with pytest.raises(Exception, match="max_clusters_per_user"):
             as_alice.submit()
+        as_alice.stop_cluster(second)
         close_gateway(narrow)
     finally:
         cluster.shutdown()
@@ -200,6 +204,38 @@ def test_gateway_isolation_scopes_and_limits(platform: PlatformEnv):
     with pytest.raises(Exception, match="401|403|[Uu]nauthorized|[Ff]orbidden|Permission failure"):
         other.list_clusters()
     close_gateway(other)
+
+
+def test_max_workers_per_user_spans_a_users_clusters(platform: PlatformEnv):
+    ports = platform.layout("alpha").saved_ports()
+    alice = login(platform, "alpha", "alice")
+    gateway = open_gateway(
+        f"{platform.url('alpha')}/services/dask-gateway",
+        proxy_address=f"gateway://127.0.0.1:{ports['gateway_tcp']}",
+        token=alice.api_token(),
+    )
+    log = platform.layout("alpha").log_file("gateway")
+    try:
+        with gateway_cluster(2, gateway=gateway) as (first, first_client):  # the user's 2 workers
+            second = gateway.new_cluster()
+            try:
+                second.scale(2)
+                second_client = second.get_client(set_as_default=False)
+                _wait(lambda: f"Cluster {second.name} asks for 2 workers; user alice may have 0 more" in log.read_text(),
+                      what="the gateway capping the second cluster")  # fmt: skip
+                assert len(second_client.scheduler_info()["workers"]) == 0
+                assert len(first_client.scheduler_info()["workers"]) == 2
+            except BaseException:
+                second.shutdown()
+                raise
+        # with the first cluster gone, the second may have workers
+        second.scale(1)
+        second_client.wait_for_workers(1, timeout=120)
+        second_client.close()
+        second.shutdown()
+        close_gateway(second.gateway)
+    finally:
+        close_gateway(gateway)
 
 
 def test_browser_login_reaches_jupyterlab(platform: PlatformEnv):
