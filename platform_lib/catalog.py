@@ -203,11 +203,29 @@ def describe_cube(name: str, catalog: str | os.PathLike[str] | Sequence[str | os
     }
 
 
-_STORED: Any = {}  # open_cube's default chunks: one dask chunk per stored chunk
+_STORED: Any = {}  # open_cube's default chunks: the catalog entry's (whole multiples of the stored chunks)
+_DATASET_CACHE: dict[tuple[Any, ...], xr.Dataset] = {}
 
 
 def _open_entry(entry: CubeEntry, chunks: Any = _STORED) -> xr.Dataset:
-    """Open an entry's store lazily through Intake (dask chunks = stored chunks unless ``chunks``)."""
+    """Open an entry's store lazily through Intake; a local store opened before (and unchanged since)
+    is served from a cache of lazy datasets, as a shallow copy, so repeated opens cost almost nothing."""
+    key = None
+    if entry.is_local:
+        meta = Path(entry.urlpath.removeprefix("file://")) / "zarr.json"
+        if meta.exists():
+            st = meta.stat()
+            key = (entry.catalog, entry.name, entry.urlpath, repr(chunks), st.st_mtime_ns, st.st_size)
+            if key in _DATASET_CACHE:
+                return _DATASET_CACHE[key].copy(deep=False)
+    ds = _open_entry_uncached(entry, chunks)
+    if key is not None:
+        _DATASET_CACHE[key] = ds
+        return ds.copy(deep=False)
+    return ds
+
+
+def _open_entry_uncached(entry: CubeEntry, chunks: Any) -> xr.Dataset:
     if entry.is_local and not Path(entry.urlpath.removeprefix("file://")).exists():
         hint = ""
         if entry.metadata.get("demo"):

@@ -105,6 +105,24 @@ def test_open_cube_subsets_lazily(demo_catalog, demo_cubes):
     assert list(one.data_vars) == ["kndvi"]
 
 
+def test_reopening_is_cached_until_the_store_changes(tmp_path):
+    from platform_lib.storage import write_zarr_atomic
+
+    store = tmp_path / "c.zarr"
+    times = xr.date_range("2001-01-05", periods=2, freq="8D")
+    cube = xr.Dataset({"t": (("time", "lat", "lon"), np.zeros((2, 2, 2), "float32"), {"units": "K"})},
+                      coords={"time": times, "lat": [-45.0, 45.0], "lon": [-90.0, 90.0]})
+    write_zarr_atomic(cube, store, progress=False)
+    cat = tmp_path / "cat.yaml"
+    meta = catalog.cube_metadata(cube, chunking="map", license="CC-BY-4.0", source="test")
+    cat.write_text(catalog.dump_catalog({"c": catalog.catalog_source(str(store), "c", meta)}, title="t"))
+    first = catalog.open_cube("c", catalog=cat)
+    first.attrs["mine"] = 1  # a caller's change does not leak into the next open
+    assert "mine" not in catalog.open_cube("c", catalog=cat).attrs
+    write_zarr_atomic(cube + 1, store, overwrite=True, progress=False)
+    assert float(catalog.open_cube("c", catalog=cat)["t"].sum()) == 8.0, "a rewritten store is opened anew"
+
+
 def test_bbox_across_the_dateline(demo_catalog):
     ds = platform_lib.open_cube("esdc-demo-ts", variables="air_temperature_2m", bbox=(170, 60, -170, 70))
     assert ds["lon"].values.tolist() == [172.5, 177.5, -177.5, -172.5]
