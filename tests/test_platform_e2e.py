@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from platform_helpers import REPO, PlatformEnv, small_spec
+from platform_helpers import REPO, PlatformEnv, launch_chromium, small_spec
 
 from platform_lib.gateway import close_gateway, gateway_cluster, open_gateway
 from platform_lib.local.client import HubClient, LoginFailed
@@ -26,16 +26,6 @@ from platform_lib.local.supervisor import http_ok
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 NOTEBOOK = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
 
 
@@ -245,13 +235,7 @@ def test_browser_login_reaches_jupyterlab(platform: PlatformEnv):
     artifacts.mkdir(exist_ok=True)
     profile = platform.root / "chromium-profile"
     with sync_playwright() as pw:
-        browser = pw.chromium.launch_persistent_context(
-            str(profile),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_FLAGS,
-            viewport={"width": 1280, "height": 800},
-        )
+        browser = launch_chromium(pw, profile, viewport={"width": 1280, "height": 800})
         try:
             page = browser.new_page()
             page.goto(f"{platform.url('alpha')}/hub/login")
