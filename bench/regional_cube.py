@@ -111,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--resolution", type=float, help="demo cube resolution (default 1, --small 5)")
     parser.add_argument("--years", help="FIRST-LAST (default 2001-2006, --small 2001-2002)")
+    parser.add_argument(
+        "--select-years", help="FIRST-LAST of the selection (default: every year of the cube)"
+    )
     args = parser.parse_args(argv)
     resolution, years = (5.0, (2001, 2002)) if args.small else (1.0, (2001, 2006))
     if args.resolution:
@@ -119,7 +122,11 @@ def main(argv: list[str] | None = None) -> int:
         first, _, last = args.years.partition("-")
         years = (int(first), int(last or first))
     repeat = args.repeat or (1 if args.small else 5)
-    time_range = (f"{years[0]}-01-01", f"{years[1]}-12-31")
+    selected = years
+    if args.select_years:
+        first, _, last = args.select_years.partition("-")
+        selected = (int(first), int(last or first))
+    time_range = (f"{selected[0]}-01-01", f"{selected[1]}-12-31")
 
     stores = source_stores(resolution, years, args.data_dir)
     work = Path(tempfile.mkdtemp(prefix="esdl-bench-regional-"))

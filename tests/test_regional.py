@@ -361,6 +361,8 @@ def test_regional_bench_runs_on_the_demo_cube(demo_cubes, capsys):
         years,
         "--repeat",
         "1",
+        "--select-years",
+        "2003",
     ]
     assert bench.main(args) == 0
     out = capsys.readouterr().out
