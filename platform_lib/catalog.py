@@ -5,8 +5,8 @@ so ``intake.open_catalog(path)[name].to_dask()`` works too; this module adds sea
 and the team catalogs, metadata checks and clear errors.
 
 Where the catalogs are (:func:`catalog_paths`): the files named by ``ESDL_CATALOG`` (separated by
-``os.pathsep``), else ``<repo>/catalog/esdl.yaml``; then the project's team catalog named by
-``ESDL_TEAM_CATALOG`` when that file exists. A later catalog may not redefine an earlier name.
+``os.pathsep``), else ``<repo>/catalog/esdl.yaml``; then the project's team catalog when that file
+exists: ``ESDL_TEAM_CATALOG``, else ``catalog.yaml`` in the team folder (``ESDL_TEAM_DIR``). A later catalog may not redefine an earlier name.
 
 Catalog templates: ``{{ CATALOG_DIR }}`` is the catalog's folder and ``{{ env(ESDL_DATA_DIR) }}`` the
 demo data folder (:func:`platform_lib.paths.data_dir`, filled in when it is not set).
@@ -89,16 +89,19 @@ def expand_template(text: str, catalog_dir: Path) -> str:
 
 
 def catalog_paths() -> list[Path]:
-    """The catalog files searched, in order: ``ESDL_CATALOG`` (or the repository's), then the team's.
+    """The catalog files searched, in order: ``ESDL_CATALOG`` (or the repository's), then the team's
+    (:func:`platform_lib.team.team_catalog_path`) if it exists.
 
     >>> catalog_paths()[0].name
     'esdl.yaml'
     """
     env = os.environ.get("ESDL_CATALOG")
     paths = [Path(p) for p in env.split(os.pathsep) if p] if env else [repo_root() / DEFAULT_CATALOG]
-    team = os.environ.get("ESDL_TEAM_CATALOG")
-    if team and Path(team).exists():
-        paths.append(Path(team))
+    from platform_lib.team import team_catalog_path
+
+    team = team_catalog_path()  # ESDL_TEAM_CATALOG, else <team folder>/catalog.yaml
+    if team.exists():
+        paths.append(team)
     return paths
 
 

@@ -276,8 +276,12 @@ def test_open_cube_over_s3(s3_endpoint, demo_cubes, tmp_path):
     assert catalog.validate_catalog(cat, open_stores=True) == []
 
 
-def test_repo_catalog_path_is_default(monkeypatch):
+def test_repo_catalog_path_is_default(monkeypatch, tmp_path):
     monkeypatch.delenv("ESDL_CATALOG", raising=False)
     monkeypatch.delenv("ESDL_TEAM_CATALOG", raising=False)
+    monkeypatch.setenv("ESDL_TEAM_DIR", str(tmp_path))
     assert catalog.catalog_paths() == [SHIPPED]
+    # the team folder's catalog joins once it exists, without ESDL_TEAM_CATALOG
+    (tmp_path / "catalog.yaml").write_text(catalog.dump_catalog({}, title="team"))
+    assert catalog.catalog_paths() == [SHIPPED, tmp_path / "catalog.yaml"]
     assert Path(catalog.describe_cube("esdc-demo-ts")["catalog"]) == SHIPPED.resolve()
