@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from platform_lib import catalog
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``esdl catalog ...`` to the parser."""
@@ -24,6 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from platform_lib import catalog
+
     path = args.path or str(catalog.repo_root() / catalog.DEFAULT_CATALOG)
     problems = catalog.validate_catalog(path, open_stores=args.open)
     for problem in problems:

@@ -1,12 +1,13 @@
-"""``esdl cubes``: list, describe and generate cubes."""
+"""``esdl cubes``: list, describe and generate cubes.
+
+The library (and with it xarray and dask) is imported inside each command, so ``esdl`` starts fast.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import time
-
-from platform_lib import catalog, demo
 
 
 def _years(text: str) -> tuple[int, int]:
@@ -38,8 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Generate the deterministic ESDC-like demo cube and write its 'ts' and 'map' chunkings "
         "as Zarr v3 stores (atomically) into the data folder. Existing stores are kept unless --overwrite.",
     )
-    gen.add_argument("--resolution", type=float, default=demo.DEFAULT_RESOLUTION, help="degrees (default %(default)s)")
-    gen.add_argument("--years", type=_years, default=demo.DEFAULT_YEARS, help="FIRST-LAST (default 2001-2021)")
+    gen.add_argument("--resolution", type=float, help="degrees (default: the demo default, 1)")
+    gen.add_argument("--years", type=_years, help="FIRST-LAST (default: the demo default, 2001-2021)")
     gen.add_argument("--data-dir", help="target folder (default: ESDL_DATA_DIR or .esdl-state/data)")
     gen.add_argument("--overwrite", action="store_true", help="replace stores that exist")
     gen.add_argument("--seed", type=int, default=0)
@@ -51,6 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from platform_lib import catalog
+
     for name in catalog.list_cubes(args.catalog):
         meta = catalog.describe_cube(name, args.catalog)
         print(f"{name:28s} {meta.get('chunking', ''):4s} {meta.get('title', '')}")
@@ -58,6 +61,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
+    from platform_lib import catalog
+
     meta = catalog.describe_cube(args.name, args.catalog)
     if args.json:
         print(json.dumps(meta, indent=2, default=str))
@@ -75,10 +80,11 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    from platform_lib import demo
+
     start = time.perf_counter()
-    paths = demo.write_demo_cubes(
-        args.data_dir, resolution=args.resolution, years=args.years, overwrite=args.overwrite, seed=args.seed
-    )
+    given = {k: v for k, v in (("resolution", args.resolution), ("years", args.years)) if v is not None}
+    paths = demo.write_demo_cubes(args.data_dir, overwrite=args.overwrite, seed=args.seed, **given)
     for chunking, path in paths.items():
         size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
         print(f"{chunking:>3}: {path} ({size / 1e6:.0f} MB)")
