@@ -175,6 +175,7 @@ def map_cube(
     name: str | None = None,
     attrs: Mapping[str, Any] | None = None,
     max_block_bytes: int = DEFAULT_BLOCK_BYTES,
+    contiguous: bool = True,
 ) -> xr.DataArray:
     """Apply ``func`` to the ``input_dims`` block of every other coordinate of ``cube``; lazy on dask.
 
@@ -187,6 +188,9 @@ def map_cube(
     - ``output_dims`` that are not input dims need ``output_sizes`` (and optionally ``output_coords``).
     - Only the core dims are rechunked (into one chunk, if they are split); blocks whose merged core
       would exceed ``max_block_bytes`` are split along the other dims to keep memory bounded.
+    - ``contiguous=False`` (batched only) hands ``func`` the block as it lies in memory (a strided
+      view when the cube is time-major) instead of a pixel-major copy, for functions that skip most
+      pixels (the ocean) and gather only the ones they need.
 
     Coordinates of the loop dims and attributes are kept; the result has the loop dims first, then
     ``output_dims``.
@@ -243,7 +247,9 @@ def map_cube(
 
     def _apply(block: np.ndarray) -> np.ndarray:
         loop_shape = block.shape[: block.ndim - n_core]
-        flat = pixel_major(block.reshape((-1, *block.shape[block.ndim - n_core :])))
+        flat = block.reshape((-1, *block.shape[block.ndim - n_core :]))
+        if contiguous or not batched:
+            flat = pixel_major(flat)
         if batched:
             out = np.asarray(func(flat, **kw))
         elif flat.shape[0]:

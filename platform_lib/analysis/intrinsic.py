@@ -33,27 +33,38 @@ from platform_lib.compute import STEPS_PER_YEAR, as_variable_array, gap_fill_num
 from platform_lib.errors import EsdlError
 
 TIME_SCALES = ("long_term", "annual", "fast")
-_BATCH_PIXELS = 128  # pixels per batch: float64 temporaries of a few MB, reused, not page-faulted
+_BATCH_PIXELS = 32  # pixels per batch: the float64 work buffer (~1.8 MB at 552 x 13) stays in L2 cache
 
 
-def zscore_gram(x: np.ndarray) -> np.ndarray:
+def zscore_gram(x: np.ndarray, work: np.ndarray | None = None) -> np.ndarray:
     """Gram matrices ``Z.T @ Z`` (pixels, var, var) of the z-scored columns of ``x`` (pixels, time, var).
 
     ``Z`` is never built. The columns are shifted by their first value (one pass, written as float64
     next to a column of ones) and ONE batched BLAS ``matmul`` gives their Gram matrix and column sums;
     the centred Gram matrix is ``G - s s' / T`` (the shift keeps this free of cancellation) and is
     then scaled by ``1 / (s_v s_w)``. A zero-variance column becomes a column of ones in ``Z``: ``T``
-    on the diagonal and 0 against the (centred) others.
+    on the diagonal and 0 against the (centred) others. ``work`` (batch, time, var + 1) float64, if
+    given, is used for the shifted columns instead of a new array.
 
     >>> x = np.array([[[1.0, 5.0], [3.0, 5.0]]])          # one pixel, 2 steps: z = [-1, 1] and ones
     >>> zscore_gram(x).tolist()
     [[[2.0, 0.0], [0.0, 2.0]]]
     """
     n, v = x.shape[-2], x.shape[-1]
-    shifted = np.empty((*x.shape[:-1], v + 1))
+    shape = (*x.shape[:-1], v + 1)
+    if work is not None and work.shape[1:] == shape[1:] and work.shape[0] >= shape[0] and x.ndim == 3:
+        shifted = work[: shape[0]]  # reused between batches: stays in cache, no page faults
+    else:
+        shifted = np.empty(shape)
     np.subtract(x, x[..., :1, :], out=shifted[..., :v], dtype=np.float64)
     shifted[..., v] = 1.0
-    full = np.matmul(np.swapaxes(shifted, -1, -2), shifted)
+    return _zscore_from_raw_gram(np.matmul(np.swapaxes(shifted, -1, -2), shifted), n)
+
+
+def _zscore_from_raw_gram(full: np.ndarray, n: int) -> np.ndarray:
+    """:func:`zscore_gram` from ``full`` (..., var + 1, var + 1): the Gram matrix of the shifted columns
+    and a column of ones, over ``n`` steps."""
+    v = full.shape[-1] - 1
     sums = full[..., :v, v]
     gram = full[..., :v, :v] - sums[..., :, None] * sums[..., None, :] / n
     var = np.diagonal(gram, axis1=-2, axis2=-1) / n  # population variance (ddof 0), as np.std
@@ -108,12 +119,27 @@ def intrinsic_dimension_block(
         raise EsdlError(f"expected a (pixels, time, variable) block, got shape {block.shape}.")
     out = np.full(block.shape[0], np.nan)
     ok = ~np.isnan(block).any(axis=(1, 2))
-    idx = np.flatnonzero(ok)
-    for start in range(0, idx.size, _BATCH_PIXELS):
-        part = idx[start : start + _BATCH_PIXELS]
-        lam = np.linalg.eigvalsh(zscore_gram(block[part]))[:, ::-1]  # squared singular values of z
-        out[part] = dimension_from_variances(lam, explained_variance, retained_variance)
+    if ok.all():
+        return _complete_dimensions(block, explained_variance, retained_variance)
+    out[ok] = _complete_dimensions(block[ok], explained_variance, retained_variance)
     return out
+
+
+def _complete_dimensions(
+    x: np.ndarray, explained_variance: float, retained_variance: float, work: np.ndarray | None = None
+) -> np.ndarray:
+    """Intrinsic dimension of each pixel of ``x`` (pixels, time, variable), which has no NaN.
+
+    Cache-sized batches through one reused float64 work buffer; one ``eigvalsh`` for all pixels.
+    """
+    n, t, v = x.shape
+    if work is None or work.shape[1:] != (t, v + 1):
+        work = np.empty((min(n, _BATCH_PIXELS), t, v + 1))
+    gram = np.empty((n, v, v))
+    for start in range(0, n, _BATCH_PIXELS):
+        gram[start : start + _BATCH_PIXELS] = zscore_gram(x[start : start + _BATCH_PIXELS], work)
+    lam = np.linalg.eigvalsh(gram)[:, ::-1]  # squared singular values of z
+    return dimension_from_variances(lam, explained_variance, retained_variance).astype(np.float64)
 
 
 def decompose_time_scales(x: np.ndarray, steps_per_year: int = STEPS_PER_YEAR) -> np.ndarray:
@@ -157,27 +183,35 @@ def _dimension_kernel(
     fill_gaps: bool,
     steps_per_year: int,
 ) -> np.ndarray:
-    """(pixels, time, variable) -> (pixels,) or (pixels, 3) with time scales, in cache-sized batches."""
+    """(pixels, time, variable) -> (pixels,) or (pixels, 3) with time scales, in cache-sized batches.
+
+    ``block`` may be a strided view of a time-major cube: pixels that cannot have an answer (a variable
+    with no data at all, e.g. the ocean; without gap filling, any NaN) are found on that view, and
+    only the others are gathered, a batch at a time (:func:`_time_major_dimensions`).
+    """
     n_out = len(TIME_SCALES) if time_scales else 1
     out = np.full((block.shape[0], n_out), np.nan)
-    for start in range(0, block.shape[0], _BATCH_PIXELS):
-        batch = block[start : start + _BATCH_PIXELS]
-        gappy = np.isnan(batch).any(axis=(1, 2))  # fast: stops at a pixel's first NaN
-        keep = ~gappy
-        if fill_gaps and gappy.any():
-            # a variable with no data at all cannot be filled (the ocean in a land variable)
-            keep[gappy] = ~np.isnan(batch[gappy]).all(axis=1).any(axis=1)
-        if not keep.any():
-            continue
-        part = start + np.flatnonzero(keep)
-        x = np.asarray(batch[keep], dtype=np.float64)
-        to_fill = gappy[keep]
-        if fill_gaps and to_fill.any():  # gap_fill_numpy works along the last axis
-            filled = gap_fill_numpy(np.moveaxis(x[to_fill], 1, -1), steps, years, steps_per_year)
-            x[to_fill] = np.moveaxis(filled, -1, 1)
-        if not time_scales:
-            out[part, 0] = intrinsic_dimension_block(x, explained_variance, retained_variance)
-            continue
+    if fill_gaps:  # a variable with no data at all cannot be filled (the ocean in a land variable)
+        candidates = ~np.isnan(block).all(axis=1).any(axis=1)
+    else:  # a NaN anywhere gives NaN: the first step rules out most; the rest is checked per batch
+        candidates = ~np.isnan(block[:, 0, :]).any(axis=1)
+    idx = np.flatnonzero(candidates)
+    if not time_scales:
+        fill = (steps, years, steps_per_year) if fill_gaps else None
+        out[idx, 0] = _time_major_dimensions(block, idx, explained_variance, retained_variance, fill)
+        return out[:, 0]
+    gather = 8 * _BATCH_PIXELS  # pixels gathered (copied pixel-major) at a time
+    for start in range(0, idx.size, gather):
+        part = idx[start : start + gather]
+        x = block[part]  # pixel-major copy of these pixels only
+        gappy = np.isnan(x).any(axis=(1, 2))
+        if gappy.any():
+            if not fill_gaps:
+                part, x = part[~gappy], x[~gappy]
+            else:  # gap_fill_numpy works along the last axis
+                x = np.asarray(x, dtype=np.float64)
+                filled = gap_fill_numpy(np.moveaxis(x[gappy], 1, -1), steps, years, steps_per_year)
+                x[gappy] = np.moveaxis(filled, -1, 1)
         ok = ~np.isnan(x).any(axis=(1, 2))
         if ok.any():
             scales = decompose_time_scales(np.moveaxis(x[ok], 1, -1), steps_per_year)  # (p, var, 3, time)
@@ -185,7 +219,54 @@ def _dimension_kernel(
                 out[part[ok], i] = intrinsic_dimension_block(
                     np.moveaxis(scales[:, :, i, :], 1, -1), explained_variance, retained_variance
                 )
-    return out if time_scales else out[:, 0]
+    return out
+
+
+def _time_major_dimensions(
+    block: np.ndarray,
+    idx: np.ndarray,
+    explained_variance: float,
+    retained_variance: float,
+    fill: tuple[np.ndarray, np.ndarray, int] | None,
+) -> np.ndarray:
+    """Intrinsic dimension of the pixels ``idx`` of ``block`` (pixels, time, variable), NaN where a gap is left.
+
+    Works on the time-major view ``(time, pixels, variable)`` (how the ESDC "ts" chunks and any
+    time-major cube lie in memory): for each cache-sized batch of pixels, ONE gather reads their rows,
+    casts them to float64 and shifts them by their first step into a reused work buffer ``(time,
+    batch, var + 1)`` with a column of ones, and one batched ``matmul`` over the strided per-pixel
+    matrices gives the Gram matrices -- the pixel-major copy of the cube is never made. ``fill``
+    (steps, years, steps per year) gap-fills the pixels of a batch that need it first.
+    """
+    n_time, n_var = block.shape[1], block.shape[2]
+    out = np.full(idx.size, np.nan)
+    if not idx.size:
+        return out
+    xt = np.moveaxis(block, 1, 0)  # a view: (time, pixels, variable)
+    batch = min(idx.size, _BATCH_PIXELS)
+    work = np.empty((n_time, batch, n_var + 1))
+    work[..., n_var] = 1.0
+    full = np.empty((idx.size, n_var + 1, n_var + 1))
+    ok = np.ones(idx.size, dtype=bool)
+    for start in range(0, idx.size, batch):
+        part = idx[start : start + batch]
+        m = part.size
+        rows = xt[:, part, :]  # (time, m, variable): the one gather
+        missing = np.isnan(rows).any(axis=(0, 2))
+        if missing.any() and fill is not None:
+            rows = rows.astype(np.float64)
+            filled = gap_fill_numpy(np.moveaxis(rows[:, missing, :], 0, -1), *fill)  # (p, var, time)
+            rows[:, missing, :] = np.moveaxis(filled, -1, 0)
+            missing = np.isnan(rows).any(axis=(0, 2))
+        ok[start : start + m] = ~missing
+        shifted = work[:, :m]
+        np.subtract(rows, rows[:1], out=shifted[..., :n_var], dtype=np.float64)
+        np.matmul(shifted.transpose(1, 2, 0), shifted.transpose(1, 0, 2), out=full[start : start + m])
+    if ok.any():
+        gram = _zscore_from_raw_gram(full[ok], n_time)
+        lam = np.linalg.eigvalsh(gram)[:, ::-1]  # squared singular values of z
+        out[ok] = dimension_from_variances(lam, explained_variance, retained_variance)
+    return out
 
 
 def intrinsic_dimension(
@@ -251,6 +332,7 @@ def intrinsic_dimension(
         kwargs=kwargs,
         name="intrinsic_dimension",
         attrs=attrs,
+        contiguous=False,  # the kernel gathers only the pixels that can have an answer
     )
     if time_scales:
         result = result.transpose("scale", ...)
