@@ -596,7 +596,7 @@ def write_demo_cubes(
         if progress:
             from tqdm.dask import TqdmCallback
 
-            with TqdmCallback(desc=f"generating {resolution:g} deg {years[0]}-{years[1]}", unit="year"):
+            with TqdmCallback(desc=f"generating {resolution:g} deg {years[0]}-{years[1]}", unit="task"):
                 ds = ds.persist()
         else:
             ds = ds.persist()
