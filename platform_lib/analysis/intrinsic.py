@@ -58,15 +58,14 @@ def zscore_gram(x: np.ndarray, work: np.ndarray | None = None) -> np.ndarray:
         shifted = np.empty(shape)
     np.subtract(x, x[..., :1, :], out=shifted[..., :v], dtype=np.float64)
     shifted[..., v] = 1.0
-    return _zscore_from_raw_gram(np.matmul(np.swapaxes(shifted, -1, -2), shifted), n)
+    full = np.matmul(np.swapaxes(shifted, -1, -2), shifted)
+    return _zscore_from_raw_gram(full[..., :v, :v], full[..., :v, v], n)
 
 
-def _zscore_from_raw_gram(full: np.ndarray, n: int) -> np.ndarray:
-    """:func:`zscore_gram` from ``full`` (..., var + 1, var + 1): the Gram matrix of the shifted columns
-    and a column of ones, over ``n`` steps."""
-    v = full.shape[-1] - 1
-    sums = full[..., :v, v]
-    gram = full[..., :v, :v] - sums[..., :, None] * sums[..., None, :] / n
+def _zscore_from_raw_gram(raw: np.ndarray, sums: np.ndarray, n: int) -> np.ndarray:
+    """:func:`zscore_gram` from ``raw`` (..., var, var), the Gram matrix of the shifted columns, and
+    ``sums`` (..., var), their sums over ``n`` steps."""
+    gram = raw - sums[..., :, None] * sums[..., None, :] / n
     var = np.diagonal(gram, axis1=-2, axis2=-1) / n  # population variance (ddof 0), as np.std
     flat = var == 0
     scale = 1.0 / np.sqrt(np.where(flat, 1.0, var))
@@ -232,10 +231,10 @@ def _time_major_dimensions(
     """Intrinsic dimension of the pixels ``idx`` of ``block`` (pixels, time, variable), NaN where a gap is left.
 
     Works on the time-major view ``(time, pixels, variable)`` (how the ESDC "ts" chunks and any
-    time-major cube lie in memory): for each cache-sized batch of pixels, ONE gather reads their rows,
-    casts them to float64 and shifts them by their first step into a reused work buffer ``(time,
-    batch, var + 1)`` with a column of ones, and one batched ``matmul`` over the strided per-pixel
-    matrices gives the Gram matrices -- the pixel-major copy of the cube is never made. ``fill``
+    time-major cube lie in memory): for each cache-sized batch of pixels, ONE gather reads their rows
+    and casts them to float64 into a reused work buffer ``(time, batch, var)``, where they are shifted
+    by their first step; one batched ``matmul`` over the strided per-pixel matrices gives the Gram
+    matrices and a sum over time the column sums -- the pixel-major copy of the cube is never made. ``fill``
     (steps, years, steps per year) gap-fills the pixels of a batch that need it first.
     """
     n_time, n_var = block.shape[1], block.shape[2]
@@ -244,26 +243,26 @@ def _time_major_dimensions(
         return out
     xt = np.moveaxis(block, 1, 0)  # a view: (time, pixels, variable)
     batch = min(idx.size, _BATCH_PIXELS)
-    work = np.empty((n_time, batch, n_var + 1))
-    work[..., n_var] = 1.0
-    full = np.empty((idx.size, n_var + 1, n_var + 1))
+    work = np.empty((n_time, batch, n_var))
+    raw = np.empty((idx.size, n_var, n_var))
+    sums = np.empty((idx.size, n_var))
     ok = np.ones(idx.size, dtype=bool)
     for start in range(0, idx.size, batch):
         part = idx[start : start + batch]
         m = part.size
-        rows = xt[:, part, :]  # (time, m, variable): the one gather
-        missing = np.isnan(rows).any(axis=(0, 2))
-        if missing.any() and fill is not None:
-            rows = rows.astype(np.float64)
-            filled = gap_fill_numpy(np.moveaxis(rows[:, missing, :], 0, -1), *fill)  # (p, var, time)
-            rows[:, missing, :] = np.moveaxis(filled, -1, 0)
-            missing = np.isnan(rows).any(axis=(0, 2))
-        ok[start : start + m] = ~missing
         shifted = work[:, :m]
-        np.subtract(rows, rows[:1], out=shifted[..., :n_var], dtype=np.float64)
-        np.matmul(shifted.transpose(1, 2, 0), shifted.transpose(1, 0, 2), out=full[start : start + m])
+        shifted[...] = xt[:, part, :]  # (time, m, variable): one gather, cast to float64 in cache
+        missing = np.isnan(shifted).any(axis=(0, 2))
+        if missing.any() and fill is not None:
+            filled = gap_fill_numpy(np.moveaxis(shifted[:, missing, :], 0, -1), *fill)  # (p, var, time)
+            shifted[:, missing, :] = np.moveaxis(filled, -1, 0)
+            missing = np.isnan(shifted).any(axis=(0, 2))
+        ok[start : start + m] = ~missing
+        shifted -= shifted[:1].copy()  # exact in float64: no cancellation when centring below
+        np.matmul(shifted.transpose(1, 2, 0), shifted.transpose(1, 0, 2), out=raw[start : start + m])
+        shifted.sum(axis=0, out=sums[start : start + m])
     if ok.any():
-        gram = _zscore_from_raw_gram(full[ok], n_time)
+        gram = _zscore_from_raw_gram(raw[ok], sums[ok], n_time)
         lam = np.linalg.eigvalsh(gram)[:, ::-1]  # squared singular values of z
         out[ok] = dimension_from_variances(lam, explained_variance, retained_variance)
     return out
