@@ -246,21 +246,20 @@ def _time_major_dimensions(
     work = np.empty((n_time, batch, n_var))
     raw = np.empty((idx.size, n_var, n_var))
     sums = np.empty((idx.size, n_var))
-    ok = np.ones(idx.size, dtype=bool)
     for start in range(0, idx.size, batch):
         part = idx[start : start + batch]
         m = part.size
         shifted = work[:, :m]
         shifted[...] = xt[:, part, :]  # (time, m, variable): one gather, cast to float64 in cache
-        missing = np.isnan(shifted).any(axis=(0, 2))
-        if missing.any() and fill is not None:
-            filled = gap_fill_numpy(np.moveaxis(shifted[:, missing, :], 0, -1), *fill)  # (p, var, time)
-            shifted[:, missing, :] = np.moveaxis(filled, -1, 0)
+        if fill is not None:
             missing = np.isnan(shifted).any(axis=(0, 2))
-        ok[start : start + m] = ~missing
+            if missing.any():
+                filled = gap_fill_numpy(np.moveaxis(shifted[:, missing, :], 0, -1), *fill)  # (p, var, time)
+                shifted[:, missing, :] = np.moveaxis(filled, -1, 0)
         shifted -= shifted[:1].copy()  # exact in float64: no cancellation when centring below
         np.matmul(shifted.transpose(1, 2, 0), shifted.transpose(1, 0, 2), out=raw[start : start + m])
         shifted.sum(axis=0, out=sums[start : start + m])
+    ok = ~np.isnan(sums).any(axis=1)  # a gap left anywhere in a pixel makes its column sum NaN
     if ok.any():
         gram = _zscore_from_raw_gram(raw[ok], sums[ok], n_time)
         lam = np.linalg.eigvalsh(gram)[:, ::-1]  # squared singular values of z
