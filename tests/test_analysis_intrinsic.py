@@ -137,3 +137,19 @@ def test_clear_errors():
         intrinsic_dimension(cube, ["v0"])
     with pytest.raises(EsdlError, match="no variable 'v9'"):
         intrinsic_dimension(cube, ["v0", "v9"])
+
+
+def test_time_major_cube_without_gap_filling_matches_the_reference_pixel_by_pixel():
+    """The kernel reads the time-major block in place: ocean, late gaps and flat columns included."""
+    time = esdc_time(2001, 2003)
+    block = random_block(6 * 8, len(time), 7, seed=11)
+    block[:12] = np.nan  # ocean: ruled out at the first step
+    block[20, 100, 3] = np.nan  # a late gap: found from the column sums
+    block[21, 0, 0] = np.nan  # a gap at the first step
+    block[30, :, 5] = 2.5  # a zero-variance column
+    cube = cube_from_block(block, 6, 8, time)  # numpy, (time, lat, lon) in memory
+    got = intrinsic_dimension(cube, gap_fill=False).values.ravel()
+    stored = block.astype(np.float32)
+    ref = np.array([reference_dimension(stored[p].astype(np.float64)) for p in range(block.shape[0])])
+    np.testing.assert_array_equal(got, ref)
+    assert np.isnan(got[[0, 11, 20, 21]]).all() and not np.isnan(got[12:20]).any() and got[30] >= 1

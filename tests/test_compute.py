@@ -240,3 +240,20 @@ def test_stacking_keeps_dask_lazy_and_puts_variables_innermost():
     )
     eager = as_variable_array(synthetic_cube())
     assert eager.values.strides[-1] == eager.dtype.itemsize  # variable innermost in memory
+
+
+def test_map_cube_contiguous_false_hands_the_block_as_it_lies_in_memory():
+    time = pd.date_range("2001-01-05", periods=6, freq="8D")
+    data = np.arange(6 * 2 * 3, dtype=np.float64).reshape(6, 2, 3)  # (time, lat, lon) in memory
+    da = xr.DataArray(data, dims=("time", "lat", "lon"), coords={"time": time})
+    seen = []
+
+    def record(block: np.ndarray) -> np.ndarray:
+        seen.append(block.flags.c_contiguous)
+        return block.sum(axis=1)
+
+    strided = map_cube(record, da, input_dims=("time",), batched=True, contiguous=False)
+    copied = map_cube(record, da, input_dims=("time",), batched=True)
+    np.testing.assert_array_equal(strided.values, data.sum(axis=0))
+    np.testing.assert_array_equal(copied.values, data.sum(axis=0))
+    assert seen == [False, True]
