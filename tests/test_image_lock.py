@@ -18,18 +18,21 @@ from packaging.requirements import Requirement
 from platform_lib.paths import repo_root
 
 IMAGE = repo_root() / "images" / "notebook"
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"esdl_image_{name}", IMAGE / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+lock = load_script("lock")
+smoke = load_script("smoke_check")
+
+#: the roots of each role's environment: a worker needs just what must match its notebook
 ROOTS = {
-    "worker": [
-        "dask",
-        "distributed",
-        "dask-gateway",
-        "cloudpickle",
-        "msgpack",
-        "numpy",
-        "pandas",
-        "xarray",
-        "zarr",
-    ],
+    "worker": list(smoke.SAME_EVERYWHERE),
     "notebook": [
         "jupyterlab",
         "jupyterhub",
@@ -45,17 +48,6 @@ ROOTS = {
         "zarr",
     ],
 }
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"esdl_image_{name}", IMAGE / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-lock = load_script("lock")
-smoke = load_script("smoke_check")
 
 
 def test_the_image_files_exist():
