@@ -23,19 +23,22 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-#: modules each role imports (distribution names are checked for versions below)
+#: packages whose versions must be equal on every role (besides distributed's own list)
+SAME_EVERYWHERE = [
+    "dask",
+    "distributed",
+    "dask-gateway",
+    "cloudpickle",
+    "msgpack",
+    "numpy",
+    "pandas",
+    "xarray",
+    "zarr",
+]
+#: modules each role imports (distribution names are checked for versions below); a worker imports
+#: exactly the packages that must match its notebook
 IMPORTS = {
-    "worker": [
-        "dask",
-        "distributed",
-        "dask_gateway",
-        "cloudpickle",
-        "msgpack",
-        "numpy",
-        "pandas",
-        "xarray",
-        "zarr",
-    ],
+    "worker": [name.replace("-", "_") for name in SAME_EVERYWHERE],
     "notebook": [
         "dask",
         "distributed",
@@ -54,18 +57,6 @@ IMPORTS = {
 }
 #: JupyterLab extensions the notebook role must have, as `jupyter labextension list` names them
 LAB_EXTENSIONS = ["dask-labextension", "@jupyter-widgets/jupyterlab-manager"]
-#: packages whose versions must be equal on every role (besides distributed's own list)
-SAME_EVERYWHERE = [
-    "dask",
-    "distributed",
-    "dask-gateway",
-    "cloudpickle",
-    "msgpack",
-    "numpy",
-    "pandas",
-    "xarray",
-    "zarr",
-]
 
 
 def role_versions() -> dict[str, str | None]:
