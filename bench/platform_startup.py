@@ -14,14 +14,23 @@ repetition) and printed with the ratio ours / reference (target: under 1.10):
 3. cluster: ``Gateway.new_cluster()`` + ``scale(2)`` until two workers are live, through the hub's
    ``/services/dask-gateway`` route with the user's token, the same client for both.
 
-Ours also reports ``esdl down``; the reference stops by SIGTERM to the hub and the gateway.
+Ours also reports ``esdl down``; the reference stops by SIGTERM to the hub and the gateway. Every
+process a repetition started is stopped whatever happens: each side runs in its own temporary folder,
+and after it a sweep kills any process still working in that folder or tagged with it (user servers,
+kernels, configurable-http-proxy and Dask processes run in their own sessions, so killing the hub's
+process group alone would not reach them); a sweep that finds something is reported. A repetition in
+which either side fails is reported with the end of that side's log and left out of the statistics.
+The order alternates (reference first in odd repetitions, ours first in even ones) so a slow drift of
+the machine's load does not favour either side. The table shows the median over the repetitions in
+which both sides succeeded (and the best, i.e. the minimum, of each side).
 
-    .venv/bin/python bench/platform_startup.py [--small] [--repeat N]
+    .venv/bin/python bench/platform_startup.py [--small] [--repeat N] [--keep DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
 import signal
@@ -30,24 +39,81 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
+
+import psutil
 
 from platform_lib.gateway import close_gateway, gateway_cluster, open_gateway
 from platform_lib.local.client import HubClient
-from platform_lib.local.configs import GATEWAY_PREFIX, proxy_executable, venv_bin
+from platform_lib.local.configs import GATEWAY_PREFIX, TAG_VARIABLE, proxy_executable, venv_bin
 from platform_lib.local.layout import ProjectLayout, free_port
-from platform_lib.local.supervisor import http_ok, tagged_processes
+from platform_lib.local.supervisor import http_ok, terminate
 
 REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "bench-password-0123456789"
 
 
-def wait_for(url: str, timeout: float = 180.0) -> None:
+class RepetitionFailed(RuntimeError):
+    """One side of a repetition failed; the message ends with the tail of its log."""
+
+
+def wait_for(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    """Poll ``url`` every 0.05 s (as ``esdl up`` does) until it answers; fail early if ``proc`` exits."""
     t0 = time.monotonic()
     while not http_ok(url, timeout=1.0):
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited with code {proc.returncode} before {url} answered")
         if time.monotonic() - t0 > timeout:
             raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
         time.sleep(0.05)
+
+
+def processes_under(root: Path) -> list:
+    """Live processes that belong to a repetition run in ``root``: working in it (hub, proxy, user
+    servers, kernels, Dask schedulers and workers all run in a folder of it), naming it on their command
+    line, or tagged with it (``ESDL_PLATFORM``)."""
+    root_text = str(root.resolve())
+    found = []
+    for proc in psutil.process_iter():
+        if proc.pid == os.getpid():
+            continue
+        with contextlib.suppress(psutil.Error, OSError):
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            mine = (
+                (proc.cwd() + os.sep).startswith(root_text + os.sep)
+                or any(root_text in arg for arg in proc.cmdline())
+                or proc.environ().get(TAG_VARIABLE, "").startswith(root_text)
+            )
+            if mine:
+                found.append(proc)
+    return found
+
+
+def sweep(root: Path, side: str) -> int:
+    """Kill whatever is left of a repetition in ``root`` and say so; return how many processes."""
+    left = processes_under(root)
+    if left:
+        names = ", ".join(sorted({" ".join(p.cmdline()[:2]) for p in left if _cmdline_ok(p)}))
+        print(f"  warning: {side} left {len(left)} process(es) behind, killed now: {names}", flush=True)
+        terminate(left, timeout=5)
+    return len(left)
+
+
+def _cmdline_ok(proc) -> bool:
+    with contextlib.suppress(Exception):
+        return bool(proc.cmdline())
+    return False
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except FileNotFoundError:
+        return "    (no log)"
+    return "\n".join(f"    {line}" for line in text[-lines:])
 
 
 def time_cluster(base_url: str, tcp_port: int, token: str) -> float:
@@ -76,27 +142,30 @@ def time_spawn(base_url: str, user: str, password: str) -> tuple[float, HubClien
 def run_ours(root: Path) -> dict[str, float]:
     env = dict(os.environ, ESDL_STATE_DIR=str(root / "state"))
     env.pop("ESDL_PROJECTS_DIR", None)
-    t0 = time.perf_counter()
-    subprocess.run(
-        [str(venv_bin() / "esdl"), "up", "--project", "demo", "--port", "0"],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    startup = time.perf_counter() - t0
     layout = ProjectLayout("demo", root / "state" / "platform" / "demo")
-    ports = layout.saved_ports()
-    base = f"http://127.0.0.1:{ports['public']}"
+    esdl = str(venv_bin() / "esdl")
     try:
-        spawn, client = time_spawn(base, "alice", layout.stored_credentials()["alice"])
-        cluster = time_cluster(base, ports["gateway_tcp"], client.api_token())
+        t0 = time.perf_counter()
+        up = subprocess.run([esdl, "up", "--project", "demo", "--port", "0"], env=env, capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
+        startup = time.perf_counter() - t0
+        if up.returncode != 0:
+            raise RepetitionFailed(f"esdl up exited with code {up.returncode}:\n{up.stderr.strip()[-2000:]}")
+        ports = layout.saved_ports()
+        base = f"http://127.0.0.1:{ports['public']}"
+        try:
+            spawn, client = time_spawn(base, "alice", layout.stored_credentials()["alice"])
+            cluster = time_cluster(base, ports["gateway_tcp"], client.api_token())
+        except Exception as exc:
+            raise RepetitionFailed(f"{exc}\n  end of hub.log:\n{log_tail(layout.log_file('hub'))}") from exc
     finally:
         t0 = time.perf_counter()
-        subprocess.run([str(venv_bin() / "esdl"), "down"], env=env, check=True, capture_output=True)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            subprocess.run([esdl, "down"], env=env, capture_output=True, timeout=120)
         stop = time.perf_counter() - t0
-    left = tagged_processes(str(layout.root.resolve()))
+        left = sweep(root, "ours (after esdl down)")
     if left:
-        raise RuntimeError(f"esdl down left {len(left)} process(es)")
+        raise RepetitionFailed(f"esdl down left {left} process(es) running")
     return {"startup": startup, "spawn": spawn, "cluster": cluster, "stop": stop}
 
 
@@ -163,57 +232,120 @@ def run_reference(root: Path) -> dict[str, float]:
     )  # fmt: skip
     (root / "dask_gateway_config.py").write_text(GATEWAY_CONFIG.format(**values))
     (root / "jupyterhub_config.py").write_text(HUB_CONFIG.format(**values))
-    logs = open(root / "reference.log", "wb")  # noqa: SIM115 - closed below
+    log_path = root / "reference.log"
+    logs = open(log_path, "wb")  # noqa: SIM115 - closed below
     env = dict(os.environ, PATH=f"{venv_bin()}{os.pathsep}{os.environ['PATH']}")
-    procs = []
+    procs: list[subprocess.Popen] = []
+
+    def launch(cmd: list[str]) -> subprocess.Popen:
+        # its own session (process group), so a stuck one is killed with everything it forked itself
+        proc = subprocess.Popen(cmd, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=logs,
+                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        procs.append(proc)
+        return proc
+
     try:
         t0 = time.perf_counter()
-        procs.append(subprocess.Popen([str(venv_bin() / "dask-gateway-server"), "-f", "dask_gateway_config.py"],
-                                      cwd=root, env=env, stdout=logs, stderr=subprocess.STDOUT))  # fmt: skip
-        wait_for(f"http://127.0.0.1:{ports['gateway_http']}{GATEWAY_PREFIX}/api/health")
-        procs.append(subprocess.Popen([str(venv_bin() / "jupyterhub"), "-f", "jupyterhub_config.py"],
-                                      cwd=root, env=env, stdout=logs, stderr=subprocess.STDOUT))  # fmt: skip
-        wait_for(f"http://127.0.0.1:{ports['public']}/hub/login")
+        gateway = launch([str(venv_bin() / "dask-gateway-server"), "-f", "dask_gateway_config.py"])
+        wait_for(f"http://127.0.0.1:{ports['gateway_http']}{GATEWAY_PREFIX}/api/health", gateway)
+        hub = launch([str(venv_bin() / "jupyterhub"), "-f", "jupyterhub_config.py"])
+        wait_for(f"http://127.0.0.1:{ports['public']}/hub/login", hub)
         startup = time.perf_counter() - t0
         base = f"http://127.0.0.1:{ports['public']}"
         spawn, client = time_spawn(base, "alice", PASSWORD)
         cluster = time_cluster(base, ports["gateway_tcp"], client.api_token())
+    except Exception as exc:
+        logs.flush()
+        raise RepetitionFailed(f"{exc}\n  end of {log_path.name}:\n{log_tail(log_path)}") from exc
     finally:
         t0 = time.perf_counter()
         for proc in reversed(procs):  # hub first: it stops the user servers and its proxy
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=60)
+            stop_group(proc, timeout=60)
         stop = time.perf_counter() - t0
         logs.close()
+        sweep(root, "the reference (after SIGTERM to hub and gateway)")
     return {"startup": startup, "spawn": spawn, "cluster": cluster, "stop": stop}
+
+
+def stop_group(proc: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM ``proc``; if it has not exited after ``timeout`` s, SIGKILL its whole process group."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+            return
+        except subprocess.TimeoutExpired:
+            print(
+                f"  warning: {proc.args[0]} ignored SIGTERM for {timeout:.0f} s; killing its group",
+                flush=True,
+            )
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+STEPS = {
+    "startup": "start-up to login page",
+    "spawn": "login to JupyterLab ready",
+    "cluster": "new_cluster + scale(2) live",
+    "stop": "stop everything",
+}
+
+
+def attempt(side: str, run: Callable[[Path], dict[str, float]], root: Path) -> dict[str, float] | None:
+    """Run one side of a repetition; on failure print what failed (and where) and return ``None``."""
+    try:
+        return run(root)
+    except Exception as exc:  # noqa: BLE001 - report and go on with the next repetition
+        detail = str(exc) if isinstance(exc, RepetitionFailed) else traceback.format_exc(limit=3)
+        print(f"  {side} FAILED: {detail}", flush=True)
+        return None
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="one repetition (a quick check)")
     parser.add_argument("--repeat", type=int, default=3, help="repetitions, interleaved (default 3)")
+    parser.add_argument(
+        "--keep", type=Path, help="work in this folder and keep the logs (default: a temp folder)"
+    )
     args = parser.parse_args()
     repeat = 1 if args.small else args.repeat
-    ours: list[dict[str, float]] = []
-    ref: list[dict[str, float]] = []
-    with tempfile.TemporaryDirectory(prefix="esdl-bench-") as tmp:
+    pairs: list[tuple[dict[str, float], dict[str, float]]] = []
+    failed = 0
+    with contextlib.ExitStack() as stack:
+        work = args.keep or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="esdl-bench-")))
         for i in range(repeat):
-            ref.append(run_reference(Path(tmp) / f"ref-{i}"))
-            ours.append(run_ours(Path(tmp) / f"ours-{i}"))
-            print(f"repetition {i + 1}/{repeat}: ours {fmt(ours[-1])} | reference {fmt(ref[-1])}", flush=True)
-    print(f"\nmedian of {repeat} (seconds)    ours   reference   ours/reference")
-    labels = {
-        "startup": "start-up to login page",
-        "spawn": "login to JupyterLab ready",
-        "cluster": "new_cluster + scale(2) live",
-        "stop": "stop everything",
-    }
-    for step, label in labels.items():
-        a = statistics.median(r[step] for r in ours)
-        b = statistics.median(r[step] for r in ref)
-        print(f"{label:<28} {a:7.2f}   {b:9.2f}   {a / b:14.2f}")
-    print("\ntarget: ours/reference under 1.10 for start-up, spawn and cluster")
-    return 0
+            sides = [("reference", run_reference), ("ours", run_ours)]
+            if i % 2:
+                sides.reverse()
+            got = {name: attempt(name, run, work / f"{name}-{i}") for name, run in sides}
+            ours, ref = got["ours"], got["reference"]
+            if ours is None or ref is None:
+                failed += 1
+                print(f"repetition {i + 1}/{repeat}: FAILED (left out)", flush=True)
+                continue
+            pairs.append((ours, ref))
+            print(f"repetition {i + 1}/{repeat}: ours {fmt(ours)} | reference {fmt(ref)}", flush=True)
+    if not pairs:
+        print(f"\nall {repeat} repetition(s) failed")
+        return 1
+    n = len(pairs)
+    print(
+        f"\n{n} repetition(s) ({failed} failed, left out); seconds   median ours  reference  ratio"
+        "    best ours  reference  ratio"
+    )
+    for step, label in STEPS.items():
+        a = [o[step] for o, _ in pairs]
+        b = [r[step] for _, r in pairs]
+        ma, mb = statistics.median(a), statistics.median(b)
+        print(
+            f"{label:<40} {ma:11.2f} {mb:10.2f} {ma / mb:6.2f}   {min(a):10.2f} {min(b):10.2f}"
+            f" {min(a) / min(b):6.2f}"
+        )
+    print("\ntarget: median ours/reference under 1.10 for start-up, spawn and cluster")
+    return 1 if failed else 0
 
 
 def fmt(r: dict[str, float]) -> str:

@@ -246,7 +246,8 @@ def hub_config_text(s: PlatformSettings) -> str:
             },
             *culler_services,
         ],
-        "JupyterHub.spawner_class": "jupyterhub.spawner.SimpleLocalProcessSpawner",
+        # SimpleLocalProcessSpawner that hands the server to the hub once it answers (see spawner.py)
+        "JupyterHub.spawner_class": Raw("_esdl_module('spawner').ProjectLocalProcessSpawner"),
         "SimpleLocalProcessSpawner.home_dir_template": str(layout.homes_dir / "{username}"),
         "Spawner.cmd": [str(venv_bin() / "jupyterhub-singleuser")],
         "Spawner.args": args,

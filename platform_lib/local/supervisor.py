@@ -2,8 +2,9 @@
 
 Per project three components run as detached processes (their own session, logs in ``logs/``): the
 Dask Gateway (with its own proxy and, later, the users' clusters), configurable-http-proxy, and the
-JupyterHub (which spawns the users' servers). Start order: gateway and proxy, then the hub once both
-answer; :func:`up` returns when the login page answers through the proxy.
+JupyterHub (which spawns the users' servers). They are launched together, in that order (the hub
+imports for ~2.5 s before it looks for the gateway, which answers after ~1 s); :func:`up` returns when
+each answers its health check and the login page and the gateway route answer through the proxy.
 
 Every process of a project carries ``ESDL_PLATFORM=<its state folder>`` in its environment (the user
 servers, kernels and Dask processes inherit or are given it), so :func:`down` can stop every process the
@@ -297,8 +298,12 @@ def _wait_healthy(s: PlatformSettings, started: Sequence[_Started], timeout_scal
             time.sleep(0.05)
 
 
-def _login_page_ok(s: PlatformSettings) -> bool:
-    return http_ok(f"http://127.0.0.1:{s.ports['public']}/hub/login", timeout=2.0)
+def _public_ready(s: PlatformSettings) -> bool:
+    """The login page and the gateway answer through the public proxy (the hub has added its routes)."""
+    public = f"http://127.0.0.1:{s.ports['public']}"
+    return http_ok(f"{public}/hub/login", timeout=2.0) and http_ok(
+        f"{public}{GATEWAY_PREFIX}/api/health", timeout=2.0
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -411,15 +416,16 @@ def _start_project(p: ProjectPlatform, echo: Callable[[str], None]) -> list[str]
         if proc is not None:
             echo(f"  {p.name}: restarting {name} (configuration changed or not answering)")
             terminate([proc])
-    first = [_start(s, p.components[n], p.hashes[n]) for n in ("gateway", "proxy") if n in todo]
-    _wait_healthy(s, first)
-    if "hub" in todo:
-        _wait_healthy(s, [_start(s, p.components["hub"], p.hashes["hub"])])
+    # launched together, gateway first: the hub needs ~2.5 s to import before it looks for the gateway
+    # service (which answers after ~1 s), so nobody waits for the gateway; the hub copes with a slower one
+    # (it retries the service and serves its login page meanwhile) and the checks below cover both
+    _wait_healthy(s, [_start(s, p.components[n], p.hashes[n]) for n in COMPONENTS if n in todo])
     t0 = time.monotonic()
-    while not _login_page_ok(s):
+    while not _public_ready(s):
         if time.monotonic() - t0 > 30:
             raise PlatformStartError(
-                f"project {p.name!r}: the login page at {s.url}hub/login does not answer"
+                f"project {p.name!r}: the login page at {s.url}hub/login or the gateway route"
+                f" {s.url.rstrip('/')}{GATEWAY_PREFIX}/ does not answer through the proxy"
             )
         time.sleep(0.05)
     return todo
