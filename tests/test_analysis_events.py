@@ -5,12 +5,24 @@ from __future__ import annotations
 import math
 from collections import deque
 
+import dask
+import dask.array as da
 import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
 
-from platform_lib.analysis import cell_area_km2, detect_events, event_skill, label_events
+from platform_lib.analysis import (
+    anomaly_features,
+    anomaly_scores,
+    cell_area_km2,
+    detect_events,
+    event_skill,
+    event_table,
+    label_events,
+)
+from platform_lib.analysis.events_chunked import exact_quantile
+from platform_lib.demo import event_mask
 from platform_lib.errors import EsdlError
 
 KM_PER_DEGREE = 6371.0088 * math.pi / 180
@@ -192,3 +204,158 @@ def test_thresholding_per_pixel_quantile_scores_warns():
         detect_events(scores, 1.5)
     with pytest.raises(EsdlError, match="no score 'ensemble'"):
         detect_events(scores.to_dataset(name="KDE"), variable="ensemble")
+
+
+# --- chunk by chunk: the same labels, table and threshold as in memory --------------------------------
+
+
+def assert_same_tables(chunked: pd.DataFrame, in_memory: pd.DataFrame) -> None:
+    """Same rows and columns; sums may differ in the last bits (they are added chunk by chunk)."""
+    assert len(in_memory) > 0
+    pd.testing.assert_frame_equal(chunked, in_memory, check_exact=False, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("seed", "chunks"),
+    [
+        (0, {"time": 1, "lat": 2, "lon": 4}),
+        (1, {"time": 2, "lat": 3, "lon": 5}),
+        (2, {"time": 4, "lat": 2, "lon": 12}),
+        (3, {"time": 3, "lat": 7, "lon": 36}),
+        (4, {"time": 9, "lat": 7, "lon": 7}),
+    ],
+)
+def test_chunked_labels_equal_the_in_memory_labels_on_random_masks(seed, chunks):
+    rng = np.random.default_rng(seed)
+    mask = rng.random((9, 7, 36)) < 0.15
+    for resolution in (10.0, 1.0):  # global (wraps at the dateline) and regional
+        cube = grid_cube(mask, resolution=resolution)
+        for min_size in (1, 3):
+            ref = label_events(cube, min_size=min_size)
+            got = label_events(cube.chunk(chunks), min_size=min_size, chunked=True)
+            assert got.chunks is not None  # lazy: computed chunk by chunk when asked
+            values = got.values
+            assert values.dtype == np.int32 and values.max() == ref.values.max() > 3
+            np.testing.assert_array_equal(values, ref.values)  # the very same ids, not only the same groups
+            assert got.attrs == ref.attrs and got.name == ref.name
+    assert same_partition(
+        label_events(grid_cube(mask).chunk(chunks), chunked=True).values, flood_fill(mask, True)
+    )
+
+
+NEIGHBOUR_OFFSETS = [d for d in np.ndindex(3, 3, 3) if d != (1, 1, 1)]
+
+
+@pytest.mark.parametrize(
+    "offset", NEIGHBOUR_OFFSETS, ids=lambda d: "dt{:+d} dy{:+d} dx{:+d}".format(*np.subtract(d, 1))
+)
+def test_two_cells_touching_across_a_chunk_face_edge_or_corner_are_one_event(offset):
+    """Chunks of 2 x 2 x 2: every neighbour direction of 26-connectivity crosses a chunk boundary."""
+    d = np.subtract(offset, 1)
+    base = np.where(d >= 0, 1, 2)  # a cell on the near side of the boundary at index 2
+    mask = np.zeros((4, 4, 8), bool)
+    mask[tuple(base)] = mask[tuple(base + d)] = True
+    mask[0, 3, 6] = True  # a second, separate event
+    cube = grid_cube(mask, resolution=1.0)
+    got = label_events(cube.chunk({"time": 2, "lat": 2, "lon": 2}), chunked=True).values
+    np.testing.assert_array_equal(got, label_events(cube).values)
+    assert got[tuple(base)] == got[tuple(base + d)] > 0 and got.max() == 2
+    assert got[0, 3, 6] not in (0, got[tuple(base)])
+
+
+@pytest.mark.parametrize(("dt", "dy"), [(dt, dy) for dt in (-1, 0, 1) for dy in (-1, 0, 1)])
+def test_cells_touching_across_the_dateline_seam_are_one_event_chunk_by_chunk(dt, dy):
+    mask = np.zeros((4, 6, 36), bool)
+    mask[1, 2, 35] = mask[1 + dt, 2 + dy, 0] = True  # last and first longitude column
+    mask[1, 2, 17] = True  # a lone cell in the middle
+    chunks = {"time": 1, "lat": 2, "lon": 12}  # the seam is also a chunk boundary
+    got = label_events(grid_cube(mask).chunk(chunks), chunked=True).values
+    assert got[1, 2, 35] == got[1 + dt, 2 + dy, 0] > 0 and got.max() == 2
+    np.testing.assert_array_equal(got, label_events(grid_cube(mask)).values)
+    regional = label_events(grid_cube(mask, resolution=1.0).chunk(chunks), chunked=True).values
+    assert regional[1, 2, 35] != regional[1 + dt, 2 + dy, 0] and regional.max() == 3  # no wrap
+
+
+def test_an_event_snaking_through_many_chunks_and_the_seam_is_one_event():
+    mask = np.zeros((12, 8, 36), bool)
+    for i in range(12):  # a diagonal through time, lat and lon: only corners touch
+        y = i if i < 8 else 14 - i
+        mask[i, y, (30 + 2 * i) % 36] = mask[i, y, (31 + 2 * i) % 36] = True
+    cube = grid_cube(mask)
+    got = label_events(cube.chunk({"time": 5, "lat": 3, "lon": 7}), chunked=True).values
+    np.testing.assert_array_equal(got, label_events(cube).values)
+    assert got.max() == 1
+
+
+def test_chunked_event_table_equals_the_in_memory_table():
+    rng = np.random.default_rng(11)
+    scores = rng.random((14, 9, 36))
+    scores[3, 4, 5] = scores[3, 4, 6] = scores.max()  # a tie for the peak: the first cell wins both ways
+    cube = grid_cube(scores, resolution=10.0, lat0=-40.0)
+    features = xr.DataArray(
+        rng.standard_normal((14, 9, 36, 3)) * [0.3, 3.0, 1.2],
+        dims=("time", "lat", "lon", "variable"),
+        coords={**cube.coords, "variable": ["calm", "wild", "middling"]},
+    )
+    features[..., 1] = features[..., 1].where(rng.random((14, 9, 36)) > 0.2)  # gaps are left out of means
+    ref = detect_events(cube, quantile=0.85, min_size=3, features=features)
+    chunks = {"time": 4, "lat": 4, "lon": 10}
+    got = detect_events(
+        cube.chunk(chunks), quantile=0.85, min_size=3, features=features.chunk(chunks), chunked=True
+    )
+    assert got.threshold == ref.threshold and got.quantile == ref.quantile == 0.85
+    assert got.labels.chunks is not None
+    np.testing.assert_array_equal(got.labels.values, ref.labels.values)
+    assert_same_tables(got.table, ref.table)
+    assert len(ref.table) > 5 and any(len(v) > 1 for v in ref.table["variables"])
+    again = event_table(ref.labels.chunk({"time": 3}), cube, features, chunked=True)  # numpy scores too
+    assert_same_tables(again, ref.table)
+
+
+@pytest.mark.parametrize("quantile", [1e-9, 0.1, 0.5, 0.9, 0.999, 1 - 1e-9])
+@pytest.mark.parametrize("sort_at_most", [1, 64, 1 << 22])
+def test_exact_quantile_equals_numpy_quantile(quantile, sort_at_most):
+    rng = np.random.default_rng(7)
+    values = rng.standard_normal((20, 15, 30)).astype(np.float32)
+    values[::4] = np.round(values[::4], 1)  # many ties
+    values[1, :, :] = 0.0
+    values[2, :, :] = -0.0
+    values[values > 2.2] = np.nan
+    values[0, 0, :3] = [np.inf, -np.inf, np.nan]  # not finite: left out as by the in-memory path
+    data = da.from_array(values, chunks=(6, 7, 11))
+    finite = values.astype(np.float64)
+    expected = float(np.quantile(finite[np.isfinite(finite)], quantile))
+    assert exact_quantile(data, quantile, sort_at_most=sort_at_most) == expected
+    same = da.full((5, 4, 3), 2.5, chunks=2)  # one value: every radix level down to the full key
+    assert exact_quantile(same, quantile, sort_at_most=sort_at_most) == 2.5
+
+
+def test_chunked_detection_errors_name_the_problem():
+    empty = grid_cube(np.full((4, 3, 36), np.nan)).chunk({"time": 2})
+    with pytest.raises(EsdlError, match="no finite values"):
+        detect_events(empty, chunked=True)
+    with pytest.raises(EsdlError, match="quantile=0 is not allowed"):
+        detect_events(empty, 0, chunked=True)
+    with pytest.raises(EsdlError, match="needs a boolean mask"):
+        label_events(empty, chunked=True)
+
+
+def test_detect_events_on_the_demo_cube_chunk_by_chunk_equals_in_memory(demo_cubes):
+    """The injected events (Europe 2003, Russia 2010, one across the dateline) found the same both ways."""
+    cube = xr.open_zarr(demo_cubes["ts"])
+    features = anomaly_features(cube, ["air_temperature_2m", "root_moisture", "gross_primary_productivity"])
+    with dask.config.set(scheduler="threads"):
+        scores = anomaly_scores(features, ["KNN_Gamma"], quantiles=False, ensemble=None)
+        scores = scores["KNN_Gamma"].compute()
+        features = features.compute()
+    chunks = {"time": 100, "lat": 12, "lon": 20}  # several chunks in every direction, the seam a boundary
+    ref = detect_events(scores, features=features)
+    with dask.config.set(scheduler="threads"):
+        got = detect_events(scores.chunk(chunks), features=features.chunk(chunks), chunked=True)
+        labels = got.labels.values
+    assert got.threshold == ref.threshold and got.quantile == ref.quantile == 0.999
+    np.testing.assert_array_equal(labels, ref.labels.values)
+    assert_same_tables(got.table, ref.table)
+    assert (ref.table["lon_min"] > ref.table["lon_max"]).any()  # the dateline event is among them
+    skill = event_skill(got.labels, event_mask(cube))
+    assert skill == event_skill(ref.labels, event_mask(cube)) and skill["event_recall"] == 1.0

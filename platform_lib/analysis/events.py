@@ -41,6 +41,9 @@ EARTH_RADIUS_KM = 6371.0088
 DEFAULT_QUANTILE = 0.999
 DEFAULT_MIN_SIZE = 8
 DIMS = ("time", "lat", "lon")
+STRUCTURE = np.ones((3, 3, 3), dtype=bool)  # 26-connectivity
+#: dask-backed cubes with more cells are labelled chunk by chunk by default (in memory: ~25 bytes a cell)
+IN_MEMORY_MAX_CELLS = 2**26
 
 
 def _as_cube(da: xr.DataArray, what: str) -> xr.DataArray:
@@ -83,50 +86,92 @@ def _find(parent: np.ndarray, i: int) -> int:
     return root
 
 
-def _merge_across_dateline(labels: np.ndarray, n: int) -> np.ndarray:
-    """Lookup table old label -> merged label for labels touching across the first/last lon column."""
-    first, last = labels[:, :, 0], labels[:, :, -1]
-    n_t, n_y = first.shape
+def _touching_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``(k, 2)`` unique label pairs of two adjacent planes that touch with 26-connectivity.
+
+    ``a`` and ``b`` are label planes on either side of a boundary (same shape); a cell of ``a``
+    touches the nine cells of ``b`` around the same position (face, edge and corner neighbours).
+    """
+    n_t, n_y = a.shape
     pairs = []
     for dt in (-1, 0, 1):
         for dy in (-1, 0, 1):
-            a = first[max(0, -dt) : n_t - max(0, dt), max(0, -dy) : n_y - max(0, dy)]
-            b = last[max(0, dt) : n_t - max(0, -dt), max(0, dy) : n_y - max(0, -dy)]
-            hit = (a > 0) & (b > 0)
+            pa = a[max(0, -dt) : n_t - max(0, dt), max(0, -dy) : n_y - max(0, dy)]
+            pb = b[max(0, dt) : n_t - max(0, -dt), max(0, dy) : n_y - max(0, -dy)]
+            hit = (pa > 0) & (pb > 0)
             if hit.any():
-                pairs.append(np.stack([a[hit], b[hit]], axis=1))
+                pairs.append(np.stack([pa[hit], pb[hit]], axis=1))
+    if not pairs:
+        return np.zeros((0, 2), dtype=np.int64)
+    return np.unique(np.concatenate(pairs).astype(np.int64), axis=0)
+
+
+def _merge_across_dateline(labels: np.ndarray, n: int) -> np.ndarray:
+    """Lookup table old label -> merged label for labels touching across the first/last lon column."""
     parent = np.arange(n + 1)
-    if pairs:
-        for a, b in np.unique(np.concatenate(pairs), axis=0):
-            ra, rb = _find(parent, int(a)), _find(parent, int(b))
-            if ra != rb:
-                parent[max(ra, rb)] = min(ra, rb)
+    for a, b in _touching_pairs(labels[:, :, 0], labels[:, :, -1]):
+        ra, rb = _find(parent, int(a)), _find(parent, int(b))
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
     return np.array([_find(parent, i) for i in range(n + 1)])
 
 
-def label_events(mask: xr.DataArray, *, min_size: int = 1, wrap_lon: bool | None = None) -> xr.DataArray:
+def connectivity_name(wrap_lon: bool) -> str:
+    """The ``connectivity`` attribute of event labels."""
+    return "26, wrap-around in lon" if wrap_lon else "26"
+
+
+def use_chunks(data: xr.DataArray, chunked: bool | None) -> bool:
+    """Whether to label chunk by chunk: ``chunked``, or (``None``) dask-backed and above
+    :data:`IN_MEMORY_MAX_CELLS` cells.
+
+    >>> import dask.array as da
+    >>> cube = xr.DataArray(da.zeros((2, 3, 4), chunks=2), dims=("time", "lat", "lon"))
+    >>> use_chunks(cube, None), use_chunks(cube, True), use_chunks(cube.compute(), None)
+    (False, True, False)
+    """
+    if chunked is None:
+        return data.chunks is not None and data.size > IN_MEMORY_MAX_CELLS
+    return bool(chunked)
+
+
+def label_events(
+    mask: xr.DataArray, *, min_size: int = 1, wrap_lon: bool | None = None, chunked: bool | None = None
+) -> xr.DataArray:
     """Label connected events in a boolean ``(time, lat, lon)`` mask: 0 outside events, 1..N inside.
 
     26-connectivity in (time, lat, lon); ``wrap_lon`` (default: when the grid is global) also joins
     the first and last longitude columns. Events of fewer than ``min_size`` cells are dropped; the rest
-    are numbered by their first cell (earliest start first). The mask is loaded into memory (one byte
-    per cell; the labels take four).
+    are numbered by their first cell in ``(time, lat, lon)`` order (earliest start first).
+
+    In memory (numpy, or ``chunked=False``) the mask is loaded (one byte per cell; the labels take
+    four). Chunk by chunk (``chunked=True``; by default for dask-backed masks of more than
+    :data:`IN_MEMORY_MAX_CELLS` cells) memory is bounded by the chunk size: each chunk is labelled
+    alone, labels touching across chunk faces, edges, corners and the dateline are merged, and the
+    labels come back lazy (dask), identical to the in-memory ones.
 
     >>> import numpy as np, xarray as xr
     >>> m = xr.DataArray(np.zeros((3, 2, 4), bool), dims=("time", "lat", "lon"), coords={"lon": [-135.0, -45.0, 45.0, 135.0]})
     >>> m[0, 0, 0] = m[1, 1, 3] = m[2, 0, 1] = True   # (1,1,3) touches (0,0,0) across the dateline
     >>> label_events(m).values[:, :, [0, 1, 3]].max(axis=(1, 2)).tolist()
     [1, 1, 2]
+    >>> chunked = label_events(m.chunk({"time": 1, "lon": 2}), chunked=True)   # one chunk at a time
+    >>> bool((chunked == label_events(m)).all())
+    True
     """
     if mask.dtype != bool:
         raise EsdlError(
             f"label_events needs a boolean mask, got dtype {mask.dtype}; threshold the scores first."
         )
     mask = _as_cube(mask, "the event mask")
-    m = np.asarray(mask.values, dtype=bool)
-    labels, n = ndimage.label(m, structure=np.ones((3, 3, 3), dtype=bool))
     if wrap_lon is None:
         wrap_lon = is_global_lon(mask["lon"]) if "lon" in mask.coords else False
+    if use_chunks(mask, chunked):
+        from platform_lib.analysis.events_chunked import label_chunked
+
+        return label_chunked(mask, min_size=min_size, wrap_lon=wrap_lon)
+    m = np.asarray(mask.values, dtype=bool)
+    labels, n = ndimage.label(m, structure=STRUCTURE)
     if n and wrap_lon and m.shape[2] > 1:
         labels = _merge_across_dateline(labels, n)[labels]
     if n:
@@ -145,10 +190,7 @@ def label_events(mask: xr.DataArray, *, min_size: int = 1, wrap_lon: bool | None
         coords=mask.coords,
         dims=DIMS,
         name="event",
-        attrs={
-            "long_name": "event label (0: no event)",
-            "connectivity": "26, wrap-around in lon" if wrap_lon else "26",
-        },
+        attrs={"long_name": "event label (0: no event)", "connectivity": connectivity_name(wrap_lon)},
     )
 
 
@@ -190,78 +232,44 @@ EVENT_COLUMNS = [
 ]  # fmt: skip
 
 
-def event_table(
-    labels: xr.DataArray,
-    scores: xr.DataArray | None = None,
-    features: xr.DataArray | None = None,
-    *,
-    affected_threshold: float = 1.0,
-) -> pd.DataFrame:
-    """One row per labelled event (see the module docstring for the columns).
-
-    ``scores`` (same grid) gives ``peak_score``/``peak_time``; ``features`` (the grid plus a
-    ``variable`` dim, e.g. :func:`~platform_lib.analysis.anomaly_features`) gives the affected
-    ``variables``: those whose mean absolute value over the event's cells is at least
-    ``affected_threshold`` (1 standard deviation for standardised anomalies).
-
-    >>> import numpy as np, xarray as xr
-    >>> lab = xr.DataArray(np.zeros((2, 2, 2), np.int32), dims=("time", "lat", "lon"),
-    ...     coords={"time": np.array(["2001-01-05", "2001-01-13"], "datetime64[ns]"), "lat": [0.5, 1.5], "lon": [0.5, 1.5]})
-    >>> lab[:, 0, 0] = 1
-    >>> row = event_table(lab).iloc[0]
-    >>> int(row.n_steps), float(row.duration_days), round(float(row.area_km2)), round(float(row.volume_km2_days))
-    (2, 16.0, 12364, 197822)
-    """
-    labels = _as_cube(labels, "the labels")
-    lab = np.asarray(labels.values)
-    t, y, x = np.nonzero(lab)
-    if t.size == 0:
-        return pd.DataFrame(columns=EVENT_COLUMNS)
+def _grid_geometry(labels: xr.DataArray) -> dict:
+    """Coordinates, spacings, cell areas and step lengths of a (time, lat, lon) grid."""
     lat = np.asarray(labels["lat"].values, dtype=np.float64)
     lon = np.asarray(labels["lon"].values, dtype=np.float64)
-    times = pd.DatetimeIndex(labels["time"].values)
     dlat, dlon = _spacing(labels["lat"]), _spacing(labels["lon"])
-    circular = is_global_lon(lon)
     days = _step_days(labels["time"])
-    cum_days = np.concatenate([[0.0], np.cumsum(days)])
-    area = cell_area_km2(lat, dlat, dlon)
-    weight = area[y] * days[t]
-    df = pd.DataFrame({"id": lab[t, y, x], "t": t, "y": y, "x": x, "w": weight})
-    df["sin"] = weight * np.sin(np.deg2rad(lon[x]))
-    df["cos"] = weight * np.cos(np.deg2rad(lon[x]))
-    df["wlat"] = weight * lat[y]
-    if scores is not None:
-        sc = _as_cube(scores, "the scores")
-        values = (
-            sc.data.vindex[t, y, x].compute() if sc.chunks is not None else np.asarray(sc.values)[t, y, x]
-        )
-        df["score"] = np.asarray(values, dtype=np.float64)
-    g = df.groupby("id", sort=True)
-    agg = g.agg(t0=("t", "min"), t1=("t", "max"), n=("t", "size"), vol=("w", "sum"), s=("sin", "sum"),
-                c=("cos", "sum"), wlat=("wlat", "sum"), y0=("y", "min"), y1=("y", "max"))  # fmt: skip
-    footprint = df[["id", "y", "x"]].drop_duplicates()
+    return {
+        "lat": lat,
+        "lon": lon,
+        "times": pd.DatetimeIndex(labels["time"].values),
+        "dlat": dlat,
+        "dlon": dlon,
+        "circular": is_global_lon(lon),
+        "days": days,
+        "cum_days": np.concatenate([[0.0], np.cumsum(days)]),
+        "area": cell_area_km2(lat, dlat, dlon),
+    }
+
+
+def _table_from_parts(
+    agg: pd.DataFrame | None,
+    footprint: pd.DataFrame | None,
+    peak: pd.DataFrame | None,
+    affected: dict[int, list[str]],
+    geometry: dict,
+) -> pd.DataFrame:
+    """The event table from per-event sums (``agg``, by id), footprint cells ``(id, y, x)``, peaks
+    (``score, t`` in ``agg`` order) and affected variables."""
+    if agg is None or len(agg) == 0:
+        return pd.DataFrame(columns=EVENT_COLUMNS)
+    lat, lon, times, area = geometry["lat"], geometry["lon"], geometry["times"], geometry["area"]
+    dlat, dlon, cum_days = geometry["dlat"], geometry["dlon"], geometry["cum_days"]
     fp_area = pd.Series(area[footprint["y"].to_numpy()], index=footprint.index).groupby(footprint["id"]).sum()
-    affected: dict[int, list[str]] = {}
-    if features is not None:
-        if "variable" not in features.dims:
-            raise EsdlError(f"features need a 'variable' dim; they have {tuple(map(str, features.dims))}.")
-        ft = features.transpose(*DIMS, "variable")
-        names = [str(v) for v in ft["variable"].values]
-        fv = ft.data.vindex[t, y, x].compute() if ft.chunks is not None else np.asarray(ft.values)[t, y, x]
-        mean_abs = (
-            pd.DataFrame(np.abs(np.asarray(fv, dtype=np.float64)), columns=names)
-            .groupby(df["id"].to_numpy())
-            .mean()
-        )
-        for eid, row in mean_abs.iterrows():
-            strong = row[row >= affected_threshold].sort_values(ascending=False)
-            affected[int(eid)] = list(strong.index)
+    fp_lons = {int(eid): lon[xs.to_numpy()] for eid, xs in footprint.groupby("id")["x"]}
     rows = []
     for a in agg.itertuples():
         eid = int(a.Index)
-        lon_min, lon_max = _lon_extent(
-            lon[footprint.loc[footprint["id"] == eid, "x"].to_numpy()], dlon, circular
-        )
+        lon_min, lon_max = _lon_extent(fp_lons[eid], dlon, geometry["circular"])
         row = {
             "event_id": int(eid),
             "start": times[a.t0],
@@ -283,11 +291,85 @@ def event_table(
         }
         rows.append(row)
     table = pd.DataFrame(rows, columns=EVENT_COLUMNS)
-    if scores is not None:
-        peak = df.loc[g["score"].idxmax().to_numpy()]
+    if peak is not None:
         table["peak_score"] = peak["score"].to_numpy()
         table["peak_time"] = times[peak["t"].to_numpy()]
     return table
+
+
+def event_table(
+    labels: xr.DataArray,
+    scores: xr.DataArray | None = None,
+    features: xr.DataArray | None = None,
+    *,
+    affected_threshold: float = 1.0,
+    chunked: bool | None = None,
+) -> pd.DataFrame:
+    """One row per labelled event (see the module docstring for the columns).
+
+    ``scores`` (same grid) gives ``peak_score``/``peak_time``; ``features`` (the grid plus a
+    ``variable`` dim, e.g. :func:`~platform_lib.analysis.anomaly_features`) gives the affected
+    ``variables``: those whose mean absolute value over the event's cells is at least
+    ``affected_threshold`` (1 standard deviation for standardised anomalies). ``chunked`` as in
+    :func:`label_events`: chunk by chunk, each chunk's per-event sums, extremes and footprint are
+    reduced, so no whole-cube array is built (the same table, up to floating-point rounding in
+    the sums).
+
+    >>> import numpy as np, xarray as xr
+    >>> lab = xr.DataArray(np.zeros((2, 2, 2), np.int32), dims=("time", "lat", "lon"),
+    ...     coords={"time": np.array(["2001-01-05", "2001-01-13"], "datetime64[ns]"), "lat": [0.5, 1.5], "lon": [0.5, 1.5]})
+    >>> lab[:, 0, 0] = 1
+    >>> row = event_table(lab).iloc[0]
+    >>> int(row.n_steps), float(row.duration_days), round(float(row.area_km2)), round(float(row.volume_km2_days))
+    (2, 16.0, 12364, 197822)
+    >>> event_table(lab.chunk(time=1), chunked=True).equals(event_table(lab))
+    True
+    """
+    labels = _as_cube(labels, "the labels")
+    sc = _as_cube(scores, "the scores") if scores is not None else None
+    ft = None
+    if features is not None:
+        if "variable" not in features.dims:
+            raise EsdlError(f"features need a 'variable' dim; they have {tuple(map(str, features.dims))}.")
+        ft = features.transpose(*DIMS, "variable")
+    if use_chunks(labels, chunked):
+        from platform_lib.analysis.events_chunked import event_table_chunked
+
+        return event_table_chunked(labels, sc, ft, affected_threshold=affected_threshold)
+    geometry = _grid_geometry(labels)
+    lab = np.asarray(labels.values)
+    t, y, x = np.nonzero(lab)
+    if t.size == 0:
+        return _table_from_parts(None, None, None, {}, geometry)
+    lat, lon, days = geometry["lat"], geometry["lon"], geometry["days"]
+    weight = geometry["area"][y] * days[t]
+    df = pd.DataFrame({"id": lab[t, y, x], "t": t, "y": y, "x": x, "w": weight})
+    df["sin"] = weight * np.sin(np.deg2rad(lon[x]))
+    df["cos"] = weight * np.cos(np.deg2rad(lon[x]))
+    df["wlat"] = weight * lat[y]
+    if sc is not None:
+        values = (
+            sc.data.vindex[t, y, x].compute() if sc.chunks is not None else np.asarray(sc.values)[t, y, x]
+        )
+        df["score"] = np.asarray(values, dtype=np.float64)
+    g = df.groupby("id", sort=True)
+    agg = g.agg(t0=("t", "min"), t1=("t", "max"), n=("t", "size"), vol=("w", "sum"), s=("sin", "sum"),
+                c=("cos", "sum"), wlat=("wlat", "sum"), y0=("y", "min"), y1=("y", "max"))  # fmt: skip
+    footprint = df[["id", "y", "x"]].drop_duplicates()
+    affected: dict[int, list[str]] = {}
+    if ft is not None:
+        names = [str(v) for v in ft["variable"].values]
+        fv = ft.data.vindex[t, y, x].compute() if ft.chunks is not None else np.asarray(ft.values)[t, y, x]
+        mean_abs = (
+            pd.DataFrame(np.abs(np.asarray(fv, dtype=np.float64)), columns=names)
+            .groupby(df["id"].to_numpy())
+            .mean()
+        )
+        for eid, row in mean_abs.iterrows():
+            strong = row[row >= affected_threshold].sort_values(ascending=False)
+            affected[int(eid)] = list(strong.index)
+    peak = df.loc[g["score"].idxmax().to_numpy()] if sc is not None else None
+    return _table_from_parts(agg, footprint, peak, affected, geometry)
 
 
 @dataclass
@@ -315,6 +397,7 @@ def detect_events(
     features: xr.DataArray | None = None,
     wrap_lon: bool | None = None,
     affected_threshold: float = 1.0,
+    chunked: bool | None = None,
 ) -> Events:
     """Threshold a score cube, label its events and describe them.
 
@@ -324,7 +407,13 @@ def detect_events(
     (default 8). ``scores`` is a DataArray or a Dataset from
     :func:`~platform_lib.analysis.anomaly_scores` (``variable`` picks the score, default KNN-Gamma).
     ``features`` (e.g. :func:`~platform_lib.analysis.anomaly_features`) name the affected variables.
-    The scores are computed here: the labelling needs the whole mask in memory.
+    In memory (numpy scores, dask-backed ones of at most :data:`IN_MEMORY_MAX_CELLS` cells, or
+    ``chunked=False``) the scores are computed once and loaded. Chunk by chunk (``chunked=True``, the
+    default above that size) memory is bounded by the chunk size: the exact same quantile comes from
+    a radix select over the chunks (:func:`~platform_lib.analysis.events_chunked.exact_quantile`),
+    the mask and the labels stay lazy and the table is reduced from per-chunk sums. The scores are then
+    read several times (2-4 passes for the quantile, 2 for labels and table): write expensive
+    scores to a store, or persist them on a cluster, first. Both ways give the same labels and table.
 
     One threshold for all pixels needs scores that compare across pixels: use raw scores
     (``anomaly_scores(..., quantiles=False)``). Per-pixel quantile scores put the same share of every
@@ -355,22 +444,32 @@ def detect_events(
             UserWarning,
             stacklevel=2,
         )
-    values = scores.compute()
-    if threshold is None:
-        if quantile is None or not 0 < quantile < 1:
-            raise EsdlError(
-                f"quantile={quantile} is not allowed: give 0 < quantile < 1, or a threshold value."
-            )
-        finite = np.asarray(values.values, dtype=np.float64)
-        finite = finite[np.isfinite(finite)]
-        if finite.size == 0:
-            raise EsdlError("the score cube has no finite values: nothing to threshold.")
-        threshold = float(np.quantile(finite, quantile))
+    if threshold is None and (quantile is None or not 0 < quantile < 1):
+        raise EsdlError(f"quantile={quantile} is not allowed: give 0 < quantile < 1, or a threshold value.")
+    if use_chunks(scores, chunked):
+        from platform_lib.analysis.events_chunked import exact_quantile
+
+        values = scores
+        if threshold is None:
+            try:
+                threshold = exact_quantile(scores.data, quantile)
+            except ValueError:
+                raise EsdlError("the score cube has no finite values: nothing to threshold.") from None
+        else:
+            quantile = None
     else:
-        quantile = None
+        values = scores.compute()
+        if threshold is None:
+            finite = np.asarray(values.values, dtype=np.float64)
+            finite = finite[np.isfinite(finite)]
+            if finite.size == 0:
+                raise EsdlError("the score cube has no finite values: nothing to threshold.")
+            threshold = float(np.quantile(finite, quantile))
+        else:
+            quantile = None
     mask = (values >= threshold).fillna(False).astype(bool)
-    labels = label_events(mask, min_size=min_size, wrap_lon=wrap_lon)
-    table = event_table(labels, values, features, affected_threshold=affected_threshold)
+    labels = label_events(mask, min_size=min_size, wrap_lon=wrap_lon, chunked=chunked)
+    table = event_table(labels, values, features, affected_threshold=affected_threshold, chunked=chunked)
     return Events(labels=labels, table=table, threshold=threshold, quantile=quantile)
 
 

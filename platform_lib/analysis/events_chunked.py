@@ -1,0 +1,386 @@
+"""Event labelling, event table and exact quantile chunk by chunk, for dask-backed cubes.
+
+The same answers as the in-memory path of :mod:`platform_lib.analysis.events`, with memory bounded by
+the chunk size (plus what is proportional to the events themselves), never by the cube:
+
+- **labels** (the algorithm of dask-image's ``ndmeasure.label``, with corners and the dateline):
+  pass 1 labels each chunk with ``scipy.ndimage.label`` (26-connectivity) and keeps, per local label,
+  its cell count and its first cell, plus the labels on the chunk's six faces (sparse: only event
+  cells). Equivalences come from every chunk boundary: the last plane before the boundary against the
+  first plane after it, over the whole extent of the other two axes and with the nine shifts of
+  26-connectivity, so face, edge and corner neighbours all meet; on a global grid also the last
+  longitude plane against the first (the dateline seam). A union-find (``connected_components``)
+  resolves them; events below ``min_size`` are dropped and the rest numbered by their first cell in
+  ``(time, lat, lon)`` order, exactly as in memory. Pass 2 (lazy) relabels each chunk the same way
+  and maps it through the resulting lookup table.
+- **event table**: each chunk gives per-event partial sums, minima and maxima (and its footprint
+  cells, peak and feature sums), reduced across chunks.
+- **quantile**: :func:`exact_quantile` is numpy's ``np.quantile`` (method ``linear``) of the finite
+  values, found by a radix select over the values' sortable 64-bit keys: 16 bits per pass over the
+  cube (a histogram of 65536 counts per chunk, summed as a tree), until the few candidates left fit
+  in memory and are sorted. Usually two or three passes.
+
+Every pass reads the input again: dask-backed scores that are expensive to compute should be written
+to a store (or persisted on a cluster) first.
+
+>>> import dask.array as da, numpy as np
+>>> x = da.from_array(np.random.default_rng(0).random((20, 30, 40)), chunks=(7, 11, 13))
+>>> exact_quantile(x, 0.999) == float(np.quantile(x.compute(), 0.999))
+True
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import dask
+import dask.array as da
+import numpy as np
+import pandas as pd
+import xarray as xr
+from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from platform_lib.analysis.events import (
+    DIMS,
+    STRUCTURE,
+    _grid_geometry,
+    _table_from_parts,
+    _touching_pairs,
+    connectivity_name,
+)
+
+RADIX_BITS = 16
+SORT_AT_MOST = 1 << 22  # candidates gathered and sorted in memory (32 MiB of float64)
+_SIGN = np.uint64(1 << 63)
+
+
+def _sortable_keys(block: np.ndarray) -> np.ndarray:
+    """uint64 keys of the finite values (as float64) that sort as the values do."""
+    x = np.asarray(block, dtype=np.float64).ravel()
+    x = x[np.isfinite(x)] + 0.0  # -0.0 -> 0.0
+    bits = x.view(np.uint64)
+    return np.where(bits >= _SIGN, ~bits, bits | _SIGN)
+
+
+def _key_value(key: int) -> float:
+    k = np.uint64(key)
+    bits = k & ~_SIGN if k >= _SIGN else ~k
+    return float(np.array([bits], dtype=np.uint64).view(np.float64)[0])
+
+
+def _candidates(keys: np.ndarray, level: int, prefix: int) -> np.ndarray:
+    if level == 0:
+        return keys
+    return keys[(keys >> np.uint64(64 - RADIX_BITS * level)) == np.uint64(prefix)]
+
+
+def _histogram_block(block: np.ndarray, level: int, prefix: int) -> np.ndarray:
+    keys = _candidates(_sortable_keys(block), level, prefix)
+    digit = (keys >> np.uint64(64 - RADIX_BITS * (level + 1))) & np.uint64((1 << RADIX_BITS) - 1)
+    counts = np.bincount(digit.astype(np.intp), minlength=1 << RADIX_BITS).astype(np.int64)
+    return counts.reshape((1,) * block.ndim + (-1,))
+
+
+def _histogram(data: da.Array, level: int, prefix: int) -> np.ndarray:
+    hist = da.map_blocks(
+        _histogram_block,
+        data,
+        level,
+        prefix,
+        dtype=np.int64,
+        new_axis=data.ndim,
+        chunks=tuple((1,) * n for n in data.numblocks) + ((1 << RADIX_BITS,),),
+    )
+    return hist.sum(axis=tuple(range(data.ndim))).compute()
+
+
+def _gather(data: da.Array, level: int, prefix: int) -> np.ndarray:
+    parts = dask.compute(
+        *[
+            dask.delayed(lambda b: np.sort(_candidates(_sortable_keys(b), level, prefix)))(block)
+            for block in data.to_delayed().ravel()
+        ]
+    )
+    return np.sort(np.concatenate([np.zeros(0, np.uint64), *parts]))
+
+
+def exact_quantile(data: da.Array, q: float, *, sort_at_most: int = SORT_AT_MOST) -> float:
+    """``np.quantile`` (linear) of the finite values of ``data`` (as float64), reading it chunk by chunk.
+
+    Memory: one chunk, a 65536-bin histogram per chunk in flight, and at most ``sort_at_most``
+    candidate values. Raises ``ValueError`` when there is no finite value.
+
+    >>> import dask.array as da, numpy as np
+    >>> exact_quantile(da.from_array(np.array([3.0, np.nan, 1.0, 2.0, np.inf]), chunks=2), 0.5)
+    2.0
+    """
+    if isinstance(data, np.ndarray):
+        data = da.from_array(data)
+    hist = _histogram(data, 0, 0)
+    n = int(hist.sum())
+    if n == 0:
+        raise ValueError("no finite values")
+    h = (n - 1) * q
+    k = math.floor(h)
+    ranks = sorted({k, min(k + 1, n - 1)})
+    # each rank: (level, prefix, rank among the candidates, number of candidates, their histogram)
+    state = {r: (0, 0, r, n, hist) for r in ranks}
+    found: dict[int, int] = {}
+    while len(found) < len(ranks):
+        todo: dict[tuple[int, int], list[int]] = {}
+        for r in ranks:
+            if r in found:
+                continue
+            level, prefix, rank, count, counts = state[r]
+            cum = np.cumsum(counts)
+            digit = int(np.searchsorted(cum, rank, side="right"))
+            below = int(cum[digit - 1]) if digit else 0
+            level, prefix, rank, count = (
+                level + 1,
+                (prefix << RADIX_BITS) | digit,
+                rank - below,
+                int(counts[digit]),
+            )
+            if level * RADIX_BITS == 64:
+                found[r] = prefix  # every candidate has this very key
+            else:
+                state[r] = (level, prefix, rank, count, None)
+                todo.setdefault((level, prefix), []).append(r)
+        for (level, prefix), rs in todo.items():
+            if state[rs[0]][3] <= sort_at_most:
+                keys = _gather(data, level, prefix)
+                for r in rs:
+                    found[r] = int(keys[state[r][2]])
+            else:
+                counts = _histogram(data, level, prefix)
+                for r in rs:
+                    state[r] = (*state[r][:4], counts)
+    low, high = _key_value(found[ranks[0]]), _key_value(found[ranks[-1]])
+    return float(np.quantile(np.array([low, high]), h - k))
+
+
+def _label_block(block: np.ndarray, origin: tuple[int, int, int], shape: tuple[int, int, int]) -> dict:
+    """Pass 1 on one chunk: label count, per-label size and first cell, sparse labels on the faces."""
+    lab, n = ndimage.label(np.asarray(block, dtype=bool), structure=STRUCTURE)
+    flat = lab.ravel()
+    cells = np.flatnonzero(flat)
+    ids, first = np.unique(flat[cells], return_index=True)
+    t, y, x = np.unravel_index(cells[first], lab.shape)
+    first_global = np.ravel_multi_index((t + origin[0], y + origin[1], x + origin[2]), shape)
+    sizes = np.bincount(flat[cells], minlength=n + 1)[1:]
+    faces = {}
+    for axis in range(3):
+        for side, index in ((0, 0), (1, -1)):
+            plane = np.take(lab, index, axis=axis)
+            nz = np.flatnonzero(plane)
+            faces[axis, side] = (nz, plane.ravel()[nz])
+    assert ids.size == n
+    return {"n": n, "sizes": sizes.astype(np.int64), "first": first_global.astype(np.int64), "faces": faces}
+
+
+def _origins(chunks: tuple[tuple[int, ...], ...]) -> list[np.ndarray]:
+    return [np.concatenate([[0], np.cumsum(c)[:-1]]).astype(int) for c in chunks]
+
+
+def _boundary_plane(
+    parts: dict, chunks: tuple, origins: list, offsets: dict, axis: int, index: int, side: int
+) -> np.ndarray:
+    """The global plane (full extent of the two other axes) of the faces ``side`` of chunks ``index``."""
+    other = [a for a in range(3) if a != axis]
+    plane = np.zeros([sum(chunks[a]) for a in other], dtype=np.int64)
+    for i, j in itertools.product(range(len(chunks[other[0]])), range(len(chunks[other[1]]))):
+        block_id = [0, 0, 0]
+        block_id[axis], block_id[other[0]], block_id[other[1]] = index, i, j
+        block_id = tuple(block_id)
+        nz, values = parts[block_id]["faces"][axis, side]
+        if nz.size == 0:
+            continue
+        width = chunks[other[1]][block_id[other[1]]]
+        rows = nz // width + origins[other[0]][block_id[other[0]]]
+        cols = nz % width + origins[other[1]][block_id[other[1]]]
+        plane[rows, cols] = values + offsets[block_id]
+    return plane
+
+
+def _relabel_block(block: np.ndarray, lookup: np.ndarray, offsets: np.ndarray, grid: tuple, block_id=None):
+    lab, _ = ndimage.label(np.asarray(block, dtype=bool), structure=STRUCTURE)
+    glob = lab.astype(np.int64)
+    glob[lab > 0] += offsets[np.ravel_multi_index(block_id, grid)]
+    return lookup[glob]
+
+
+def label_chunked(mask: xr.DataArray, *, min_size: int, wrap_lon: bool) -> xr.DataArray:
+    """Labels of a (time, lat, lon) boolean mask, chunk by chunk; the result is lazy (dask)."""
+    data = mask.data if isinstance(mask.data, da.Array) else da.from_array(np.asarray(mask.values))
+    data = data.astype(bool)
+    chunks, shape, numblocks = data.chunks, data.shape, data.numblocks
+    origins = _origins(chunks)
+    blocks = data.to_delayed()
+    ids = list(np.ndindex(*numblocks))
+    results = dask.compute(
+        *[
+            dask.delayed(_label_block)(blocks[b], tuple(int(origins[a][b[a]]) for a in range(3)), shape)
+            for b in ids
+        ]
+    )
+    parts = dict(zip(ids, results, strict=True))
+    counts = np.array([parts[b]["n"] for b in ids], dtype=np.int64)
+    offset_list = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    offsets = dict(zip(ids, offset_list.tolist(), strict=True))
+    n = int(counts.sum())
+    pairs = []
+    boundaries = [(axis, i, i + 1) for axis in range(3) for i in range(numblocks[axis] - 1)]
+    if wrap_lon and shape[2] > 1:
+        boundaries.append((2, numblocks[2] - 1, 0))
+    for axis, before, after in boundaries:
+        a = _boundary_plane(parts, chunks, origins, offsets, axis, before, 1)
+        b = _boundary_plane(parts, chunks, origins, offsets, axis, after, 0)
+        found = _touching_pairs(a, b)
+        if found.size:
+            pairs.append(found)
+    edges = np.concatenate(pairs) if pairs else np.zeros((0, 2), dtype=np.int64)
+    graph = coo_matrix((np.ones(len(edges), dtype=np.int8), (edges[:, 0], edges[:, 1])), shape=(n + 1, n + 1))
+    _, component = connected_components(graph, directed=False)
+    component = component[1:]  # label 0 is the background
+    sizes = np.concatenate([parts[b]["sizes"] for b in ids]) if n else np.zeros(0, np.int64)
+    first = np.concatenate([parts[b]["first"] for b in ids]) if n else np.zeros(0, np.int64)
+    n_comp = int(component.max()) + 1 if n else 0
+    comp_size = np.bincount(component, weights=sizes, minlength=n_comp) if n else np.zeros(0)
+    comp_first = np.full(n_comp, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(comp_first, component, first)
+    kept = np.flatnonzero(comp_size >= max(min_size, 1))
+    order = kept[np.argsort(comp_first[kept], kind="stable")]
+    comp_id = np.zeros(n_comp, dtype=np.int32)
+    comp_id[order] = np.arange(1, order.size + 1, dtype=np.int32)
+    lookup = np.concatenate([[0], comp_id[component]]).astype(np.int32)
+    labels = da.map_blocks(
+        _relabel_block,
+        data,
+        dtype=np.int32,
+        lookup=dask.delayed(lookup, pure=True),
+        offsets=dask.delayed(np.asarray(offset_list, dtype=np.int64), pure=True),
+        grid=numblocks,
+    )
+    return xr.DataArray(
+        labels,
+        coords=mask.coords,
+        dims=DIMS,
+        name="event",
+        attrs={
+            "long_name": "event label (0: no event)",
+            "connectivity": connectivity_name(wrap_lon),
+        },
+    )
+
+
+def _table_block(
+    lab: np.ndarray,
+    score: np.ndarray | None,
+    feature: np.ndarray | None,
+    origin: tuple[int, int, int],
+    shape: tuple[int, int, int],
+    geometry: dict,
+) -> dict | None:
+    """Per-event partial sums, minima and maxima of one chunk of labels."""
+    t, y, x = np.nonzero(lab)
+    if t.size == 0:
+        return None
+    ids = lab[t, y, x]
+    t, y, x = t + origin[0], y + origin[1], x + origin[2]
+    lon = geometry["lon"]
+    weight = geometry["area"][y] * geometry["days"][t]
+    df = pd.DataFrame({"id": ids, "t": t, "y": y, "w": weight})
+    df["sin"] = weight * np.sin(np.deg2rad(lon[x]))
+    df["cos"] = weight * np.cos(np.deg2rad(lon[x]))
+    df["wlat"] = weight * geometry["lat"][y]
+    agg = df.groupby("id", sort=True).agg(t0=("t", "min"), t1=("t", "max"), n=("t", "size"), vol=("w", "sum"),
+                                          s=("sin", "sum"), c=("cos", "sum"), wlat=("wlat", "sum"),
+                                          y0=("y", "min"), y1=("y", "max"))  # fmt: skip
+    out = {"agg": agg, "footprint": pd.DataFrame({"id": ids, "y": y, "x": x}).drop_duplicates()}
+    if score is not None:
+        s = pd.DataFrame(
+            {
+                "id": ids,
+                "score": np.asarray(score[lab > 0], dtype=np.float64),
+                "flat": np.ravel_multi_index((t, y, x), shape),
+            }
+        ).dropna()
+        out["peak"] = s.loc[s.groupby("id")["score"].idxmax().to_numpy()] if len(s) else s
+    if feature is not None:
+        values = np.abs(np.asarray(feature[lab > 0], dtype=np.float64))  # (cells, variables)
+        finite = ~np.isnan(values)
+        grouped = pd.DataFrame(np.where(finite, values, 0.0)).groupby(ids)
+        out["feature_sum"] = grouped.sum()
+        out["feature_count"] = pd.DataFrame(finite.astype(np.int64)).groupby(ids).sum()
+    return out
+
+
+def event_table_chunked(
+    labels: xr.DataArray,
+    scores: xr.DataArray | None,
+    features: xr.DataArray | None,
+    *,
+    affected_threshold: float,
+) -> pd.DataFrame:
+    """The event table of :func:`~platform_lib.analysis.events.event_table`, reduced over chunks."""
+    lab = labels.data if isinstance(labels.data, da.Array) else da.from_array(np.asarray(labels.values))
+    chunks, shape = lab.chunks, lab.shape
+    origins = _origins(chunks)
+    geometry = _grid_geometry(labels)
+    lab_blocks = lab.to_delayed()
+    score_blocks = feature_blocks = None
+    names: list[str] = []
+    if scores is not None:
+        sd = scores.data if isinstance(scores.data, da.Array) else da.from_array(np.asarray(scores.values))
+        score_blocks = sd.rechunk(chunks).to_delayed()
+    if features is not None:
+        fd = (
+            features.data
+            if isinstance(features.data, da.Array)
+            else da.from_array(np.asarray(features.values))
+        )
+        feature_blocks = fd.rechunk(chunks + ((fd.shape[3],),)).to_delayed()
+        names = [str(v) for v in features["variable"].values]
+    tasks = []
+    for b in itertools.product(*(range(n) for n in lab.numblocks)):
+        origin = tuple(int(origins[a][b[a]]) for a in range(3))
+        tasks.append(
+            dask.delayed(_table_block)(
+                lab_blocks[b],
+                None if score_blocks is None else score_blocks[b],
+                None if feature_blocks is None else feature_blocks[(*b, 0)],
+                origin,
+                shape,
+                geometry,
+            )
+        )
+    parts = [p for p in dask.compute(*tasks) if p is not None]
+    if not parts:
+        return _table_from_parts(None, None, None, {}, geometry)
+    agg = pd.concat([p["agg"] for p in parts]).groupby(level=0, sort=True)
+    agg = agg.agg({"t0": "min", "t1": "max", "n": "sum", "vol": "sum", "s": "sum", "c": "sum", "wlat": "sum",
+                   "y0": "min", "y1": "max"})  # fmt: skip
+    footprint = pd.concat([p["footprint"] for p in parts]).drop_duplicates()
+    peak = None
+    if scores is not None:
+        peaks = pd.concat([p["peak"] for p in parts]).sort_values(["score", "flat"], ascending=[False, True])
+        peaks = peaks.drop_duplicates("id").set_index("id").reindex(agg.index)
+        peak = pd.DataFrame(
+            {"score": peaks["score"].to_numpy(), "t": peaks["flat"].to_numpy() // (shape[1] * shape[2])}
+        )
+    affected: dict[int, list[str]] = {}
+    if features is not None:
+        total = pd.concat([p["feature_sum"] for p in parts]).groupby(level=0).sum()
+        count = pd.concat([p["feature_count"] for p in parts]).groupby(level=0).sum()
+        mean_abs = total / count.where(count > 0)
+        mean_abs.columns = names
+        for eid, row in mean_abs.iterrows():
+            strong = row[row >= affected_threshold].sort_values(ascending=False)
+            affected[int(eid)] = list(strong.index)
+    return _table_from_parts(agg, footprint, peak, affected, geometry)
+
+
+__all__ = ["event_table_chunked", "exact_quantile", "label_chunked"]
