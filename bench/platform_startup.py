@@ -272,6 +272,7 @@ def stop_group(proc: subprocess.Popen, timeout: float) -> None:
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGCONT)  # a stopped process acts on SIGTERM only once continued
         try:
             proc.wait(timeout=timeout)
             return

@@ -128,3 +128,86 @@ def test_foreground_restarts_a_dead_component_and_ctrl_c_stops_everything(penv: 
     assert_nothing_running(penv, "alpha")
     assert tagged_processes(str(penv.layout("alpha").root.resolve())) == []
     assert not http_ok(f"{url}/hub/login")
+
+
+@pytest.fixture(scope="module")
+def short_fuse(tmp_path_factory):
+    """A running project whose gateway stops clusters after 3 idle seconds and whose user servers cannot
+    start (an argument jupyterhub-singleuser refuses), both set on the real components' command lines."""
+    penv = PlatformEnv.create(tmp_path_factory.mktemp("short-fuse"))
+    penv.write_spec(small_spec("alpha", ["alice"], ["bob"]))
+    real_components = supervisor.components
+
+    def with_overrides(settings):
+        comps = real_components(settings)
+        # the spec counts whole minutes (the generated config says idle_timeout = 60 * minutes, see
+        # test_platform_units); a command-line setting overrides the config file, to keep this test short
+        comps["gateway"].cmd = [*comps["gateway"].cmd, "--LocalClusterConfig.idle_timeout=3"]
+        comps["hub"].cmd = [*comps["hub"].cmd, "--Spawner.args=--no-such-flag"]
+        return comps
+
+    with pytest.MonkeyPatch.context() as mp:
+        for key in ("ESDL_STATE_DIR", "ESDL_PROJECTS_DIR", "ESDL_NOTEBOOKS_DIR", "ESDL_DATA_DIR"):
+            mp.setenv(key, penv.env[key])
+        mp.setattr(supervisor, "components", with_overrides)
+        try:
+            supervisor.up(["alpha"], port=0, echo=lambda line: None)
+            yield penv
+        finally:
+            supervisor.down(["alpha"], echo=lambda line: None)
+    assert_nothing_running(penv, "alpha")
+
+
+def test_an_idle_cluster_is_stopped_by_the_gateway(short_fuse: PlatformEnv):
+    from platform_lib.gateway import close_gateway, open_gateway
+    from platform_lib.local.client import HubClient
+
+    client = HubClient(short_fuse.url("alpha"))
+    client.login("alice", short_fuse.password("alpha", "alice"))
+    ports = short_fuse.layout("alpha").saved_ports()
+    gateway = open_gateway(
+        f"{short_fuse.url('alpha')}/services/dask-gateway",
+        proxy_address=f"gateway://127.0.0.1:{ports['gateway_tcp']}",
+        token=client.api_token(),
+    )
+    tag = str(short_fuse.layout("alpha").root.resolve())
+    try:
+        name = gateway.submit()  # a cluster nobody uses: idle from the start
+        deadline = time.monotonic() + 60
+        while gateway.get_cluster(name).status.name != "RUNNING":  # its scheduler started
+            assert time.monotonic() < deadline, f"cluster {name} never started"
+            time.sleep(0.2)
+        assert tagged_processes(tag, ["cluster"]), "no scheduler process for the running cluster"
+        report = gateway.get_cluster(name)
+        while report.status.name in ("PENDING", "RUNNING", "STOPPING"):
+            assert time.monotonic() < deadline, f"idle cluster {name} still {report.status.name}"
+            time.sleep(0.5)
+            report = gateway.get_cluster(name)
+        assert report.status.name == "STOPPED"
+        assert gateway.list_clusters() == []
+        while tagged_processes(tag, ["cluster"]):  # and its processes are gone
+            assert time.monotonic() < deadline, "the idle cluster's processes are still running"
+            time.sleep(0.2)
+    finally:
+        for cluster in gateway.list_clusters():
+            gateway.stop_cluster(cluster.name)
+        close_gateway(gateway)
+
+
+def test_a_user_server_that_exits_while_starting_is_reported_with_its_exit_code(short_fuse: PlatformEnv):
+    from platform_lib.local.client import HubClient
+
+    client = HubClient(short_fuse.url("alpha"))
+    client.login("bob", short_fuse.password("alpha", "bob"))
+    log = short_fuse.layout("alpha").log_file("hub")
+    client.session.get(f"{client.base_url}/hub/spawn", timeout=120)
+    deadline = time.monotonic() + 60  # the hub alone would wait for Spawner.http_timeout (90 s) first
+    while "the server of 'bob' exited with code 2 while starting" not in log.read_text():
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.2)
+    assert "unrecognized arguments: --no-such-flag" in log.read_text()  # its own complaint, in the hub log
+    token = client.api_token()
+    user = client.session.get(
+        f"{client.base_url}/hub/api/users/bob", headers={"Authorization": f"token {token}"}, timeout=30
+    ).json()
+    assert user["servers"] == {}  # the hub gave up on it at once and is ready for another try

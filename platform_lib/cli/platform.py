@@ -56,7 +56,7 @@ def run_up(args: argparse.Namespace) -> int:
     import threading
 
     from platform_lib.local import run_foreground, up
-    from platform_lib.local.configs import ungenerated_shared_cubes
+    from platform_lib.local.configs import kubernetes_only_settings, ungenerated_shared_cubes
 
     # the note on ungenerated cubes reads the catalog, whose module imports xarray and pandas (~0.3 s):
     # import it while the components start instead of after they answer
@@ -65,10 +65,8 @@ def run_up(args: argparse.Namespace) -> int:
     prepared = up(names, port=args.port, host=args.ip, log_level=args.log_level)
     for p in prepared:
         spec = p.settings.spec
-        if spec.login.method != "native":
-            print(
-                f"  note: {spec.name} uses per-person passwords here; login.method {spec.login.method!r} applies on Kubernetes"
-            )
+        for note in kubernetes_only_settings(spec):
+            print(f"  note: {spec.name}: {note}")
         print(f"  {spec.name}: log in at {p.url} as one of {', '.join(spec.users)}; passwords: `esdl status`")
         if p.new_logins:
             print(f"  {spec.name}: new logins (kept in the state folder, owner-only):")

@@ -379,6 +379,31 @@ def missing_stores(s: PlatformSettings) -> list[str]:
     return out
 
 
+def kubernetes_only_settings(spec: ProjectSpec) -> list[str]:
+    """One note per setting of ``spec`` that the embedded platform does not apply (it does on Kubernetes).
+
+    All user servers run as the one system user who ran ``esdl up``, so file permissions cannot tell
+    members apart: ``storage.team_access: admins-write`` is not enforced here.
+
+    >>> from platform_lib.projects import load_project
+    >>> kubernetes_only_settings(load_project("demo"))
+    []
+    >>> kubernetes_only_settings(load_project("extremes-lab"))[-1]
+    "storage.team_access 'admins-write' applies on Kubernetes; here every member can write the team folder (all user servers run as one system user)"
+    """
+    notes = []
+    if spec.login.method != "native":
+        notes.append(
+            f"login.method {spec.login.method!r} applies on Kubernetes; here everyone logs in with a generated password"
+        )
+    if spec.storage.team_access != "rw":
+        notes.append(
+            f"storage.team_access {spec.storage.team_access!r} applies on Kubernetes; here every member can write"
+            " the team folder (all user servers run as one system user)"
+        )
+    return notes
+
+
 def ungenerated_shared_cubes(s: PlatformSettings) -> list[str]:
     """Names of the shared catalogs' local cubes whose stores do not exist yet (e.g. the demo cubes
     before ``esdl cubes generate``); the platform still starts, ``esdl up`` prints a note."""
