@@ -10,7 +10,9 @@ repetition) and printed with the ratio ours / reference (target: under 1.10):
    ``SharedPasswordAuthenticator``, the hub starting configurable-http-proxy itself) until
    ``/hub/login`` answers;
 2. spawn: log in through the login form and wait for JupyterLab's page (``/hub/spawn`` then
-   ``/user/<name>/lab``), the same client for both;
+   ``/user/<name>/lab``), the same client for both. Our spawner hands the new server to the hub as soon
+   as it answers (checks every 0.1 s); the bare hub finds it through its own exponential back-off with
+   random waits of up to 5 s, which is most of the difference on this step;
 3. cluster: ``Gateway.new_cluster()`` + ``scale(2)`` until two workers are live, through the hub's
    ``/services/dask-gateway`` route with the user's token, the same client for both.
 
@@ -96,16 +98,16 @@ def sweep(root: Path, side: str) -> int:
     """Kill whatever is left of a repetition in ``root`` and say so; return how many processes."""
     left = processes_under(root)
     if left:
-        names = ", ".join(sorted({" ".join(p.cmdline()[:2]) for p in left if _cmdline_ok(p)}))
+        names = ", ".join(sorted({_describe(p) for p in left}))
         print(f"  warning: {side} left {len(left)} process(es) behind, killed now: {names}", flush=True)
         terminate(left, timeout=5)
     return len(left)
 
 
-def _cmdline_ok(proc) -> bool:
-    with contextlib.suppress(Exception):
-        return bool(proc.cmdline())
-    return False
+def _describe(proc) -> str:
+    with contextlib.suppress(psutil.Error):
+        return " ".join(proc.cmdline()[:2]) or f"pid {proc.pid}"
+    return f"pid {proc.pid} (gone)"
 
 
 def log_tail(path: Path, lines: int = 15) -> str:
