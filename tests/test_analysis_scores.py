@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
 from analysis_reference import esdc_time, reference_block, reference_quantiles
+from scipy.spatial.distance import cdist
 
 from platform_lib.analysis import (
     METHODS,
@@ -14,6 +17,7 @@ from platform_lib.analysis import (
     anomaly_scores,
     anomaly_scores_block,
     ewma,
+    extremes,
     quantile_scores,
     time_delay_embedding,
 )
@@ -133,3 +137,33 @@ def test_ties_and_duplicates_follow_the_package_stable_order():
     ref = reference_block(block)
     got = anomaly_scores_block(block, quantiles=False)
     np.testing.assert_allclose(got, ref[..., :5], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("case", "chunk", "panel"),
+    [("offset", 2**22, 2**17), ("integers", 2**22, 2**17), ("integers", 500, 64), ("wide", 2**22, 2**17)],
+)
+def test_nearest_neighbours_are_exactly_the_packages(monkeypatch, case, chunk, panel):
+    """The float32 candidate search never loses a neighbour: KNN-Gamma equals the port bit for bit."""
+    monkeypatch.setattr(extremes, "CHUNK_ENTRIES", chunk)  # several row chunks per pixel
+    monkeypatch.setattr(extremes, "PANEL_PRODUCT", panel)  # one-row matmul panels
+    rng = np.random.default_rng(11)
+    if case == "offset":  # far from the origin, tiny spread: float32 alone could not rank these
+        block = 1e6 + 1e-3 * rng.standard_normal((3, 200, 4))
+    elif case == "integers":  # coarse values: many equal distances at the k-th neighbour
+        block = rng.integers(0, 4, (3, 200, 3)).astype(float)
+    else:  # many features, one huge outlier
+        block = rng.standard_normal((2, 150, 24))
+        block[:, 7] *= 1e4
+    for k_perc in (0.05, 0.4):
+        got = anomaly_scores_block(block, ["KNN_Gamma", "KNN_Delta"], k_perc=k_perc, quantiles=False)
+        for p, pixel in enumerate(block):
+            d = cdist(pixel, pixel)
+            k = math.ceil(k_perc * len(pixel))
+            masked = d.copy()
+            np.fill_diagonal(masked, np.inf)
+            ind = np.argsort(masked, axis=1, kind="stable")[:, :k]
+            gamma = np.take_along_axis(d, ind, axis=1).mean(axis=1)
+            delta = np.linalg.norm(pixel - pixel[ind].mean(axis=1), axis=1)
+            np.testing.assert_array_equal(got[p, :, 0], gamma)
+            np.testing.assert_allclose(got[p, :, 1], delta, rtol=1e-12, atol=1e-12)

@@ -19,9 +19,11 @@ ensemble is the mean (median, max or min) of the methods' quantile scores.
 Time steps where any feature is missing get no score (NaN) and are left out of the pixel's matrix.
 
 How it is fast, exactly: pixels that miss the same steps are scored together (one gather, batched
-T2 with one ``eigh``, batched quantile normalisation). The nearest neighbours come from a k-d tree
-per pixel: O(T log T) instead of sorting every row of a T x T matrix (ties broken by time index, as
-the package's stable sort). KDE and REC use the symmetry of ``D``: the ``T (T-1) / 2`` pair
+T2 with one ``eigh``, batched quantile normalisation). The nearest neighbours are found without
+sorting rows of the T x T distance matrix: float32 ranks by one matmul, a per-row bound on the k-th
+smallest from the minima of 4k column groups, then exact float64 distances (as ``cdist``) of the
+few candidates below the bound plus its rigorous rounding margin, sorted stably (ties broken by
+time index, as the package's stable sort). KDE and REC use the symmetry of ``D``: the ``T (T-1) / 2`` pair
 distances (``pdist``), the exact median of the full matrix from two order statistics of that half
 (found on a float32 copy, then made exact), one ``exp`` over the pairs -- half the work of the square
 matrix, in cache-sized pieces, all in float64 (quantile levels hinge on exact ties).
@@ -47,7 +49,6 @@ from typing import Literal
 
 import numpy as np
 import xarray as xr
-from scipy.spatial import cKDTree
 from scipy.spatial.distance import pdist, squareform
 
 from platform_lib.compute import (
@@ -317,49 +318,104 @@ def _density_scores(x: np.ndarray, methods: Sequence[str]) -> dict[str, np.ndarr
     return out
 
 
-def _stable_knn_from_matrix(d: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Package semantics on a (b, n, n) distance matrix: self excluded, ties broken by lower index."""
-    b, n, _ = d.shape
-    d = d.copy()
-    d.reshape(b, -1)[:, :: n + 1] = np.inf
-    idx = np.argsort(d, axis=2, kind="stable")[:, :, :k]
-    return np.take_along_axis(d, idx, axis=2), idx
+PANEL_PRODUCT = 2**17  # rows x columns x features of one matmul: small enough for BLAS to use one thread
+GROUPS_PER_NEIGHBOUR = 4  # column groups per neighbour sought (step 2 of _nearest_neighbours)
+CHUNK_ENTRIES = 2**22  # approximate distances held at once per pixel (16 MiB of float32)
 
 
-def _nearest_neighbours(x: np.ndarray, k: int, extra: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def _approximate_ranks(x: np.ndarray, rows: slice, out: np.ndarray) -> np.ndarray:
+    """``|x_j|^2 - 2 x_i . x_j`` in float32 for the ``rows`` of ``x`` (centred and scaled to |x| <= 1).
+
+    For a fixed row ``i`` this orders the columns ``j`` as the squared distances do. One matmul with a
+    column of ones: in row panels small enough that BLAS runs each on one thread (a threaded BLAS on
+    tiny products mostly waits for cores that other work holds). Returns the float64 squared norms.
+    """
+    n, f = x.shape
+    a = np.empty((n, f + 1), np.float32)
+    a[:, :f] = x
+    a[:, f] = 1.0
+    nrm = np.einsum("ij,ij->i", x, x)
+    b = np.empty((f + 1, n), np.float32)
+    b[:f] = -2.0 * x.T
+    b[f] = nrm
+    step = max(1, PANEL_PRODUCT // (n * (f + 1)))
+    for r0 in range(rows.start, rows.stop, step):
+        r1 = min(r0 + step, rows.stop)
+        np.matmul(a[r0:r1], b, out=out[r0 - rows.start : r1 - rows.start])
+    return nrm
+
+
+def _nearest_neighbours(
+    x: np.ndarray, k: int, with_index: bool = True
+) -> tuple[np.ndarray, np.ndarray | None]:
     """k nearest neighbours (self excluded) of every step of every pixel: distances and indices (b, n, k).
 
-    A k-d tree per pixel (built in C in ~0.1 ms) finds them in O(T log T) instead of sorting each row
-    of the T x T distance matrix. Ties are broken by the lower time index, as the package's stable
-    ``sortperm`` does: the tree returns ``extra`` candidates more than needed, all ordered by
-    (distance, index); a pixel whose ties reach past them (rare: exact ties), or with many features
-    (> 16, where trees lose), is done on its distance matrix instead.
+    Exactly the package's ``knn_dists``: distances as scipy's ``cdist`` computes them, rows ordered by
+    (distance, index) -- its stable ``sortperm`` -- without sorting whole rows. Per pixel:
+
+    1. float32 ranks ``|x_j|^2 - 2 x_i . x_j`` by matmul (data centred, scaled by a power of two),
+       with a rigorous bound ``e_i`` on their error;
+    2. an upper bound ``u_i`` on each row's k-th smallest: split the columns into ``2k`` strided groups,
+       take each group's minimum and the k-th smallest of those (k distinct entries lie below it);
+    3. candidates: entries with rank ``<= u_i + 2 e_i`` -- a superset of the true k nearest and of any
+       ties with the k-th (about 2k per row on real data);
+    4. exact float64 distances of the candidates only, a stable sort of each short candidate row.
     """
     b, n, f = x.shape
-    if f > 16:
-        return _stable_knn_from_matrix(distance_matrices(x), k)
-    m = min(k + 1 + extra, n)
-    dist = np.empty((b, n, m))
-    idx = np.empty((b, n, m), dtype=np.intp)
+    dist = np.empty((b, n, k))
+    idx = np.empty((b, n, k), dtype=np.intp) if with_index else None
+    groups = min(GROUPS_PER_NEIGHBOUR * k, n)
+    chunk = max(1, min(n, CHUNK_ENTRIES // n))
+    ranks = np.empty((chunk, n), np.float32)
     for p in range(b):
-        dist[p], idx[p] = cKDTree(x[p]).query(x[p], k=m)
-    # usual case: self comes first and no two candidates tie -- the tree's order is the answer
-    near = dist[:, :, 1 : k + 1].copy()
-    near_idx = idx[:, :, 1 : k + 1].copy()
-    messy = (idx[:, :, 0] != np.arange(n)[None, :]) | (dist[:, :, 1:] == dist[:, :, :-1]).any(axis=2)
-    if messy.any():  # order those rows by (distance, index) with self left out
-        d_m, i_m = dist[messy], idx[messy]
-        d_m[i_m == np.broadcast_to(np.arange(n)[None, :], messy.shape)[messy][:, None]] = np.inf
-        order = np.lexsort((i_m, d_m), axis=-1)[:, :k]
-        near[messy] = np.take_along_axis(d_m, order, axis=1)
-        near_idx[messy] = np.take_along_axis(i_m, order, axis=1)
-        dist[messy] = d_m
-    dist[:, :, 0] = np.where(messy, dist[:, :, 0], np.inf)  # self (first) is no candidate either
-    if m < n:  # a tie at the k-th distance may continue beyond the candidates: redo those pixels
-        unsure = (dist.max(axis=2, where=np.isfinite(dist), initial=0.0) <= near[:, :, -1]).any(axis=1)
-        for p in np.flatnonzero(unsure):
-            near[p], near_idx[p] = (a[0] for a in _stable_knn_from_matrix(distance_matrices(x[p : p + 1]), k))
-    return near, near_idx
+        xp = x[p]
+        centred = xp - xp.mean(axis=0)
+        top = float(np.abs(centred).max())
+        scaled = centred * (2.0 ** -math.frexp(top)[1] if top > 0 else 1.0)  # exact; |scaled| < 1
+        columns = np.ascontiguousarray(xp.T)
+        for r0 in range(0, n, chunk):
+            r1 = min(r0 + chunk, n)
+            h = r1 - r0
+            s = ranks[:h]
+            nrm = _approximate_ranks(scaled, slice(r0, r1), s)
+            s.reshape(-1)[r0 :: n + 1] = np.inf  # self is no candidate
+            # 2: the minimum of each strided column group, then the k-th smallest of the minima
+            low = s[:, :groups].copy()
+            full, rest = divmod(n, groups)
+            for g in range(1, full):
+                np.minimum(low, s[:, g * groups : (g + 1) * groups], out=low)
+            if rest:
+                np.minimum(low[:, :rest], s[:, full * groups :], out=low[:, :rest])
+            bound = np.partition(low, k - 1, axis=1)[:, k - 1].astype(np.float64)
+            # 3: rounding error of float32 inputs, products and the (f+1)-term sums, with a factor 2
+            bound += (f + 4) * 2.0**-21 * (nrm[r0:r1] + nrm.max())
+            limit = np.nextafter(bound.astype(np.float32), np.float32(np.inf))  # round up, never down
+            flat = np.flatnonzero(s <= limit[:, None])
+            starts = np.searchsorted(flat, np.arange(h + 1) * n)
+            counts = np.diff(starts)
+            width = int(counts.max())
+            row = np.repeat(np.arange(h), counts)
+            col = flat - row * n
+            # 4: exact distances, summed over features in order as cdist does
+            diff = columns[0][row + r0] - columns[0][col]
+            sq = diff * diff
+            for g in range(1, f):
+                diff = columns[g][row + r0] - columns[g][col]
+                sq += diff * diff
+            slot = np.arange(flat.size) - starts[row] + row * width
+            cand = np.full(h * width, np.inf)
+            cand[slot] = np.sqrt(sq)
+            cand = cand.reshape(h, width)
+            if idx is None:  # distances only: sorted values (the same whichever of tied entries)
+                cand.sort(axis=1)
+                dist[p, r0:r1] = cand[:, :k]
+                continue
+            cand_idx = np.zeros(h * width, np.intp)
+            cand_idx[slot] = col
+            order = np.argsort(cand, axis=1, kind="stable")[:, :k]  # candidates are in index order
+            dist[p, r0:r1] = np.take_along_axis(cand, order, axis=1)
+            idx[p, r0:r1] = np.take_along_axis(cand_idx.reshape(h, width), order, axis=1)
+    return dist, idx
 
 
 def raw_scores(x: np.ndarray, methods: Sequence[str] = METHODS, k_perc: float = 0.05) -> np.ndarray:
@@ -384,7 +440,7 @@ def raw_scores(x: np.ndarray, methods: Sequence[str] = METHODS, k_perc: float = 
             raise EsdlError(
                 f"k = ceil({k_perc} * {n}) = {k} nearest neighbours is not possible with {n} steps."
             )
-        dist, idx = _nearest_neighbours(x, k)
+        dist, idx = _nearest_neighbours(x, k, with_index="KNN_Delta" in methods)
         if "KNN_Gamma" in methods:
             out[..., methods.index("KNN_Gamma")] = dist.mean(axis=2)
         if "KNN_Delta" in methods:
