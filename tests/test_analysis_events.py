@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections import deque
 
@@ -24,6 +25,7 @@ from platform_lib.analysis import (
 from platform_lib.analysis.events_chunked import exact_quantile
 from platform_lib.demo import event_mask
 from platform_lib.errors import EsdlError
+from platform_lib.paths import repo_root
 
 KM_PER_DEGREE = 6371.0088 * math.pi / 180
 
@@ -359,3 +361,14 @@ def test_detect_events_on_the_demo_cube_chunk_by_chunk_equals_in_memory(demo_cub
     assert (ref.table["lon_min"] > ref.table["lon_max"]).any()  # the dateline event is among them
     skill = event_skill(got.labels, event_mask(cube))
     assert skill == event_skill(ref.labels, event_mask(cube)) and skill["event_recall"] == 1.0
+
+
+def test_memory_benchmark_runs_both_ways_and_they_agree(capsys):
+    """Smoke run of bench/events_memory.py at its smallest size (speed and memory are not asserted)."""
+    path = repo_root() / "bench" / "events_memory.py"
+    spec = importlib.util.spec_from_file_location("bench_events_memory", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.bench_events_memory(46, 5.0, 16, 16)
+    assert result["chunked"]["events"] == result["in_memory"]["events"] > 0
+    assert result["chunked"]["blocks"] == 45 and "same events: True" in capsys.readouterr().out

@@ -6,6 +6,10 @@ grid, wrap-around in longitude: a cell in the last longitude column touches the 
 event crossing the dateline is one event (labels touching across the seam are merged with a
 union-find). Events smaller than ``min_size`` cells are dropped.
 
+Large dask-backed cubes are thresholded, labelled and described chunk by chunk (memory bounded by
+the chunk size; :mod:`platform_lib.analysis.events_chunked`), with the same threshold, labels and
+table as in memory; ``chunked=`` chooses explicitly.
+
 The event table has one row per event: ``event_id, start, end, n_steps, duration_days, n_cells,
 area_km2`` (footprint of cells hit at any time, each weighted by ``cos(lat)``), ``volume_km2_days``
 (the sum of cell area x step length over the event's cells), the bounding box ``lat_min, lat_max,
@@ -519,6 +523,7 @@ __all__ = [
     "DEFAULT_MIN_SIZE",
     "DEFAULT_QUANTILE",
     "EVENT_COLUMNS",
+    "IN_MEMORY_MAX_CELLS",
     "Events",
     "cell_area_km2",
     "detect_events",
@@ -526,4 +531,5 @@ __all__ = [
     "event_table",
     "is_global_lon",
     "label_events",
+    "use_chunks",
 ]
