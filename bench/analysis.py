@@ -136,11 +136,12 @@ def per_pixel(func: Callable[[np.ndarray], np.ndarray], stacked: xr.DataArray, s
 def bench_intrinsic(cube: xr.Dataset, repeat: int) -> None:
     filled = gap_fill(cube[DIM_VARS]).compute()  # the same gap-filled, stacked input for both
     stacked = as_variable_array(filled).transpose("lat", "lon", "time", "variable").copy()
-    land = int((~np.isnan(stacked.values).any(axis=(2, 3))).sum())
+    is_land = ~np.isnan(stacked.values).any(axis=(2, 3))
+    land = int(is_land.sum())
     with dask.config.set(scheduler="synchronous"):
         t_ours, ours = best_time(lambda: intrinsic_dimension(stacked, gap_fill=False).values, repeat)
     t_ref, ref = best_time(lambda: per_pixel(talk_dimension, stacked, scalar=True), repeat)
-    t_read, _ = best_time(lambda: np.ascontiguousarray(stacked.values), repeat)  # each pixel's bytes, once
+    t_read, _ = best_time(lambda: stacked.values[is_land], repeat)  # the land pixels' bytes, read once
     same = int(np.sum((ours == ref) | (np.isnan(ours) & np.isnan(ref))))
     n = ours.size
     line(
@@ -152,7 +153,7 @@ def bench_intrinsic(cube: xr.Dataset, repeat: int) -> None:
         f"same on {same}/{n} px ({land} land)",
     )
     print(
-        f"  (one thread; reading the same bytes once, pixel by pixel, takes {t_read * 1e3:.0f} ms: ours is "
+        f"  (one thread; reading the land pixels' bytes once into pixel order takes {t_read * 1e3:.0f} ms: ours is "
         f"{t_ours / t_read:.1f}x that, the reference {t_ref / t_read:.1f}x)"
     )
 
