@@ -223,11 +223,39 @@ def terminate(processes: Sequence, timeout: float = 10.0) -> None:
             p.terminate()
             p.resume()  # a stopped (SIGSTOP) process acts on SIGTERM only once continued
             alive.append(p)
-    _, alive = psutil.wait_procs(alive, timeout=timeout)
+    alive = _wait_gone(alive, timeout)
     for p in alive:
         with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
             p.kill()
-    psutil.wait_procs(alive, timeout=5)
+    _wait_gone(alive, 5)
+
+
+def _wait_gone(processes: Sequence, timeout: float) -> list:
+    """Check every 0.05 s until each process has exited (reaping those that are our children); return the
+    ones still running after ``timeout`` s. (``psutil.wait_procs`` checks one process at a time for up to
+    1 s each, so it notices an exit up to a second late.)
+
+    >>> _wait_gone([_psutil().Process()], timeout=0.1) == [_psutil().Process()]
+    True
+    """
+    psutil = _psutil()
+    alive = list(processes)
+    deadline = time.monotonic() + timeout
+    while True:
+        still = []
+        for p in alive:
+            try:
+                p.wait(timeout=0)  # returns (and reaps) once a child of ours has exited
+            except psutil.TimeoutExpired:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    if p.status() != psutil.STATUS_ZOMBIE:  # a zombie of another parent is gone too
+                        still.append(p)
+            except psutil.NoSuchProcess:
+                pass
+        alive = still
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.05)
 
 
 def _log_tail(path: Path, offset: int, lines: int = LOG_TAIL_LINES) -> str:
