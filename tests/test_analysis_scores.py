@@ -167,3 +167,37 @@ def test_nearest_neighbours_are_exactly_the_packages(monkeypatch, case, chunk, p
             delta = np.linalg.norm(pixel - pixel[ind].mean(axis=1), axis=1)
             np.testing.assert_array_equal(got[p, :, 0], gamma)
             np.testing.assert_allclose(got[p, :, 1], delta, rtol=1e-12, atol=1e-12)
+
+
+def test_default_ensemble_uses_the_computed_best_methods():
+    """Without KDE (or REC) among the methods, the default ensemble combines what is computed."""
+    time = esdc_time(2001, 2002)
+    rng = np.random.default_rng(5)
+    cube = xr.Dataset(
+        {v: (("time", "lat", "lon"), rng.standard_normal((len(time), 2, 2))) for v in ("a", "b")},
+        coords={"time": time, "lat": [0.0, 10.0], "lon": [0.0, 10.0]},
+    )
+    features = anomaly_features(cube, ["a", "b"])
+    block = features.transpose("lat", "lon", "time", "variable").values.reshape(4, len(time), 2)
+    scores = anomaly_scores(features, ["KNN_Gamma", "T2"])  # default ensemble: KNN_Gamma only
+    expected = anomaly_scores_block(
+        block, ["KNN_Gamma", "T2"], ensemble="mean", ensemble_methods=["KNN_Gamma"]
+    )
+    got = scores["ensemble"].transpose("lat", "lon", "time").values.reshape(4, -1)
+    np.testing.assert_array_equal(got, expected[..., 2])
+    np.testing.assert_array_equal(
+        got, scores["KNN_Gamma"].transpose("lat", "lon", "time").values.reshape(4, -1)
+    )
+    only_t2 = anomaly_scores(features, ["T2"]).compute()  # none of the three: all methods (T2)
+    np.testing.assert_array_equal(only_t2["ensemble"].values, only_t2["T2"].values)
+    assert sorted(anomaly_scores(features, ["T2"], ensemble=None).data_vars) == ["T2"]
+    with pytest.raises(EsdlError, match=r"ensemble_methods \['KDE'\] are not among the computed methods"):
+        anomaly_scores(features, ["KNN_Gamma", "T2"], ensemble_methods=["KDE"])
+
+
+def test_order_statistics_fall_back_when_the_sample_misleads():
+    c = np.full(100_000, 5.0)
+    c[:: 100_000 // 8192] = 0.0  # the strided sample sees only zeros
+    c[1::7] = np.arange(c[1::7].size, dtype=float)
+    for r in (0, 50_000, 99_998):
+        assert extremes._order_statistics(c, r) == tuple(np.sort(c)[[r, r + 1]])

@@ -62,6 +62,7 @@ from platform_lib.compute import (
 from platform_lib.errors import EsdlError, allowed
 
 METHODS: tuple[str, ...] = ("KDE", "REC", "KNN_Gamma", "KNN_Delta", "T2")
+BEST_METHODS: tuple[str, ...] = ("KDE", "REC", "KNN_Gamma")  # the default ensemble (Flach et al. 2017)
 ENSEMBLES = ("mean", "median", "max", "min")
 QUANTILE_LEVELS = np.arange(101) / 100.0  # Julia's 0.0:0.01:1.0, each level correctly rounded
 MIN_STEPS = 10  # fewer valid time steps than this in a pixel: no scores
@@ -571,14 +572,16 @@ def anomaly_scores(
     k_perc: float = 0.05,
     quantiles: bool = True,
     ensemble: Literal["mean", "median", "max", "min"] | None = "mean",
-    ensemble_methods: Sequence[str] | None = ("KDE", "REC", "KNN_Gamma"),
+    ensemble_methods: Sequence[str] | None = BEST_METHODS,
 ) -> xr.Dataset:
     """Anomaly scores per pixel time series (lazy): one ``(time, lat, lon)`` variable per method.
 
     ``features``: usually :func:`anomaly_features` (dims ``..., time, variable``); a Dataset of raw
     variables is stacked as is. With ``quantiles=True`` each score is quantile-normalised per pixel; the
-    ``ensemble`` variable combines the quantile scores of ``ensemble_methods`` (default KDE, REC and
-    KNN-Gamma, the best performers in Flach et al. 2017; pass None to use all methods).
+    ``ensemble`` variable combines the quantile scores of ``ensemble_methods``: by default those of
+    KDE, REC and KNN-Gamma (the best performers in Flach et al. 2017) that are among ``methods``, or
+    all ``methods`` when none of the three is; None uses all methods; a list naming a method that is
+    not computed is an error.
 
     >>> from platform_lib.demo import make_demo_cube
     >>> cube = make_demo_cube(resolution=10.0, years=(2001, 2003))
@@ -589,6 +592,8 @@ def anomaly_scores(
     methods = _check_methods(methods)
     if ensemble is not None and ensemble not in ENSEMBLES:
         raise EsdlError(f"ensemble={ensemble!r} is not allowed; use one of {allowed(ENSEMBLES)} or None.")
+    if ensemble_methods is BEST_METHODS:  # the default: the best performers that are computed
+        ensemble_methods = [m for m in BEST_METHODS if m in methods] or None
     _ensemble_index(methods, ensemble, ensemble_methods)  # fail now, not inside a dask task
     stacked = as_variable_array(features, variables)
     if "time" not in stacked.dims:
@@ -626,6 +631,7 @@ def anomaly_scores(
 
 
 __all__ = [
+    "BEST_METHODS",
     "ENSEMBLES",
     "METHODS",
     "QUANTILE_LEVELS",
