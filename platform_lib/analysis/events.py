@@ -255,6 +255,25 @@ def _grid_geometry(labels: xr.DataArray) -> dict:
     }
 
 
+#: per-event reductions of the cell frame (:func:`_cell_frame`); chunk by chunk they combine again by
+#: the same reduction (min of mins, sum of sums)
+EVENT_SUMS = {
+    "t0": ("t", "min"), "t1": ("t", "max"), "n": ("t", "size"), "vol": ("w", "sum"), "s": ("sin", "sum"),
+    "c": ("cos", "sum"), "wlat": ("wlat", "sum"), "y0": ("y", "min"), "y1": ("y", "max"),
+}  # fmt: skip
+
+
+def _cell_frame(ids: np.ndarray, t: np.ndarray, y: np.ndarray, x: np.ndarray, geometry: dict) -> pd.DataFrame:
+    """One row per event cell: its id, indices, weight (area x days) and weighted sin/cos(lon), lat."""
+    weight = geometry["area"][y] * geometry["days"][t]
+    lon = np.deg2rad(geometry["lon"][x])
+    df = pd.DataFrame({"id": ids, "t": t, "y": y, "x": x, "w": weight})
+    df["sin"] = weight * np.sin(lon)
+    df["cos"] = weight * np.cos(lon)
+    df["wlat"] = weight * geometry["lat"][y]
+    return df
+
+
 def _table_from_parts(
     agg: pd.DataFrame | None,
     footprint: pd.DataFrame | None,
@@ -345,20 +364,14 @@ def event_table(
     t, y, x = np.nonzero(lab)
     if t.size == 0:
         return _table_from_parts(None, None, None, {}, geometry)
-    lat, lon, days = geometry["lat"], geometry["lon"], geometry["days"]
-    weight = geometry["area"][y] * days[t]
-    df = pd.DataFrame({"id": lab[t, y, x], "t": t, "y": y, "x": x, "w": weight})
-    df["sin"] = weight * np.sin(np.deg2rad(lon[x]))
-    df["cos"] = weight * np.cos(np.deg2rad(lon[x]))
-    df["wlat"] = weight * lat[y]
+    df = _cell_frame(lab[t, y, x], t, y, x, geometry)
     if sc is not None:
         values = (
             sc.data.vindex[t, y, x].compute() if sc.chunks is not None else np.asarray(sc.values)[t, y, x]
         )
         df["score"] = np.asarray(values, dtype=np.float64)
     g = df.groupby("id", sort=True)
-    agg = g.agg(t0=("t", "min"), t1=("t", "max"), n=("t", "size"), vol=("w", "sum"), s=("sin", "sum"),
-                c=("cos", "sum"), wlat=("wlat", "sum"), y0=("y", "min"), y1=("y", "max"))  # fmt: skip
+    agg = g.agg(**EVENT_SUMS)
     footprint = df[["id", "y", "x"]].drop_duplicates()
     affected: dict[int, list[str]] = {}
     if ft is not None:

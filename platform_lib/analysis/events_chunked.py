@@ -45,7 +45,9 @@ from scipy.sparse.csgraph import connected_components
 
 from platform_lib.analysis.events import (
     DIMS,
+    EVENT_SUMS,
     STRUCTURE,
+    _cell_frame,
     _grid_geometry,
     _table_from_parts,
     _touching_pairs,
@@ -290,16 +292,9 @@ def _table_block(
         return None
     ids = lab[t, y, x]
     t, y, x = t + origin[0], y + origin[1], x + origin[2]
-    lon = geometry["lon"]
-    weight = geometry["area"][y] * geometry["days"][t]
-    df = pd.DataFrame({"id": ids, "t": t, "y": y, "w": weight})
-    df["sin"] = weight * np.sin(np.deg2rad(lon[x]))
-    df["cos"] = weight * np.cos(np.deg2rad(lon[x]))
-    df["wlat"] = weight * geometry["lat"][y]
-    agg = df.groupby("id", sort=True).agg(t0=("t", "min"), t1=("t", "max"), n=("t", "size"), vol=("w", "sum"),
-                                          s=("sin", "sum"), c=("cos", "sum"), wlat=("wlat", "sum"),
-                                          y0=("y", "min"), y1=("y", "max"))  # fmt: skip
-    out = {"agg": agg, "footprint": pd.DataFrame({"id": ids, "y": y, "x": x}).drop_duplicates()}
+    df = _cell_frame(ids, t, y, x, geometry)
+    agg = df.groupby("id", sort=True).agg(**EVENT_SUMS)
+    out = {"agg": agg, "footprint": df[["id", "y", "x"]].drop_duplicates()}
     if score is not None:
         s = pd.DataFrame(
             {
@@ -361,8 +356,7 @@ def event_table_chunked(
     if not parts:
         return _table_from_parts(None, None, None, {}, geometry)
     agg = pd.concat([p["agg"] for p in parts]).groupby(level=0, sort=True)
-    agg = agg.agg({"t0": "min", "t1": "max", "n": "sum", "vol": "sum", "s": "sum", "c": "sum", "wlat": "sum",
-                   "y0": "min", "y1": "max"})  # fmt: skip
+    agg = agg.agg({k: "sum" if how in ("size", "sum") else how for k, (_, how) in EVENT_SUMS.items()})
     footprint = pd.concat([p["footprint"] for p in parts]).drop_duplicates()
     peak = None
     if scores is not None:
