@@ -372,3 +372,18 @@ def test_memory_benchmark_runs_both_ways_and_they_agree(capsys):
     result = bench.bench_events_memory(46, 5.0, 16, 16)
     assert result["chunked"]["events"] == result["in_memory"]["events"] > 0
     assert result["chunked"]["blocks"] == 45 and "same events: True" in capsys.readouterr().out
+
+
+def test_large_dask_cubes_go_chunk_by_chunk_by_default(monkeypatch):
+    import platform_lib.analysis.events as events_module
+
+    scores = grid_cube(np.random.default_rng(2).random((6, 5, 36)))
+    small = detect_events(scores.chunk({"time": 2}), 0.95, min_size=1)
+    assert small.labels.chunks is None  # small: computed once, labelled in memory
+    monkeypatch.setattr(events_module, "IN_MEMORY_MAX_CELLS", scores.size - 1)
+    large = detect_events(scores.chunk({"time": 2}), 0.95, min_size=1)
+    assert large.labels.chunks is not None  # above the limit: lazy labels, chunk by chunk
+    assert detect_events(scores, 0.95, min_size=1).labels.chunks is None  # numpy stays in memory
+    np.testing.assert_array_equal(large.labels.values, small.labels.values)
+    assert large.threshold == small.threshold
+    assert_same_tables(large.table, small.table)
