@@ -23,7 +23,7 @@ and the table with peak scores.
     .venv/bin/python bench/events_memory.py [--small] [--years N] [--detect-years N] [--chunked-only]
 
 ``--chunked-only`` skips the reference, for cubes whose in-memory labelling would not fit (about 36
-bytes a cell, 52 with the quantile: 20 years at 0.25 degree would take ~32-46 GiB).
+bytes a cell, 46 with the quantile: 20 years at 0.25 degree would take ~32-41 GiB).
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def run(what: str, mode: str, n_time: int, resolution: float, chunk_t: int, chun
     }
 
 
-BYTES_PER_CELL = {"label": 36, "detect": 52}  # in memory, measured (the float64 copy for the quantile)
+BYTES_PER_CELL = {"label": 36, "detect": 46}  # in memory, measured (the float64 copy for the quantile)
 
 
 def bench_events_memory(

@@ -46,7 +46,7 @@ DEFAULT_QUANTILE = 0.999
 DEFAULT_MIN_SIZE = 8
 DIMS = ("time", "lat", "lon")
 STRUCTURE = np.ones((3, 3, 3), dtype=bool)  # 26-connectivity
-#: dask-backed cubes with more cells are done chunk by chunk by default (in memory: 36-52 bytes a cell)
+#: dask-backed cubes with more cells are done chunk by chunk by default (in memory: 36-46 bytes a cell)
 IN_MEMORY_MAX_CELLS = 2**24
 
 
