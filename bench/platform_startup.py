@@ -6,9 +6,10 @@ repetition) and printed with the ratio ours / reference (target: under 1.10):
 1. start-up: from launching to the login page answering. Ours: ``esdl up --project demo --port 0``
    (spec validation, state and passwords, generated configs, gateway + proxy + hub under the
    supervisor, health checks) until it returns. Reference: a hand-written ``dask_gateway_config.py``
-   started with ``dask-gateway-server``, then a plain ``jupyterhub`` (same ``SimpleLocalProcessSpawner``,
-   ``SharedPasswordAuthenticator``, the hub starting configurable-http-proxy itself) until
-   ``/hub/login`` answers;
+   started with ``dask-gateway-server``, and right after it (launched in the same order as ours, neither
+   waiting for the other) a plain ``jupyterhub`` (same ``SimpleLocalProcessSpawner``,
+   ``SharedPasswordAuthenticator``, the hub starting configurable-http-proxy itself) until the gateway's
+   health check and ``/hub/login`` answer;
 2. spawn: log in through the login form and wait for JupyterLab's page (``/hub/spawn`` then
    ``/user/<name>/lab``), the same client for both. Our spawner hands the new server to the hub as soon
    as it answers (checks every 0.1 s); the bare hub finds it through its own exponential back-off with
@@ -248,9 +249,11 @@ def run_reference(root: Path) -> dict[str, float]:
 
     try:
         t0 = time.perf_counter()
+        # as ``esdl up`` does: the gateway launched first, the hub right after it (not waiting for the
+        # gateway: the hub imports for ~2.5 s before it looks for it), then both must answer
         gateway = launch([str(venv_bin() / "dask-gateway-server"), "-f", "dask_gateway_config.py"])
-        wait_for(f"http://127.0.0.1:{ports['gateway_http']}{GATEWAY_PREFIX}/api/health", gateway)
         hub = launch([str(venv_bin() / "jupyterhub"), "-f", "jupyterhub_config.py"])
+        wait_for(f"http://127.0.0.1:{ports['gateway_http']}{GATEWAY_PREFIX}/api/health", gateway)
         wait_for(f"http://127.0.0.1:{ports['public']}/hub/login", hub)
         startup = time.perf_counter() - t0
         base = f"http://127.0.0.1:{ports['public']}"
