@@ -421,7 +421,12 @@ def _nearest_neighbours(
                 continue
             cand_idx = np.zeros(h * width, np.intp)
             cand_idx[slot] = col
-            order = np.argsort(cand, axis=1, kind="stable")[:, :k]  # candidates are in index order
+            order = np.argsort(cand, axis=1)
+            ranked = np.take_along_axis(cand, order[:, : k + 1], axis=1)
+            tied = (ranked[:, 1:] == ranked[:, :-1]).any(axis=1)  # within the k, or at the k-th
+            if tied.any():  # candidates are in index order: a stable sort breaks ties by index
+                order[tied] = np.argsort(cand[tied], axis=1, kind="stable")
+            order = order[:, :k]
             dist[p, r0:r1] = np.take_along_axis(cand, order, axis=1)
             idx[p, r0:r1] = np.take_along_axis(cand_idx.reshape(h, width), order, axis=1)
     return dist, idx
@@ -453,8 +458,12 @@ def raw_scores(x: np.ndarray, methods: Sequence[str] = METHODS, k_perc: float = 
         if "KNN_Gamma" in methods:
             out[..., methods.index("KNN_Gamma")] = dist.mean(axis=2)
         if "KNN_Delta" in methods:
-            neighbours = x[np.arange(b)[:, None, None], idx]  # (b, n, k, f)
-            out[..., methods.index("KNN_Delta")] = np.linalg.norm(x - neighbours.mean(axis=2), axis=2)
+            offset = np.empty((n, f))
+            for p in range(b):  # as the package: sum of x_i - x_j over the neighbours, / k
+                for g in range(f):
+                    column = x[p, :, g]
+                    offset[:, g] = (column[:, None] - column[idx[p]]).sum(axis=1) / k
+                out[p, :, methods.index("KNN_Delta")] = np.linalg.norm(offset, axis=1)
     if "T2" in methods:
         centred = x - x.mean(axis=1, keepdims=True)
         cov = np.matmul(np.swapaxes(centred, 1, 2), centred) / max(n - 1, 1)
