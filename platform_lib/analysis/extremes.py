@@ -20,10 +20,11 @@ Time steps where any feature is missing get no score (NaN) and are left out of t
 
 How it is fast, exactly: pixels that miss the same steps are scored together (one gather, batched
 T2 with one ``eigh``, batched quantile normalisation). The nearest neighbours are found without
-sorting rows of the T x T distance matrix: float32 ranks by one matmul, a per-row bound on the k-th
-smallest from the minima of 4k column groups, then exact float64 distances (as ``cdist``) of the
-few candidates below the bound plus its rigorous rounding margin, sorted stably (ties broken by
-time index, as the package's stable sort). KDE and REC use the symmetry of ``D``: the ``T (T-1) / 2`` pair
+sorting rows of the T x T distance matrix: float32 ranks from one matmul (in single-threaded BLAS
+panels, at most ``CHUNK_ENTRIES`` at a time), a per-row bound on the k-th smallest from the minima
+of 4k column groups, then exact float64 distances (computed as ``cdist`` does) of the few
+candidates below the bound plus its rigorous rounding margin, sorted (ties broken by time index, as
+the package's stable sort). KDE and REC use the symmetry of ``D``: the ``T (T-1) / 2`` pair
 distances (``pdist``), the exact median of the full matrix from two order statistics of that half
 (a strided sample brackets them, one counting pass, a partition of the ~2% inside the bracket),
 one ``exp`` over the pairs -- half the work of the square matrix, all in float64 (quantile levels
@@ -66,7 +67,7 @@ BEST_METHODS: tuple[str, ...] = ("KDE", "REC", "KNN_Gamma")  # the default ensem
 ENSEMBLES = ("mean", "median", "max", "min")
 QUANTILE_LEVELS = np.arange(101) / 100.0  # Julia's 0.0:0.01:1.0, each level correctly rounded
 MIN_STEPS = 10  # fewer valid time steps than this in a pixel: no scores
-DEFAULT_SCORE_BYTES = 128 * 2**20  # working memory of one batch of pixels (k-d tree, neighbour lists)
+DEFAULT_SCORE_BYTES = 128 * 2**20  # working memory of one batch of pixels (points, neighbour lists)
 
 
 # --- features ---------------------------------------------------------------------------------------
@@ -560,7 +561,7 @@ def anomaly_scores_block(
         rows = np.flatnonzero(valid[members[0]])
         n = rows.size
         per_pixel = 8 * n * (block.shape[2] + 1) + 24 * n * (math.ceil(k_perc * n) + 1)
-        batch = max(1, int(max_bytes // per_pixel))  # points, k-d tree and neighbour lists of a batch
+        batch = max(1, int(max_bytes // per_pixel))  # points, neighbour distances and indices of a batch
         for start in range(0, members.size, batch):
             chunk = members[start : start + batch]
             x = block[np.ix_(chunk, rows)]
