@@ -320,6 +320,14 @@ def _table_from_parts(
     return table
 
 
+def _features_cube(features: xr.DataArray | None) -> xr.DataArray | None:
+    if features is None:
+        return None
+    if "variable" not in features.dims:
+        raise EsdlError(f"features need a 'variable' dim; they have {tuple(map(str, features.dims))}.")
+    return features.transpose(*DIMS, "variable")
+
+
 def event_table(
     labels: xr.DataArray,
     scores: xr.DataArray | None = None,
@@ -350,11 +358,7 @@ def event_table(
     """
     labels = _as_cube(labels, "the labels")
     sc = _as_cube(scores, "the scores") if scores is not None else None
-    ft = None
-    if features is not None:
-        if "variable" not in features.dims:
-            raise EsdlError(f"features need a 'variable' dim; they have {tuple(map(str, features.dims))}.")
-        ft = features.transpose(*DIMS, "variable")
+    ft = _features_cube(features)
     if use_chunks(labels, chunked):
         from platform_lib.analysis.events_chunked import event_table_chunked
 
@@ -428,9 +432,10 @@ def detect_events(
     ``chunked=False``) the scores are computed once and loaded. Chunk by chunk (``chunked=True``, the
     default above that size) memory is bounded by the chunk size: the exact same quantile comes from
     a radix select over the chunks (:func:`~platform_lib.analysis.events_chunked.exact_quantile`),
-    the mask and the labels stay lazy and the table is reduced from per-chunk sums. The scores are then
-    read several times (2-4 passes for the quantile, 2 for labels and table): write expensive
-    scores to a store, or persist them on a cluster, first. Both ways give the same labels and table.
+    then one pass labels the chunks and sums the table; the labels stay lazy (reading them labels the
+    chunks again). The scores are read 3-4 times (2-3 passes for the quantile, 1 for labels and
+    table): write expensive scores to a store, or persist them on a cluster, first. Both ways give
+    the same threshold, labels and table.
 
     One threshold for all pixels needs scores that compare across pixels: use raw scores
     (``anomaly_scores(..., quantiles=False)``). Per-pixel quantile scores put the same share of every
@@ -463,17 +468,26 @@ def detect_events(
         )
     if threshold is None and (quantile is None or not 0 < quantile < 1):
         raise EsdlError(f"quantile={quantile} is not allowed: give 0 < quantile < 1, or a threshold value.")
-    if use_chunks(scores, chunked):
-        from platform_lib.analysis.events_chunked import exact_quantile
+    if threshold is not None:
+        quantile = None
+    if use_chunks(scores, chunked):  # exact quantile, then labels and table in one pass over the chunks
+        from platform_lib.analysis.events_chunked import detect_chunked, exact_quantile
 
-        values = scores
         if threshold is None:
             try:
                 threshold = exact_quantile(scores.data, quantile)
             except ValueError:
                 raise EsdlError("the score cube has no finite values: nothing to threshold.") from None
-        else:
-            quantile = None
+        if wrap_lon is None:
+            wrap_lon = is_global_lon(scores["lon"]) if "lon" in scores.coords else False
+        labels, table = detect_chunked(
+            (scores >= threshold).fillna(False).astype(bool),
+            scores,
+            _features_cube(features),
+            min_size=min_size,
+            wrap_lon=wrap_lon,
+            affected_threshold=affected_threshold,
+        )
     else:
         values = scores.compute()
         if threshold is None:
@@ -482,11 +496,9 @@ def detect_events(
             if finite.size == 0:
                 raise EsdlError("the score cube has no finite values: nothing to threshold.")
             threshold = float(np.quantile(finite, quantile))
-        else:
-            quantile = None
-    mask = (values >= threshold).fillna(False).astype(bool)
-    labels = label_events(mask, min_size=min_size, wrap_lon=wrap_lon, chunked=chunked)
-    table = event_table(labels, values, features, affected_threshold=affected_threshold, chunked=chunked)
+        mask = (values >= threshold).fillna(False).astype(bool)
+        labels = label_events(mask, min_size=min_size, wrap_lon=wrap_lon, chunked=False)
+        table = event_table(labels, values, features, affected_threshold=affected_threshold, chunked=False)
     return Events(labels=labels, table=table, threshold=threshold, quantile=quantile)
 
 

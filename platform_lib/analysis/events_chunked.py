@@ -13,15 +13,17 @@ the chunk size (plus what is proportional to the events themselves), never by th
   resolves them; events below ``min_size`` are dropped and the rest numbered by their first cell in
   ``(time, lat, lon)`` order, exactly as in memory. Pass 2 (lazy) relabels each chunk the same way
   and maps it through the resulting lookup table.
-- **event table**: each chunk gives per-event partial sums, minima and maxima (and its footprint
-  cells, peak and feature sums), reduced across chunks.
+- **event table**: each chunk gives per-label partial sums, minima and maxima (and its footprint
+  cells, peak and feature sums), renamed to event ids and reduced across chunks; in
+  :func:`detect_chunked` they come from pass 1 itself, so the scores are read once for labels and
+  table.
 - **quantile**: :func:`exact_quantile` is numpy's ``np.quantile`` (method ``linear``) of the finite
   values, found by a radix select over the values' sortable 64-bit keys: 16 bits per pass over the
   cube (a histogram of 65536 counts per chunk, summed as a tree), until the few candidates left fit
   in memory and are sorted. Usually two or three passes.
 
-Every pass reads the input again: dask-backed scores that are expensive to compute should be written
-to a store (or persisted on a cluster) first.
+Every pass reads the input again (``detect_events``: 3-4 passes): dask-backed scores that are
+expensive to compute should be written to a store (or persisted on a cluster) first.
 
 >>> import dask.array as da, numpy as np
 >>> x = da.from_array(np.random.default_rng(0).random((20, 30, 40)), chunks=(7, 11, 13))
@@ -164,12 +166,20 @@ def exact_quantile(data: da.Array, q: float, *, sort_at_most: int = SORT_AT_MOST
     return float(np.quantile(np.array([low, high]), h - k))
 
 
-def _label_block(block: np.ndarray, origin: tuple[int, int, int], shape: tuple[int, int, int]) -> dict:
-    """Pass 1 on one chunk: label count, per-label size and first cell, sparse labels on the faces."""
+def _label_block(
+    block: np.ndarray,
+    origin: tuple[int, int, int],
+    shape: tuple[int, int, int],
+    score: np.ndarray | None = None,
+    feature: np.ndarray | None = None,
+    geometry: dict | None = None,
+) -> dict:
+    """Pass 1 on one chunk: label count, per-label size and first cell, sparse labels on the faces,
+    and (with ``geometry``) the per-label partial event table."""
     lab, n = ndimage.label(np.asarray(block, dtype=bool), structure=STRUCTURE)
     flat = lab.ravel()
     cells = np.flatnonzero(flat)
-    ids, first = np.unique(flat[cells], return_index=True)
+    _, first = np.unique(flat[cells], return_index=True)
     t, y, x = np.unravel_index(cells[first], lab.shape)
     first_global = np.ravel_multi_index((t + origin[0], y + origin[1], x + origin[2]), shape)
     sizes = np.bincount(flat[cells], minlength=n + 1)[1:]
@@ -179,8 +189,10 @@ def _label_block(block: np.ndarray, origin: tuple[int, int, int], shape: tuple[i
             plane = np.take(lab, index, axis=axis)
             nz = np.flatnonzero(plane)
             faces[axis, side] = (nz, plane.ravel()[nz])
-    assert ids.size == n
-    return {"n": n, "sizes": sizes.astype(np.int64), "first": first_global.astype(np.int64), "faces": faces}
+    part = {"n": n, "sizes": sizes.astype(np.int64), "first": first_global.astype(np.int64), "faces": faces}
+    if geometry is not None:
+        part["table"] = _table_block(lab, score, feature, origin, shape, geometry)
+    return part
 
 
 def _origins(chunks: tuple[tuple[int, ...], ...]) -> list[np.ndarray]:
@@ -214,23 +226,44 @@ def _relabel_block(block: np.ndarray, lookup: np.ndarray, offsets: np.ndarray, g
     return lookup[glob]
 
 
-def label_chunked(mask: xr.DataArray, *, min_size: int, wrap_lon: bool) -> xr.DataArray:
-    """Labels of a (time, lat, lon) boolean mask, chunk by chunk; the result is lazy (dask)."""
-    data = mask.data if isinstance(mask.data, da.Array) else da.from_array(np.asarray(mask.values))
-    data = data.astype(bool)
+def _dask(data: xr.DataArray) -> da.Array:
+    return data.data if isinstance(data.data, da.Array) else da.from_array(np.asarray(data.values))
+
+
+def _label_pass(
+    data: da.Array,
+    *,
+    min_size: int,
+    wrap_lon: bool,
+    scores: da.Array | None = None,
+    features: da.Array | None = None,
+    geometry: dict | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """Pass 1 and the merge: (lookup global label -> event id, label offset of each chunk, the parts)."""
     chunks, shape, numblocks = data.chunks, data.shape, data.numblocks
     origins = _origins(chunks)
     blocks = data.to_delayed()
+    score_blocks = None if scores is None else scores.rechunk(chunks).to_delayed()
+    feature_blocks = (
+        None if features is None else features.rechunk(chunks + ((features.shape[3],),)).to_delayed()
+    )
     ids = list(np.ndindex(*numblocks))
     results = dask.compute(
         *[
-            dask.delayed(_label_block)(blocks[b], tuple(int(origins[a][b[a]]) for a in range(3)), shape)
+            dask.delayed(_label_block)(
+                blocks[b],
+                tuple(int(origins[a][b[a]]) for a in range(3)),
+                shape,
+                None if score_blocks is None else score_blocks[b],
+                None if feature_blocks is None else feature_blocks[(*b, 0)],
+                geometry,
+            )
             for b in ids
         ]
     )
     parts = dict(zip(ids, results, strict=True))
     counts = np.array([parts[b]["n"] for b in ids], dtype=np.int64)
-    offset_list = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    offset_list = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     offsets = dict(zip(ids, offset_list.tolist(), strict=True))
     n = int(counts.sum())
     pairs = []
@@ -258,24 +291,81 @@ def label_chunked(mask: xr.DataArray, *, min_size: int, wrap_lon: bool) -> xr.Da
     comp_id = np.zeros(n_comp, dtype=np.int32)
     comp_id[order] = np.arange(1, order.size + 1, dtype=np.int32)
     lookup = np.concatenate([[0], comp_id[component]]).astype(np.int32)
+    return lookup, offset_list, [parts[b] for b in ids]
+
+
+def _lazy_labels(data: da.Array, lookup: np.ndarray, offsets: np.ndarray, like: xr.DataArray, wrap_lon: bool):
     labels = da.map_blocks(
         _relabel_block,
         data,
         dtype=np.int32,
         lookup=dask.delayed(lookup, pure=True),
-        offsets=dask.delayed(np.asarray(offset_list, dtype=np.int64), pure=True),
-        grid=numblocks,
+        offsets=dask.delayed(offsets, pure=True),
+        grid=data.numblocks,
     )
     return xr.DataArray(
         labels,
-        coords=mask.coords,
+        coords=like.coords,
         dims=DIMS,
         name="event",
-        attrs={
-            "long_name": "event label (0: no event)",
-            "connectivity": connectivity_name(wrap_lon),
-        },
+        attrs={"long_name": "event label (0: no event)", "connectivity": connectivity_name(wrap_lon)},
     )
+
+
+def label_chunked(mask: xr.DataArray, *, min_size: int, wrap_lon: bool) -> xr.DataArray:
+    """Labels of a (time, lat, lon) boolean mask, chunk by chunk; the result is lazy (dask)."""
+    data = _dask(mask).astype(bool)
+    lookup, offsets, _ = _label_pass(data, min_size=min_size, wrap_lon=wrap_lon)
+    return _lazy_labels(data, lookup, offsets, mask, wrap_lon)
+
+
+def detect_chunked(
+    mask: xr.DataArray,
+    scores: xr.DataArray,
+    features: xr.DataArray | None,
+    *,
+    min_size: int,
+    wrap_lon: bool,
+    affected_threshold: float,
+) -> tuple[xr.DataArray, pd.DataFrame]:
+    """Lazy labels and the event table in one pass over the chunks (the table from per-label partials
+    of pass 1, renamed to event ids after the merge): the scores are read once, not twice."""
+    data = _dask(mask).astype(bool)
+    geometry = _grid_geometry(mask)
+    lookup, offsets, parts = _label_pass(
+        data,
+        min_size=min_size,
+        wrap_lon=wrap_lon,
+        scores=_dask(scores),
+        features=None if features is None else _dask(features),
+        geometry=geometry,
+    )
+    tables = []
+    for part, offset in zip(parts, offsets.tolist(), strict=True):
+        if part["table"] is not None:
+            tables.append(_rename_partials(part["table"], lookup, offset))
+    names = None if features is None else [str(v) for v in features["variable"].values]
+    table = _reduce_partials(tables, data.shape, geometry, names, affected_threshold, scores=True)
+    return _lazy_labels(data, lookup, offsets, mask, wrap_lon), table
+
+
+def _relabelled(frame: pd.DataFrame, ids: np.ndarray, by_index: bool) -> pd.DataFrame:
+    frame = frame.copy()
+    if by_index:
+        frame.index = ids
+        return frame[ids > 0]
+    frame["id"] = ids
+    return frame[ids > 0]
+
+
+def _rename_partials(table: dict, lookup: np.ndarray, offset: int) -> dict:
+    """One chunk's per-label partials renamed to event ids (id 0, a dropped event, is left out)."""
+    out = {}
+    for key, frame in table.items():
+        by_index = key in ("agg", "feature_sum", "feature_count")
+        local = np.asarray(frame.index if by_index else frame["id"], dtype=np.int64)
+        out[key] = _relabelled(frame, lookup[local + offset], by_index)
+    return out
 
 
 def _table_block(
@@ -353,20 +443,35 @@ def event_table_chunked(
             )
         )
     parts = [p for p in dask.compute(*tasks) if p is not None]
+    return _reduce_partials(parts, shape, geometry, names if features is not None else None,
+                            affected_threshold, scores=scores is not None)  # fmt: skip
+
+
+def _reduce_partials(
+    parts: list[dict],
+    shape: tuple[int, int, int],
+    geometry: dict,
+    names: list[str] | None,
+    affected_threshold: float,
+    *,
+    scores: bool,
+) -> pd.DataFrame:
+    """The event table from per-chunk partials (by event id)."""
+    parts = [p for p in parts if len(p["agg"])]
     if not parts:
         return _table_from_parts(None, None, None, {}, geometry)
     agg = pd.concat([p["agg"] for p in parts]).groupby(level=0, sort=True)
     agg = agg.agg({k: "sum" if how in ("size", "sum") else how for k, (_, how) in EVENT_SUMS.items()})
     footprint = pd.concat([p["footprint"] for p in parts]).drop_duplicates()
     peak = None
-    if scores is not None:
+    if scores:
         peaks = pd.concat([p["peak"] for p in parts]).sort_values(["score", "flat"], ascending=[False, True])
         peaks = peaks.drop_duplicates("id").set_index("id").reindex(agg.index)
         peak = pd.DataFrame(
             {"score": peaks["score"].to_numpy(), "t": peaks["flat"].to_numpy() // (shape[1] * shape[2])}
         )
     affected: dict[int, list[str]] = {}
-    if features is not None:
+    if names is not None:
         total = pd.concat([p["feature_sum"] for p in parts]).groupby(level=0).sum()
         count = pd.concat([p["feature_count"] for p in parts]).groupby(level=0).sum()
         mean_abs = total / count.where(count > 0)
@@ -377,4 +482,4 @@ def event_table_chunked(
     return _table_from_parts(agg, footprint, peak, affected, geometry)
 
 
-__all__ = ["event_table_chunked", "exact_quantile", "label_chunked"]
+__all__ = ["detect_chunked", "event_table_chunked", "exact_quantile", "label_chunked"]
