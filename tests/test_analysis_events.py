@@ -387,3 +387,21 @@ def test_large_dask_cubes_go_chunk_by_chunk_by_default(monkeypatch):
     np.testing.assert_array_equal(large.labels.values, small.labels.values)
     assert large.threshold == small.threshold
     assert_same_tables(large.table, small.table)
+
+
+def test_chunk_by_chunk_runs_on_a_distributed_cluster_of_worker_processes():
+    """What a dask-gateway cluster does: tasks and the lookup table are pickled to other processes."""
+    from distributed import Client, LocalCluster
+
+    rng = np.random.default_rng(4)
+    scores = grid_cube(rng.random((20, 18, 36)))
+    ref = detect_events(scores, 0.95, min_size=2)
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
+        Client(cluster),
+    ):
+        got = detect_events(scores.chunk({"time": 7, "lat": 5, "lon": 12}), 0.95, min_size=2, chunked=True)
+        labels = got.labels.values
+    assert got.threshold == ref.threshold
+    np.testing.assert_array_equal(labels, ref.labels.values)
+    assert_same_tables(got.table, ref.table)
