@@ -330,29 +330,28 @@ def _density_scores(x: np.ndarray, methods: Sequence[str]) -> dict[str, np.ndarr
 
 PANEL_PRODUCT = 2**17  # rows x columns x features of one matmul: small enough for BLAS to use one thread
 GROUPS_PER_NEIGHBOUR = 4  # column groups per neighbour sought (step 2 of _nearest_neighbours)
-CHUNK_ENTRIES = 2**22  # approximate distances held at once per pixel (16 MiB of float32)
+CHUNK_ENTRIES = 2**19  # float32 ranks held at once (2 MiB, about the L2 cache; measured best for T = 92-2000)
 
 
-def _approximate_ranks(x: np.ndarray, rows: slice, out: np.ndarray) -> np.ndarray:
-    """``|x_j|^2 - 2 x_i . x_j`` in float32 for the ``rows`` of ``x`` (centred and scaled to |x| <= 1).
+def _rank_operands(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """float32 operands ``a`` (b, n, f+1), ``m`` (b, f+1, n) with ``a @ m = |x_j|^2 - 2 x_i . x_j``.
 
-    For a fixed row ``i`` this orders the columns ``j`` as the squared distances do. One matmul with a
-    column of ones: in row panels small enough that BLAS runs each on one thread (a threaded BLAS on
-    tiny products mostly waits for cores that other work holds). Returns the float64 squared norms.
+    For a fixed row ``i`` these ranks order the columns ``j`` as the squared distances do. Each pixel
+    is centred and scaled by a power of two (exact) to ``|x| < 1`` first. Returns also the float64
+    squared norms (b, n) of the scaled points, for the rounding-error bound.
     """
-    n, f = x.shape
-    a = np.empty((n, f + 1), np.float32)
-    a[:, :f] = x
-    a[:, f] = 1.0
-    nrm = np.einsum("ij,ij->i", x, x)
-    b = np.empty((f + 1, n), np.float32)
-    b[:f] = -2.0 * x.T
-    b[f] = nrm
-    step = max(1, PANEL_PRODUCT // (n * (f + 1)))
-    for r0 in range(rows.start, rows.stop, step):
-        r1 = min(r0 + step, rows.stop)
-        np.matmul(a[r0:r1], b, out=out[r0 - rows.start : r1 - rows.start])
-    return nrm
+    b, n, f = x.shape
+    centred = x - x.mean(axis=1, keepdims=True)
+    top = np.abs(centred).max(axis=(1, 2))
+    scaled = centred * np.where(top > 0, np.ldexp(1.0, -np.frexp(top)[1]), 1.0)[:, None, None]
+    nrm = np.einsum("pij,pij->pi", scaled, scaled)
+    a = np.empty((b, n, f + 1), np.float32)
+    a[..., :f] = scaled
+    a[..., f] = 1.0
+    m = np.empty((b, f + 1, n), np.float32)
+    m[:, :f] = -2.0 * scaled.transpose(0, 2, 1)
+    m[:, f] = nrm
+    return a, m, nrm
 
 
 def _nearest_neighbours(
@@ -361,76 +360,93 @@ def _nearest_neighbours(
     """k nearest neighbours (self excluded) of every step of every pixel: distances and indices (b, n, k).
 
     Exactly the package's ``knn_dists``: distances as scipy's ``cdist`` computes them, rows ordered by
-    (distance, index) -- its stable ``sortperm`` -- without sorting whole rows. Per pixel:
+    (distance, index) -- its stable ``sortperm`` -- without sorting whole rows. The rows of all
+    pixels are handled alike, ``CHUNK_ENTRIES`` ranks at a time:
 
-    1. float32 ranks ``|x_j|^2 - 2 x_i . x_j`` by matmul (data centred, scaled by a power of two),
-       with a rigorous bound ``e_i`` on their error;
-    2. an upper bound ``u_i`` on each row's k-th smallest: split the columns into ``2k`` strided groups,
-       take each group's minimum and the k-th smallest of those (k distinct entries lie below it);
+    1. float32 ranks ``|x_j|^2 - 2 x_i . x_j`` by matmul (``_rank_operands``), in products small
+       enough that BLAS runs each on one thread (a threaded BLAS on tiny products mostly waits for
+       cores that other work holds), with a rigorous bound ``e_i`` on their rounding error;
+    2. an upper bound ``u_i`` on each row's k-th smallest: split the columns into ``4k`` strided
+       groups, take each group's minimum and the k-th smallest of those (k distinct entries lie
+       below it);
     3. candidates: entries with rank ``<= u_i + 2 e_i`` -- a superset of the true k nearest and of any
-       ties with the k-th (about 2k per row on real data);
-    4. exact float64 distances of the candidates only, a stable sort of each short candidate row.
+       ties with the k-th (about 1.1k per row on demo features);
+    4. exact float64 distances of the candidates only, then a sort of each short candidate row
+       (stable where two tie: candidates are in index order).
     """
     b, n, f = x.shape
-    dist = np.empty((b, n, k))
-    idx = np.empty((b, n, k), dtype=np.intp) if with_index else None
+    dist = np.empty((b * n, k))
+    idx = np.empty((b * n, k), dtype=np.intp) if with_index else None
     groups = min(GROUPS_PER_NEIGHBOUR * k, n)
-    chunk = max(1, min(n, CHUNK_ENTRIES // n))
-    ranks = np.empty((chunk, n), np.float32)
-    for p in range(b):
-        xp = x[p]
-        centred = xp - xp.mean(axis=0)
-        top = float(np.abs(centred).max())
-        scaled = centred * (2.0 ** -math.frexp(top)[1] if top > 0 else 1.0)  # exact; |scaled| < 1
-        columns = np.ascontiguousarray(xp.T)
-        for r0 in range(0, n, chunk):
-            r1 = min(r0 + chunk, n)
-            h = r1 - r0
-            s = ranks[:h]
-            nrm = _approximate_ranks(scaled, slice(r0, r1), s)
-            s.reshape(-1)[r0 :: n + 1] = np.inf  # self is no candidate
-            # 2: the minimum of each strided column group, then the k-th smallest of the minima
-            low = s[:, :groups].copy()
-            full, rest = divmod(n, groups)
-            for g in range(1, full):
-                np.minimum(low, s[:, g * groups : (g + 1) * groups], out=low)
-            if rest:
-                np.minimum(low[:, :rest], s[:, full * groups :], out=low[:, :rest])
-            bound = np.partition(low, k - 1, axis=1)[:, k - 1].astype(np.float64)
-            # 3: rounding error of float32 inputs, products and the (f+1)-term sums, with a factor 2
-            bound += (f + 4) * 2.0**-21 * (nrm[r0:r1] + nrm.max())
-            limit = np.nextafter(bound.astype(np.float32), np.float32(np.inf))  # round up, never down
-            flat = np.flatnonzero(s <= limit[:, None])
-            starts = np.searchsorted(flat, np.arange(h + 1) * n)
-            counts = np.diff(starts)
-            width = int(counts.max())
-            row = np.repeat(np.arange(h), counts)
-            col = flat - row * n
-            # 4: exact distances, summed over features in order as cdist does
-            diff = columns[0][row + r0] - columns[0][col]
-            sq = diff * diff
-            for g in range(1, f):
-                diff = columns[g][row + r0] - columns[g][col]
-                sq += diff * diff
-            slot = np.arange(flat.size) - starts[row] + row * width
-            cand = np.full(h * width, np.inf)
-            cand[slot] = np.sqrt(sq)
-            cand = cand.reshape(h, width)
-            if idx is None:  # distances only: sorted values (the same whichever of tied entries)
-                cand.sort(axis=1)
-                dist[p, r0:r1] = cand[:, :k]
-                continue
-            cand_idx = np.zeros(h * width, np.intp)
-            cand_idx[slot] = col
-            order = np.argsort(cand, axis=1)
-            ranked = np.take_along_axis(cand, order[:, : k + 1], axis=1)
-            tied = (ranked[:, 1:] == ranked[:, :-1]).any(axis=1)  # within the k, or at the k-th
-            if tied.any():  # candidates are in index order: a stable sort breaks ties by index
-                order[tied] = np.argsort(cand[tied], axis=1, kind="stable")
-            order = order[:, :k]
-            dist[p, r0:r1] = np.take_along_axis(cand, order, axis=1)
-            idx[p, r0:r1] = np.take_along_axis(cand_idx.reshape(h, width), order, axis=1)
-    return dist, idx
+    a, m, nrm = _rank_operands(x)
+    # step 3's bound, per row: float32 rounding of inputs, products and (f+1)-term sums, times 2
+    margin = ((f + 4) * 2.0**-21 * (nrm + nrm.max(axis=1, keepdims=True))).ravel()
+    columns = [np.ascontiguousarray(x[:, :, g]).ravel() for g in range(f)]  # (b * n,) each
+    chunk = max(1, CHUNK_ENTRIES // n)
+    if chunk >= n:
+        chunk -= chunk % n  # whole pixels per chunk
+    whole = n * n * (f + 1) <= PANEL_PRODUCT
+    panel = max(1, PANEL_PRODUCT // (n * (f + 1)))
+    ranks = np.empty((min(chunk, b * n), n), np.float32)
+    for r0 in range(0, b * n, chunk):
+        r1 = min(r0 + chunk, b * n)
+        h = r1 - r0
+        s = ranks[:h]
+        if whole and chunk % n == 0:  # many small pixels: one stacked matmul
+            p0, p1 = r0 // n, r1 // n
+            np.matmul(a[p0:p1], m[p0:p1], out=s.reshape(p1 - p0, n, n))
+        else:
+            t0 = r0
+            while t0 < r1:  # row panels, none across two pixels
+                p, i0 = divmod(t0, n)
+                t1 = min(t0 + panel, r1, (p + 1) * n)
+                np.matmul(a[p, i0 : i0 + t1 - t0], m[p], out=s[t0 - r0 : t1 - r0])
+                t0 = t1
+        rows = np.arange(h)
+        s.reshape(-1)[rows * n + (rows + r0) % n] = np.inf  # self is no candidate
+        # 2: the minimum of each strided column group, then the k-th smallest of the minima
+        low = s[:, :groups].copy()
+        full, rest = divmod(n, groups)
+        for g in range(1, full):
+            np.minimum(low, s[:, g * groups : (g + 1) * groups], out=low)
+        if rest:
+            np.minimum(low[:, :rest], s[:, full * groups :], out=low[:, :rest])
+        bound = np.partition(low, k - 1, axis=1)[:, k - 1].astype(np.float64) + margin[r0:r1]
+        limit = np.nextafter(bound.astype(np.float32), np.float32(np.inf))  # round up, never down
+        # 3: the candidates, row by row in index order
+        flat = np.flatnonzero(s <= limit[:, None])
+        starts = np.searchsorted(flat, np.arange(h + 1) * n)
+        counts = np.diff(starts)
+        width = int(counts.max())
+        row = np.repeat(rows, counts)
+        col = flat - row * n
+        here = row + r0  # global row: pixel * n + step
+        there = here - here % n + col
+        # 4: exact distances, summed over features in order as cdist does
+        diff = columns[0][here] - columns[0][there]
+        sq = diff * diff
+        for g in range(1, f):
+            diff = columns[g][here] - columns[g][there]
+            sq += diff * diff
+        slot = np.arange(flat.size) - starts[row] + row * width
+        cand = np.full(h * width, np.inf)
+        cand[slot] = np.sqrt(sq)
+        cand = cand.reshape(h, width)
+        if idx is None:  # distances only: sorted values (the same whichever of tied entries)
+            cand.sort(axis=1)
+            dist[r0:r1] = cand[:, :k]
+            continue
+        cand_idx = np.zeros(h * width, np.intp)
+        cand_idx[slot] = col
+        order = np.argsort(cand, axis=1)
+        ranked = np.take_along_axis(cand, order[:, : k + 1], axis=1)
+        tied = (ranked[:, 1:] == ranked[:, :-1]).any(axis=1)  # within the k, or at the k-th
+        if tied.any():  # candidates are in index order: a stable sort breaks ties by index
+            order[tied] = np.argsort(cand[tied], axis=1, kind="stable")
+        order = order[:, :k]
+        dist[r0:r1] = np.take_along_axis(cand, order, axis=1)
+        idx[r0:r1] = np.take_along_axis(cand_idx.reshape(h, width), order, axis=1)
+    return dist.reshape(b, n, k), (idx.reshape(b, n, k) if idx is not None else None)
 
 
 def raw_scores(x: np.ndarray, methods: Sequence[str] = METHODS, k_perc: float = 0.05) -> np.ndarray:
