@@ -147,6 +147,7 @@ def test_ties_and_duplicates_follow_the_package_stable_order():
         ("integers", 500, 64),
         ("wide", 2**22, 2**17),
         ("short", 2000, 2**17),  # two whole pixels per stacked matmul
+        ("tiny", 2**22, 2**17),  # squared differences underflow: cdist's zeros decide
     ],
 )
 def test_nearest_neighbours_are_exactly_the_packages(monkeypatch, case, chunk, panel):
@@ -158,6 +159,8 @@ def test_nearest_neighbours_are_exactly_the_packages(monkeypatch, case, chunk, p
         block = 1e6 + 1e-3 * rng.standard_normal((3, 200, 4))
     elif case == "integers":  # coarse values: many equal distances at the k-th neighbour
         block = rng.integers(0, 4, (3, 200, 3)).astype(float)
+    elif case == "tiny":
+        block = 1e-200 * rng.standard_normal((2, 60, 3))
     elif case == "short":  # many short series with ties
         block = rng.integers(0, 3, (7, 30, 3)).astype(float)
     else:  # many features, one huge outlier

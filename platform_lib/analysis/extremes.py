@@ -330,15 +330,16 @@ def _density_scores(x: np.ndarray, methods: Sequence[str]) -> dict[str, np.ndarr
 
 PANEL_PRODUCT = 2**17  # rows x columns x features of one matmul: small enough for BLAS to use one thread
 GROUPS_PER_NEIGHBOUR = 4  # column groups per neighbour sought (step 2 of _nearest_neighbours)
-CHUNK_ENTRIES = 2**19  # float32 ranks held at once (2 MiB, about the L2 cache; measured best for T = 92-2000)
+CHUNK_ENTRIES = 2**19  # float32 ranks held at once (2 MiB, about the L2 cache; best for T = 92-2000)
 
 
-def _rank_operands(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _rank_operands(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """float32 operands ``a`` (b, n, f+1), ``m`` (b, f+1, n) with ``a @ m = |x_j|^2 - 2 x_i . x_j``.
 
     For a fixed row ``i`` these ranks order the columns ``j`` as the squared distances do. Each pixel
     is centred and scaled by a power of two (exact) to ``|x| < 1`` first. Returns also the float64
-    squared norms (b, n) of the scaled points, for the rounding-error bound.
+    squared norms (b, n) of the scaled points, for the rounding-error bound, and each pixel's
+    largest absolute centred value.
     """
     b, n, f = x.shape
     centred = x - x.mean(axis=1, keepdims=True)
@@ -351,7 +352,7 @@ def _rank_operands(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     m = np.empty((b, f + 1, n), np.float32)
     m[:, :f] = -2.0 * scaled.transpose(0, 2, 1)
     m[:, f] = nrm
-    return a, m, nrm
+    return a, m, nrm, top
 
 
 def _nearest_neighbours(
@@ -378,7 +379,7 @@ def _nearest_neighbours(
     dist = np.empty((b * n, k))
     idx = np.empty((b * n, k), dtype=np.intp) if with_index else None
     groups = min(GROUPS_PER_NEIGHBOUR * k, n)
-    a, m, nrm = _rank_operands(x)
+    a, m, nrm, top = _rank_operands(x)
     # step 3's bound, per row: float32 rounding of inputs, products and (f+1)-term sums, times 2
     margin = ((f + 4) * 2.0**-21 * (nrm + nrm.max(axis=1, keepdims=True))).ravel()
     columns = [np.ascontiguousarray(x[:, :, g]).ravel() for g in range(f)]  # (b * n,) each
@@ -446,7 +447,18 @@ def _nearest_neighbours(
         order = order[:, :k]
         dist[r0:r1] = np.take_along_axis(cand, order, axis=1)
         idx[r0:r1] = np.take_along_axis(cand_idx.reshape(h, width), order, axis=1)
-    return dist.reshape(b, n, k), (idx.reshape(b, n, k) if idx is not None else None)
+    dist = dist.reshape(b, n, k)
+    idx = idx.reshape(b, n, k) if idx is not None else None
+    # values so tiny or huge that cdist's squares under- or overflow: its distances no longer follow
+    # the true ones, which the candidates are chosen by -- sort its matrix instead
+    for p in np.flatnonzero((top > 0) & ((top < 2.0**-460) | (top > 2.0**460))):
+        d = distance_matrices(x[p : p + 1])[0]
+        d.reshape(-1)[:: n + 1] = np.inf
+        order = np.argsort(d, axis=1, kind="stable")[:, :k]
+        dist[p] = np.take_along_axis(d, order, axis=1)
+        if idx is not None:
+            idx[p] = order
+    return dist, idx
 
 
 def raw_scores(x: np.ndarray, methods: Sequence[str] = METHODS, k_perc: float = 0.05) -> np.ndarray:
