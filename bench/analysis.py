@@ -28,7 +28,6 @@ import importlib.util
 import logging
 import math
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -180,6 +179,19 @@ def bench_scores(cube: xr.Dataset, n_pixels: int, repeat: int) -> None:
             line(method, n, t_ours, t_peer, "per-pixel scikit-learn", f"max |diff| {err2:.1e}")
 
 
+def reset_peak_rss() -> None:
+    """Reset this process's peak resident memory (Linux: ``VmHWM``, via ``/proc/self/clear_refs``)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory since start or :func:`reset_peak_rss` (``VmHWM``)."""
+    with open("/proc/self/status") as f:
+        kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    return kib * 1024
+
+
 def bench_scaling(resolution: float, years: tuple[int, int], repeat: int) -> None:
     from distributed import Client, LocalCluster
 
@@ -205,9 +217,10 @@ def bench_scaling(resolution: float, years: tuple[int, int], repeat: int) -> Non
             client.run(
                 lambda: __import__("platform_lib.demo").demo.land_fraction(resolution)
             )  # warm the caches
+            client.run(reset_peak_rss)  # a forked worker starts with its parent's peak
             times[workers], _ = best_time(lambda: workload().compute(), repeat)
-            peak = max(client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss).values())
-        print(f"  dask {workers} worker(s): {times[workers]:.2f} s, worker peak RSS {peak / 1024:.0f} MiB")
+            peak = max(client.run(peak_rss_bytes).values())
+        print(f"  dask {workers} worker(s): {times[workers]:.2f} s, worker peak RSS {peak / 2**20:.0f} MiB")
     print(
         f"{'dask scaling 2 vs 1':<24} ratio {times[1] / times[2]:.2f}x (ideal 2.00x; cores shared with others)"
     )

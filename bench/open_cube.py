@@ -33,7 +33,9 @@ def dir_size(path: Path) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--small", action="store_true", help="a 5-degree, 4-year cube (quick)")
     parser.add_argument("--data-dir", help="reuse/generate the cubes here (default: a temporary folder)")
     parser.add_argument("--repeat", type=int, default=5)
@@ -50,12 +52,19 @@ def main() -> None:
     paths = demo.write_demo_cubes(data_dir, resolution=resolution, years=years, progress=False)
     gen_s = time.perf_counter() - start
     sizes = {c: dir_size(p) for c, p in paths.items()}
-    print(f"demo cube {resolution:g} deg {years[0]}-{years[1]}: generated in {gen_s:.1f} s "
-          f"(0 s if it existed); on disk: " + ", ".join(f"{c} {s / 1e6:.0f} MB" for c, s in sizes.items())
-          + f", total {sum(sizes.values()) / 1e6:.0f} MB")
+    print(
+        f"demo cube {resolution:g} deg {years[0]}-{years[1]}: generated in {gen_s:.1f} s "
+        f"(0 s if it existed); on disk: "
+        + ", ".join(f"{c} {s / 1e6:.0f} MB" for c, s in sizes.items())
+        + f", total {sum(sizes.values()) / 1e6:.0f} MB"
+    )
 
     cat_path = data_dir / "bench-catalog.yaml"
-    cat_path.write_text(catalog.dump_catalog(demo.demo_catalog_sources(resolution, years, data_ref=str(data_dir)), title="bench"))
+    cat_path.write_text(
+        catalog.dump_catalog(
+            demo.demo_catalog_sources(resolution, years, data_ref=str(data_dir)), title="bench"
+        )
+    )
     start = time.perf_counter()
     catalog.open_cube("esdc-demo-ts", catalog=cat_path)
     print(f"first open in a process (parses the catalog with intake): {time.perf_counter() - start:.3f} s")
@@ -66,10 +75,14 @@ def main() -> None:
         for read, (mo, mr) in results.items():
             print(f"{chunking:8s} {read:10s} {mo:10.4f} {mr:13.4f} {mo / mr:9.2f}")
         mo, mr = (sum(r[i] for r in results.values()) for i in (0, 1))
-        print(f"{chunking:8s} {'both':10s} {mo:10.4f} {mr:13.4f} {mo / mr:9.2f}   <- open, a map and a pixel series (target <= 1.2)")
+        print(
+            f"{chunking:8s} {'both':10s} {mo:10.4f} {mr:13.4f} {mo / mr:9.2f}   <- open, a map and a pixel series (target <= 1.2)"
+        )
 
 
-def bench_chunking(name: str, path: Path, var: str, cat_path: Path, repeat: int) -> dict[str, tuple[float, float]]:
+def bench_chunking(
+    name: str, path: Path, var: str, cat_path: Path, repeat: int
+) -> dict[str, tuple[float, float]]:
     """Median seconds (ours, raw) of open + one map read and open + one pixel time-series read."""
     import zarr
 
@@ -86,7 +99,10 @@ def bench_chunking(name: str, path: Path, var: str, cat_path: Path, repeat: int)
 
     cases = {
         "map": (lambda: ours_open().isel(time=t_idx).values, lambda: raw_open()[t_idx, :, :]),
-        "pixel-ts": (lambda: ours_open().isel(lat=y_idx, lon=x_idx).values, lambda: raw_open()[:, y_idx, x_idx]),
+        "pixel-ts": (
+            lambda: ours_open().isel(lat=y_idx, lon=x_idx).values,
+            lambda: raw_open()[:, y_idx, x_idx],
+        ),
     }
     results = {}
     for read, (ours, raw) in cases.items():
@@ -101,6 +117,7 @@ def bench_chunking(name: str, path: Path, var: str, cat_path: Path, repeat: int)
             t_raw.append(time.perf_counter() - s)
         results[read] = (statistics.median(t_ours), statistics.median(t_raw))
     return results
+
 
 if __name__ == "__main__":
     main()

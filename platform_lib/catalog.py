@@ -44,7 +44,15 @@ from platform_lib.paths import data_dir, repo_root
 
 DEFAULT_CATALOG = "catalog/esdl.yaml"
 #: metadata keys every catalog entry must carry (in the spirit of DeepESDL's dataset spec)
-REQUIRED_METADATA = ("title", "variables", "spatial_extent", "temporal_extent", "chunking", "license", "source")
+REQUIRED_METADATA = (
+    "title",
+    "variables",
+    "spatial_extent",
+    "temporal_extent",
+    "chunking",
+    "license",
+    "source",
+)
 _TEMPLATE = re.compile(r"\{\{\s*(CATALOG_DIR|env\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*\))\s*\}\}")
 
 
@@ -118,7 +126,9 @@ def read_catalog(path: str | os.PathLike[str]) -> dict[str, CubeEntry]:
     try:
         st = path.stat()
     except FileNotFoundError:
-        raise CatalogError(f"catalog file {path} does not exist (set ESDL_CATALOG to an existing file).") from None
+        raise CatalogError(
+            f"catalog file {path} does not exist (set ESDL_CATALOG to an existing file)."
+        ) from None
     stamp = (st.st_mtime_ns, st.st_size)
     cached = _CACHE.get(path)
     if cached and cached[0] == stamp:
@@ -146,7 +156,9 @@ def read_catalog(path: str | os.PathLike[str]) -> dict[str, CubeEntry]:
     return entries
 
 
-def _entries(catalog: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None) -> dict[str, CubeEntry]:
+def _entries(
+    catalog: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+) -> dict[str, CubeEntry]:
     if catalog is None:
         paths = catalog_paths()
     elif isinstance(catalog, str | os.PathLike):
@@ -157,7 +169,9 @@ def _entries(catalog: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] 
     for p in paths:
         for name, entry in read_catalog(p).items():
             if name in merged:
-                raise CatalogError(f"{entry.catalog}: entry {name!r} is already defined in {merged[name].catalog}.")
+                raise CatalogError(
+                    f"{entry.catalog}: entry {name!r} is already defined in {merged[name].catalog}."
+                )
             merged[name] = entry
     return merged
 
@@ -171,7 +185,9 @@ def list_cubes(catalog: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
     return sorted(_entries(catalog))
 
 
-def get_entry(name: str, catalog: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None) -> CubeEntry:
+def get_entry(
+    name: str, catalog: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None
+) -> CubeEntry:
     """The catalog entry called ``name``; an unknown name lists what exists.
 
     >>> get_entry("esdc-demo-ts").driver
@@ -185,7 +201,9 @@ def get_entry(name: str, catalog: str | os.PathLike[str] | Sequence[str | os.Pat
     return entries[name]
 
 
-def describe_cube(name: str, catalog: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None) -> dict[str, Any]:
+def describe_cube(
+    name: str, catalog: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None
+) -> dict[str, Any]:
     """Everything the catalog says about a cube, without opening it.
 
     Keys: ``name``, ``description``, ``urlpath``, ``catalog``, and the entry's metadata (``title``,
@@ -240,7 +258,9 @@ def _open_entry_uncached(entry: CubeEntry, chunks: Any) -> xr.Dataset:
             )
         raise CubeNotGeneratedError(f"cube {entry.name!r}: no store at {entry.urlpath}.{hint}")
     if entry.driver != "zarr":
-        raise CatalogError(f"{entry.catalog}: entry {entry.name!r} has driver {entry.driver!r}; only 'zarr' is supported.")
+        raise CatalogError(
+            f"{entry.catalog}: entry {entry.name!r} has driver {entry.driver!r}; only 'zarr' is supported."
+        )
     # Intake fills {{ env(ESDL_DATA_DIR) }} from the environment: give it the default data folder
     os.environ.setdefault("ESDL_DATA_DIR", str(data_dir()))
     source = _intake_catalog(entry.catalog)[entry.name]
@@ -320,7 +340,9 @@ def subset_cube(
         missing = [v for v in wanted if v not in ds.data_vars]
         if missing:
             hints = "".join(did_you_mean(m, have) for m in missing)
-            raise EsdlError(f"{label} has no variable {', '.join(map(repr, missing))}.{hints} Available: {allowed(have)}.")
+            raise EsdlError(
+                f"{label} has no variable {', '.join(map(repr, missing))}.{hints} Available: {allowed(have)}."
+            )
         if not wanted:
             raise EsdlError(f"variables=[] selects nothing from {label}; pass None for all variables.")
         ds = ds[wanted]
@@ -336,10 +358,16 @@ def _select_bbox(ds: xr.Dataset, bbox: Sequence[float], label: str) -> xr.Datase
         lon_min, lat_min, lon_max, lat_max = (float(b) for b in bbox)
     except (TypeError, ValueError):
         raise EsdlError(f"bbox {bbox!r} must be four numbers (lon_min, lat_min, lon_max, lat_max).") from None
-    if not (-90 <= lat_min <= 90 and -90 <= lat_max <= 90 and -180 <= lon_min <= 360 and -180 <= lon_max <= 360):
-        raise EsdlError(f"bbox {tuple(bbox)} is not (lon_min, lat_min, lon_max, lat_max) in degrees: lat within -90..90, lon within -180..180.")
+    if not (
+        -90 <= lat_min <= 90 and -90 <= lat_max <= 90 and -180 <= lon_min <= 360 and -180 <= lon_max <= 360
+    ):
+        raise EsdlError(
+            f"bbox {tuple(bbox)} is not (lon_min, lat_min, lon_max, lat_max) in degrees: lat within -90..90, lon within -180..180."
+        )
     if lat_min > lat_max:
-        raise EsdlError(f"bbox {tuple(bbox)} has lat_min {lat_min} > lat_max {lat_max}; the order is (lon_min, lat_min, lon_max, lat_max).")
+        raise EsdlError(
+            f"bbox {tuple(bbox)} has lat_min {lat_min} > lat_max {lat_max}; the order is (lon_min, lat_min, lon_max, lat_max)."
+        )
     lat = ds["lat"].values
     lon = ds["lon"].values
     extent = f"lon {lon.min():g}..{lon.max():g}, lat {lat.min():g}..{lat.max():g}"
@@ -359,9 +387,13 @@ def _select_time(ds: xr.Dataset, time_range: Sequence[Any], label: str) -> xr.Da
     try:
         start, end = (pd.Timestamp(t) for t in time_range)
     except (TypeError, ValueError):
-        raise EsdlError(f"time_range {time_range!r} must be (start, end) dates, e.g. ('2003-06-01', '2003-08-31').") from None
+        raise EsdlError(
+            f"time_range {time_range!r} must be (start, end) dates, e.g. ('2003-06-01', '2003-08-31')."
+        ) from None
     if start > end:
-        raise EsdlError(f"time_range starts ({start.date()}) after it ends ({end.date()}); give (start, end).")
+        raise EsdlError(
+            f"time_range starts ({start.date()}) after it ends ({end.date()}); give (start, end)."
+        )
     times = pd.DatetimeIndex(ds["time"].values)
     idx = np.flatnonzero((times >= start) & (times <= end))
     if idx.size == 0:
@@ -539,9 +571,7 @@ def _check_store(entry: CubeEntry) -> list[str]:
     return problems
 
 
-def validate_catalog(
-    path: str | os.PathLike[str] | None = None, *, open_stores: bool = False
-) -> list[str]:
+def validate_catalog(path: str | os.PathLike[str] | None = None, *, open_stores: bool = False) -> list[str]:
     """Check every entry of a catalog file; return one message per problem (empty when all is well).
 
     Checks the metadata (required keys, variables with units, extents); with ``open_stores`` also

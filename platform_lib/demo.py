@@ -66,26 +66,134 @@ class VariableInfo:
     coverage: tuple[str, str]  # first and last date with data (ISO)
 
 
-_ERA5 = ("ERA5 reanalysis (imitated by the ESDL demo generator)", "Hersbach et al. (2020), doi:10.1002/qj.3803")
-_FLUXCOM = ("FLUXCOM-RS (imitated by the ESDL demo generator)", "Jung et al. (2019), doi:10.1038/s41597-019-0076-8")
-_GLEAM = ("GLEAM v3.5 (imitated by the ESDL demo generator)", "Martens et al. (2017), doi:10.5194/gmd-10-1903-2017")
-_MODIS = ("MODIS MCD43A4 kNDVI (imitated by the ESDL demo generator)", "Camps-Valls et al. (2021), doi:10.1126/sciadv.abc7447")
+_ERA5 = (
+    "ERA5 reanalysis (imitated by the ESDL demo generator)",
+    "Hersbach et al. (2020), doi:10.1002/qj.3803",
+)
+_FLUXCOM = (
+    "FLUXCOM-RS (imitated by the ESDL demo generator)",
+    "Jung et al. (2019), doi:10.1038/s41597-019-0076-8",
+)
+_GLEAM = (
+    "GLEAM v3.5 (imitated by the ESDL demo generator)",
+    "Martens et al. (2017), doi:10.5194/gmd-10-1903-2017",
+)
+_MODIS = (
+    "MODIS MCD43A4 kNDVI (imitated by the ESDL demo generator)",
+    "Camps-Valls et al. (2021), doi:10.1126/sciadv.abc7447",
+)
 
 VARIABLES: dict[str, VariableInfo] = {
     v.name: v
     for v in [
-        VariableInfo("air_temperature_2m", "Air temperature at 2 m", "air_temperature", "degC", *_ERA5, False, ("1979-01-01", "2021-12-31")),
-        VariableInfo("max_air_temperature_2m", "Daily maximum air temperature at 2 m", "air_temperature", "degC", *_ERA5, False, ("1979-01-01", "2021-12-31")),
-        VariableInfo("precipitation_era5", "Total precipitation", "precipitation_flux", "mm d-1", *_ERA5, False, ("1979-01-01", "2021-12-31")),
-        VariableInfo("radiation_era5", "Surface solar radiation downwards", "surface_downwelling_shortwave_flux_in_air", "J m-2", *_ERA5, False, ("1979-01-01", "2021-12-31")),
-        VariableInfo("gross_primary_productivity", "Gross primary productivity", "gross_primary_productivity_of_biomass_expressed_as_carbon", "g C m-2 d-1", *_FLUXCOM, True, ("2001-01-01", "2020-12-31")),
-        VariableInfo("terrestrial_ecosystem_respiration", "Terrestrial ecosystem respiration", "ecosystem_respiration_carbon_flux", "g C m-2 d-1", *_FLUXCOM, True, ("2001-01-01", "2020-12-31")),
-        VariableInfo("latent_energy", "Latent heat flux", "surface_upward_latent_heat_flux", "MJ m-2 d-1", *_FLUXCOM, True, ("2001-01-01", "2020-12-31")),
-        VariableInfo("sensible_heat", "Sensible heat flux", "surface_upward_sensible_heat_flux", "MJ m-2 d-1", *_FLUXCOM, True, ("2001-01-01", "2020-12-31")),
-        VariableInfo("root_moisture", "Root-zone soil moisture", "soil_moisture_content", "m3 m-3", *_GLEAM, True, ("1980-01-01", "2021-12-31")),
-        VariableInfo("surface_moisture", "Surface soil moisture", "soil_moisture_content", "m3 m-3", *_GLEAM, True, ("1980-01-01", "2021-12-31")),
-        VariableInfo("evaporative_stress", "Evaporative stress", "evaporative_stress", "1", *_GLEAM, True, ("1980-01-01", "2021-12-31")),
-        VariableInfo("kndvi", "Kernel normalized difference vegetation index", "kndvi", "1", *_MODIS, True, ("2000-03-01", "2021-12-31")),
+        VariableInfo(
+            "air_temperature_2m",
+            "Air temperature at 2 m",
+            "air_temperature",
+            "degC",
+            *_ERA5,
+            False,
+            ("1979-01-01", "2021-12-31"),
+        ),
+        VariableInfo(
+            "max_air_temperature_2m",
+            "Daily maximum air temperature at 2 m",
+            "air_temperature",
+            "degC",
+            *_ERA5,
+            False,
+            ("1979-01-01", "2021-12-31"),
+        ),
+        VariableInfo(
+            "precipitation_era5",
+            "Total precipitation",
+            "precipitation_flux",
+            "mm d-1",
+            *_ERA5,
+            False,
+            ("1979-01-01", "2021-12-31"),
+        ),
+        VariableInfo(
+            "radiation_era5",
+            "Surface solar radiation downwards",
+            "surface_downwelling_shortwave_flux_in_air",
+            "J m-2",
+            *_ERA5,
+            False,
+            ("1979-01-01", "2021-12-31"),
+        ),
+        VariableInfo(
+            "gross_primary_productivity",
+            "Gross primary productivity",
+            "gross_primary_productivity_of_biomass_expressed_as_carbon",
+            "g C m-2 d-1",
+            *_FLUXCOM,
+            True,
+            ("2001-01-01", "2020-12-31"),
+        ),
+        VariableInfo(
+            "terrestrial_ecosystem_respiration",
+            "Terrestrial ecosystem respiration",
+            "ecosystem_respiration_carbon_flux",
+            "g C m-2 d-1",
+            *_FLUXCOM,
+            True,
+            ("2001-01-01", "2020-12-31"),
+        ),
+        VariableInfo(
+            "latent_energy",
+            "Latent heat flux",
+            "surface_upward_latent_heat_flux",
+            "MJ m-2 d-1",
+            *_FLUXCOM,
+            True,
+            ("2001-01-01", "2020-12-31"),
+        ),
+        VariableInfo(
+            "sensible_heat",
+            "Sensible heat flux",
+            "surface_upward_sensible_heat_flux",
+            "MJ m-2 d-1",
+            *_FLUXCOM,
+            True,
+            ("2001-01-01", "2020-12-31"),
+        ),
+        VariableInfo(
+            "root_moisture",
+            "Root-zone soil moisture",
+            "soil_moisture_content",
+            "m3 m-3",
+            *_GLEAM,
+            True,
+            ("1980-01-01", "2021-12-31"),
+        ),
+        VariableInfo(
+            "surface_moisture",
+            "Surface soil moisture",
+            "soil_moisture_content",
+            "m3 m-3",
+            *_GLEAM,
+            True,
+            ("1980-01-01", "2021-12-31"),
+        ),
+        VariableInfo(
+            "evaporative_stress",
+            "Evaporative stress",
+            "evaporative_stress",
+            "1",
+            *_GLEAM,
+            True,
+            ("1980-01-01", "2021-12-31"),
+        ),
+        VariableInfo(
+            "kndvi",
+            "Kernel normalized difference vegetation index",
+            "kndvi",
+            "1",
+            *_MODIS,
+            True,
+            ("2000-03-01", "2021-12-31"),
+        ),
     ]
 }
 
@@ -116,11 +224,71 @@ class InjectedEvent:
 
 
 EVENTS: tuple[InjectedEvent, ...] = (
-    InjectedEvent("eu-heatwave-2003", "European heatwave 2003", "heatwave", "2003-07-20", "2003-08-24", 42.0, 54.0, -5.0, 18.0, 9.0, 0.6),
-    InjectedEvent("chukotka-heatwave-2007", "Bering heatwave 2007 (crosses the dateline)", "heatwave", "2007-06-26", "2007-07-31", 60.0, 70.0, 160.0, -165.0, 9.0, 0.3),
-    InjectedEvent("ru-heat-drought-2010", "Russian heat-drought 2010", "heat-drought", "2010-07-04", "2010-08-21", 48.0, 60.0, 35.0, 56.0, 10.0, 0.8),
-    InjectedEvent("us-drought-2012", "US Great Plains drought 2012", "drought", "2012-06-17", "2012-08-29", 34.0, 46.0, -104.0, -86.0, 6.0, 0.9),
-    InjectedEvent("au-heatwave-2019", "Australian heatwave 2019/20", "heatwave", "2019-12-11", "2020-01-24", -38.0, -25.0, 135.0, 153.0, 8.0, 0.7),
+    InjectedEvent(
+        "eu-heatwave-2003",
+        "European heatwave 2003",
+        "heatwave",
+        "2003-07-20",
+        "2003-08-24",
+        42.0,
+        54.0,
+        -5.0,
+        18.0,
+        9.0,
+        0.6,
+    ),
+    InjectedEvent(
+        "chukotka-heatwave-2007",
+        "Bering heatwave 2007 (crosses the dateline)",
+        "heatwave",
+        "2007-06-26",
+        "2007-07-31",
+        60.0,
+        70.0,
+        160.0,
+        -165.0,
+        9.0,
+        0.3,
+    ),
+    InjectedEvent(
+        "ru-heat-drought-2010",
+        "Russian heat-drought 2010",
+        "heat-drought",
+        "2010-07-04",
+        "2010-08-21",
+        48.0,
+        60.0,
+        35.0,
+        56.0,
+        10.0,
+        0.8,
+    ),
+    InjectedEvent(
+        "us-drought-2012",
+        "US Great Plains drought 2012",
+        "drought",
+        "2012-06-17",
+        "2012-08-29",
+        34.0,
+        46.0,
+        -104.0,
+        -86.0,
+        6.0,
+        0.9,
+    ),
+    InjectedEvent(
+        "au-heatwave-2019",
+        "Australian heatwave 2019/20",
+        "heatwave",
+        "2019-12-11",
+        "2020-01-24",
+        -38.0,
+        -25.0,
+        135.0,
+        153.0,
+        8.0,
+        0.7,
+    ),
 )
 
 
@@ -215,7 +383,9 @@ def _coherent_noise(rng: np.random.Generator, shape: tuple[int, int, int], scale
     coarse = rng.standard_normal((n_t, n_y // factor, n_x // factor), dtype=np.float32)
     sigma = max(scale_cells / factor, 0.5)
     coarse = gaussian_filter(coarse, sigma=(0, sigma, 1.5 * sigma), mode=("nearest", "nearest", "wrap"))
-    fine = zoom(coarse, (1, factor, factor), order=1, mode="grid-wrap", grid_mode=True) if factor > 1 else coarse
+    fine = (
+        zoom(coarse, (1, factor, factor), order=1, mode="grid-wrap", grid_mode=True) if factor > 1 else coarse
+    )
     return fine / (fine.std() + 1e-6)
 
 
@@ -270,9 +440,7 @@ def _year_block(year: int, resolution: float, seed: int) -> dict[str, np.ndarray
     itcz = 8.0 * phase
     lat3 = lat.astype(f32)[None, :, None]
     rain_clim = (
-        7.0 * np.exp(-(((lat3 - itcz) / 9.0) ** 2))
-        + 2.6 * np.exp(-(((abs_lat - 50.0) / 12.0) ** 2))
-        + 0.4
+        7.0 * np.exp(-(((lat3 - itcz) / 9.0) ** 2)) + 2.6 * np.exp(-(((abs_lat - 50.0) / 12.0) ** 2)) + 0.4
     ) * np.clip(1.0 - 0.9 * aridity[None], 0.1, 2.0)
     # storms: a second coherent field (coarse noise, smoothed and interpolated), so rain has structure
     # rather than pixel noise; the driest 8-day means are exactly zero, as in the reanalysis
@@ -296,7 +464,9 @@ def _year_block(year: int, resolution: float, seed: int) -> dict[str, np.ndarray
         ramp = np.ones(len(idx), dtype=np.float32)
         if len(idx) > 2:
             ramp[0] = ramp[-1] = 0.7
-        box = ((lat >= ev.lat_min) & (lat <= ev.lat_max))[:, None] & _in_lon_range(lon, ev.lon_min, ev.lon_max)[None, :]
+        box = ((lat >= ev.lat_min) & (lat <= ev.lat_max))[:, None] & _in_lon_range(
+            lon, ev.lon_min, ev.lon_max
+        )[None, :]
         box &= land
         heat[idx] += ramp[:, None, None] * box[None] * ev.temperature_anomaly
         dry[idx] += ramp[:, None, None] * box[None] * ev.dryness
@@ -364,7 +534,13 @@ def _year_block(year: int, resolution: float, seed: int) -> dict[str, np.ndarray
     return out
 
 
-_VEGETATION = {"gross_primary_productivity", "terrestrial_ecosystem_respiration", "latent_energy", "sensible_heat", "kndvi"}
+_VEGETATION = {
+    "gross_primary_productivity",
+    "terrestrial_ecosystem_respiration",
+    "latent_energy",
+    "sensible_heat",
+    "kndvi",
+}
 KEEP_BITS = 7  # mantissa bits kept: relative precision 2**-8 (0.4 %), far below the demo's noise
 
 
@@ -414,7 +590,9 @@ def make_demo_cube(
     lat, lon = grid(resolution)
     times = time_axis(years)
     shape = (STEPS_PER_YEAR, len(lat), len(lon))
-    blocks = {y: dask.delayed(_year_block, pure=True)(y, resolution, seed) for y in range(years[0], years[1] + 1)}
+    blocks = {
+        y: dask.delayed(_year_block, pure=True)(y, resolution, seed) for y in range(years[0], years[1] + 1)
+    }
     data_vars = {}
     for name, info in VARIABLES.items():
         parts = [
@@ -436,8 +614,16 @@ def make_demo_cube(
         data_vars,
         coords={
             "time": ("time", times, {"long_name": "time", "standard_name": "time"}),
-            "lat": ("lat", lat, {"long_name": "latitude", "standard_name": "latitude", "units": "degrees_north"}),
-            "lon": ("lon", lon, {"long_name": "longitude", "standard_name": "longitude", "units": "degrees_east"}),
+            "lat": (
+                "lat",
+                lat,
+                {"long_name": "latitude", "standard_name": "latitude", "units": "degrees_north"},
+            ),
+            "lon": (
+                "lon",
+                lon,
+                {"long_name": "longitude", "standard_name": "longitude", "units": "degrees_east"},
+            ),
         },
         attrs={
             "Conventions": "CF-1.9",
@@ -482,9 +668,22 @@ def injected_events(ds: xr.Dataset) -> pd.DataFrame:
     """
     raw = ds.attrs.get("injected_events")
     if raw is None:
-        raise EsdlError("this cube has no 'injected_events' attribute: only demo cubes carry injected events.")
+        raise EsdlError(
+            "this cube has no 'injected_events' attribute: only demo cubes carry injected events."
+        )
     rows = json.loads(raw) if isinstance(raw, str) else list(raw)
-    cols = ["event_id", "name", "kind", "start", "end", "lat_min", "lat_max", "lon_min", "lon_max", "variables"]
+    cols = [
+        "event_id",
+        "name",
+        "kind",
+        "start",
+        "end",
+        "lat_min",
+        "lat_max",
+        "lon_min",
+        "lon_max",
+        "variables",
+    ]
     df = pd.DataFrame(rows, columns=[*cols, "temperature_anomaly", "dryness"])
     df["start"] = pd.to_datetime(df["start"])
     df["end"] = pd.to_datetime(df["end"])
@@ -507,20 +706,31 @@ def event_mask(ds: xr.Dataset, event_id: str | None = None) -> xr.DataArray:
         if event_id not in set(events["event_id"]):
             from platform_lib.errors import allowed
 
-            raise EsdlError(f"no injected event {event_id!r} in this cube; it has: {allowed(events['event_id'])}.")
+            raise EsdlError(
+                f"no injected event {event_id!r} in this cube; it has: {allowed(events['event_id'])}."
+            )
         events = events[events["event_id"] == event_id]
     resolution = float(ds.attrs.get("geospatial_lat_resolution", abs(float(ds.lat[1] - ds.lat[0]))))
     lat, lon = ds["lat"].values, ds["lon"].values
     full_lat, full_lon = grid(resolution)
     land_full = land_fraction(resolution) >= 0.5
-    land = land_full[np.searchsorted(full_lat, lat - 1e-9 * resolution)][:, np.searchsorted(full_lon, lon - 1e-9 * resolution)]
+    land = land_full[np.searchsorted(full_lat, lat - 1e-9 * resolution)][
+        :, np.searchsorted(full_lon, lon - 1e-9 * resolution)
+    ]
     times = pd.DatetimeIndex(ds["time"].values)
     mask = np.zeros((len(times), len(lat), len(lon)), dtype=bool)
     for ev in events.itertuples():
         window = (times >= ev.start) & (times <= ev.end)
-        box = ((lat >= ev.lat_min) & (lat <= ev.lat_max))[:, None] & _in_lon_range(lon, ev.lon_min, ev.lon_max)[None, :]
+        box = ((lat >= ev.lat_min) & (lat <= ev.lat_max))[:, None] & _in_lon_range(
+            lon, ev.lon_min, ev.lon_max
+        )[None, :]
         mask |= window[:, None, None] & (box & land)[None]
-    return xr.DataArray(mask, coords={"time": ds["time"], "lat": ds["lat"], "lon": ds["lon"]}, dims=("time", "lat", "lon"), name="injected_event")
+    return xr.DataArray(
+        mask,
+        coords={"time": ds["time"], "lat": ds["lat"], "lon": ds["lon"]},
+        dims=("time", "lat", "lon"),
+        name="injected_event",
+    )
 
 
 # --- chunkings and stores -------------------------------------------------------------------------
@@ -605,7 +815,13 @@ def write_demo_cubes(
             cube = ds.chunk(dict(zip(("time", "lat", "lon"), chunks, strict=True)))
             cube.attrs["esdl_chunking"] = chunking
             label = f"writing {paths[chunking].name}" if progress else False
-            write_zarr_atomic(cube, paths[chunking], encoding=zarr_encoding(cube, chunks), overwrite=overwrite, progress=label)
+            write_zarr_atomic(
+                cube,
+                paths[chunking],
+                encoding=zarr_encoding(cube, chunks),
+                overwrite=overwrite,
+                progress=label,
+            )
     return paths
 
 
@@ -636,7 +852,11 @@ def demo_catalog_sources(
     ds = make_demo_cube(resolution, years)
     sources = {}
     for chunking, chunks in chunk_shapes(resolution, ds.sizes["time"]).items():
-        what = "time-series optimised (long time, small tiles)" if chunking == "ts" else "map optimised (one step, whole map)"
+        what = (
+            "time-series optimised (long time, small tiles)"
+            if chunking == "ts"
+            else "map optimised (one step, whole map)"
+        )
         meta = cube_metadata(
             ds,
             chunking=chunking,

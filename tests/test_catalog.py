@@ -24,8 +24,12 @@ SHIPPED = repo_root() / "catalog" / "esdl.yaml"
 
 
 def run_esdl(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "platform_lib.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "platform_lib.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
 
 
 # --- the shipped catalog --------------------------------------------------------------------------
@@ -48,7 +52,9 @@ def test_public_entries_point_at_the_esdc_endpoint():
     assert d["urlpath"] == "s3://esdl-esdc-v3.0.2/esdc-8d-0.25deg-256x128x128-3.0.2.zarr"
     entry = catalog.get_entry("esdc-v3-map", SHIPPED)
     assert entry.args["storage_options"] == {
-        "anon": True, "client_kwargs": {"endpoint_url": "https://s3.bgc-jena.mpg.de:9000"}}
+        "anon": True,
+        "client_kwargs": {"endpoint_url": "https://s3.bgc-jena.mpg.de:9000"},
+    }
     assert d["variables"]["kndvi"]["units"] == "1"
     for key in catalog.REQUIRED_METADATA:
         assert key in d
@@ -81,16 +87,22 @@ def test_open_cube_is_lazy_and_equals_the_store(demo_catalog, demo_cubes):
     assert ds["kndvi"].chunks is not None, "dask-backed"
     stored = (1, 36, 72)
     for dim_chunks, size in zip(ds["kndvi"].chunks, stored, strict=True):
-        assert all(c % size == 0 for c in dim_chunks[:-1]), "dask chunks are whole multiples of the stored chunks"
+        assert all(c % size == 0 for c in dim_chunks[:-1]), (
+            "dask chunks are whole multiples of the stored chunks"
+        )
     raw = xr.open_zarr(demo_cubes["map"])
     assert ds.attrs == raw.attrs and list(ds.data_vars) == list(raw.data_vars)
     for name in ("kndvi", "air_temperature_2m"):
-        xr.testing.assert_identical(ds[name].isel(time=slice(40, 60)).load(), raw[name].isel(time=slice(40, 60)).load())
+        xr.testing.assert_identical(
+            ds[name].isel(time=slice(40, 60)).load(), raw[name].isel(time=slice(40, 60)).load()
+        )
 
 
 def test_open_cube_subsets_lazily(demo_catalog, demo_cubes):
     ds = platform_lib.open_cube(
-        "esdc-demo-ts", variables=["kndvi", "air_temperature_2m"], bbox=(-10, 35, 30, 60),
+        "esdc-demo-ts",
+        variables=["kndvi", "air_temperature_2m"],
+        bbox=(-10, 35, 30, 60),
         time_range=("2003-06-01", "2003-08-31"),
     )
     assert set(ds.data_vars) == {"kndvi", "air_temperature_2m"}
@@ -98,8 +110,9 @@ def test_open_cube_subsets_lazily(demo_catalog, demo_cubes):
     assert float(ds.lat.min()) == 37.5 and float(ds.lat.max()) == 57.5
     assert str(ds.time.values[0])[:10] == "2003-06-06" and str(ds.time.values[-1])[:10] == "2003-08-25"
     assert ds["kndvi"].chunks is not None
-    raw = xr.open_zarr(demo_cubes["ts"])["kndvi"].sel(lat=slice(35, 60), lon=slice(-10, 30),
-                                                      time=slice("2003-06-01", "2003-08-31"))
+    raw = xr.open_zarr(demo_cubes["ts"])["kndvi"].sel(
+        lat=slice(35, 60), lon=slice(-10, 30), time=slice("2003-06-01", "2003-08-31")
+    )
     np.testing.assert_array_equal(ds["kndvi"].values, raw.values)
     one = platform_lib.open_cube("esdc-demo-ts", variables="kndvi")
     assert list(one.data_vars) == ["kndvi"]
@@ -110,8 +123,10 @@ def test_reopening_is_cached_until_the_store_changes(tmp_path):
 
     store = tmp_path / "c.zarr"
     times = xr.date_range("2001-01-05", periods=2, freq="8D")
-    cube = xr.Dataset({"t": (("time", "lat", "lon"), np.zeros((2, 2, 2), "float32"), {"units": "K"})},
-                      coords={"time": times, "lat": [-45.0, 45.0], "lon": [-90.0, 90.0]})
+    cube = xr.Dataset(
+        {"t": (("time", "lat", "lon"), np.zeros((2, 2, 2), "float32"), {"units": "K"})},
+        coords={"time": times, "lat": [-45.0, 45.0], "lon": [-90.0, 90.0]},
+    )
     write_zarr_atomic(cube, store, progress=False)
     cat = tmp_path / "cat.yaml"
     meta = catalog.cube_metadata(cube, chunking="map", license="CC-BY-4.0", source="test")
@@ -132,7 +147,10 @@ def test_bbox_across_the_dateline(demo_catalog):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"variables": ["kndvi", "air_temprature_2m"]}, r"no variable 'air_temprature_2m'\. Did you mean 'air_temperature_2m'\?"),
+        (
+            {"variables": ["kndvi", "air_temprature_2m"]},
+            r"no variable 'air_temprature_2m'\. Did you mean 'air_temperature_2m'\?",
+        ),
         ({"variables": "nope"}, r"Available: .*'kndvi'"),
         ({"bbox": (0, 10, 20)}, r"four numbers"),
         ({"bbox": (0, 60, 20, 10)}, r"lat_min 60.0 > lat_max 10.0"),
@@ -149,25 +167,42 @@ def test_bad_arguments_say_what_exists(demo_catalog, kwargs, message):
 
 
 def test_unknown_cube_lists_the_catalog(demo_catalog):
-    with pytest.raises(CubeNotFoundError, match=r"no cube named 'esdc-demo-tss' in the catalog\. Did you mean 'esdc-demo-ts'\?.*Available: 'esdc-demo-map', 'esdc-demo-ts'"):
+    with pytest.raises(
+        CubeNotFoundError,
+        match=r"no cube named 'esdc-demo-tss' in the catalog\. Did you mean 'esdc-demo-ts'\?.*Available: 'esdc-demo-map', 'esdc-demo-ts'",
+    ):
         platform_lib.open_cube("esdc-demo-tss")
 
 
 def test_missing_demo_store_says_how_to_generate(tmp_path):
     cat = tmp_path / "cat.yaml"
-    cat.write_text(catalog.dump_catalog(demo_catalog_sources(10.0, (2003, 2003), data_ref=str(tmp_path)), title="t"))
-    with pytest.raises(CubeNotGeneratedError, match=r"esdl cubes generate --resolution 10.0 --years 2003-2003"):
+    cat.write_text(
+        catalog.dump_catalog(demo_catalog_sources(10.0, (2003, 2003), data_ref=str(tmp_path)), title="t")
+    )
+    with pytest.raises(
+        CubeNotGeneratedError, match=r"esdl cubes generate --resolution 10.0 --years 2003-2003"
+    ):
         catalog.open_cube("esdc-demo-ts", catalog=cat)
 
 
 def test_team_catalog_adds_entries_and_refuses_duplicates(demo_catalog, demo_cubes, tmp_path, monkeypatch):
     team = tmp_path / "team.yaml"
-    meta = catalog.cube_metadata(xr.open_zarr(demo_cubes["ts"]), chunking="ts", license="CC-BY-4.0", source="test")
-    team.write_text(catalog.dump_catalog({"europe-2003": catalog.catalog_source(str(demo_cubes["ts"]), "team cube", meta)}, title="team"))
+    meta = catalog.cube_metadata(
+        xr.open_zarr(demo_cubes["ts"]), chunking="ts", license="CC-BY-4.0", source="test"
+    )
+    team.write_text(
+        catalog.dump_catalog(
+            {"europe-2003": catalog.catalog_source(str(demo_cubes["ts"]), "team cube", meta)}, title="team"
+        )
+    )
     monkeypatch.setenv("ESDL_TEAM_CATALOG", str(team))
     assert "europe-2003" in platform_lib.list_cubes()
     assert platform_lib.open_cube("europe-2003", variables="kndvi").sizes["time"] == 12 * 46
-    team.write_text(catalog.dump_catalog({"esdc-demo-ts": catalog.catalog_source(str(demo_cubes["ts"]), "dup", meta)}, title="team"))
+    team.write_text(
+        catalog.dump_catalog(
+            {"esdc-demo-ts": catalog.catalog_source(str(demo_cubes["ts"]), "dup", meta)}, title="team"
+        )
+    )
     with pytest.raises(EsdlError, match="'esdc-demo-ts' is already defined in"):
         platform_lib.list_cubes()
 
@@ -204,7 +239,10 @@ def test_validate_open_finds_metadata_that_lies(demo_catalog, tmp_path):
     lying = demo_catalog.parent / "lying.yaml"
     lying.write_text(yaml.safe_dump(doc))
     problems = catalog.validate_catalog(lying, open_stores=True)
-    assert any("'esdc-demo-ts': variable 'kndvi' has units '1' in the store, 'K' in the metadata" in p for p in problems)
+    assert any(
+        "'esdc-demo-ts': variable 'kndvi' has units '1' in the store, 'K' in the metadata" in p
+        for p in problems
+    )
     assert any("'esdc-demo-ts': temporal_extent" in p and "2012-12-30" in p for p in problems)
     assert any("'esdc-demo-map': does not open" in p and "missing.zarr" in p for p in problems)
 
@@ -240,8 +278,11 @@ def _free_port() -> int:
 def s3_endpoint():
     """A real S3-compatible endpoint on loopback (moto_server)."""
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -258,18 +299,36 @@ def s3_endpoint():
 def test_open_cube_over_s3(s3_endpoint, demo_cubes, tmp_path):
     import s3fs
 
-    opts = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": s3_endpoint, "region_name": "us-east-1"}}
+    opts = {
+        "key": "testing",
+        "secret": "testing",
+        "client_kwargs": {"endpoint_url": s3_endpoint, "region_name": "us-east-1"},
+    }
     import boto3
 
-    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1", aws_access_key_id="testing",
-                 aws_secret_access_key="testing").create_bucket(Bucket="cubes")
+    boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    ).create_bucket(Bucket="cubes")
     fs = s3fs.S3FileSystem(**opts)
     fs.put(str(demo_cubes["ts"]), "cubes/" + demo_cubes["ts"].name, recursive=True)
-    meta = catalog.cube_metadata(xr.open_zarr(demo_cubes["ts"]), chunking="ts", license="CC-BY-4.0", source="test")
+    meta = catalog.cube_metadata(
+        xr.open_zarr(demo_cubes["ts"]), chunking="ts", license="CC-BY-4.0", source="test"
+    )
     cat = tmp_path / "s3.yaml"
-    cat.write_text(catalog.dump_catalog(
-        {"s3-cube": catalog.catalog_source(f"s3://cubes/{demo_cubes['ts'].name}", "over S3", meta, storage_options=opts)},
-        title="s3"))
+    cat.write_text(
+        catalog.dump_catalog(
+            {
+                "s3-cube": catalog.catalog_source(
+                    f"s3://cubes/{demo_cubes['ts'].name}", "over S3", meta, storage_options=opts
+                )
+            },
+            title="s3",
+        )
+    )
     ds = catalog.open_cube("s3-cube", variables="kndvi", bbox=(-10, 35, 30, 60), catalog=cat)
     local = xr.open_zarr(demo_cubes["ts"])["kndvi"].sel(lat=slice(35, 60), lon=slice(-10, 30))
     np.testing.assert_array_equal(ds["kndvi"].values, local.values)

@@ -59,15 +59,32 @@ def test_time_axis_is_8_daily_restarting_each_year(cube):
 
 
 def test_cf_and_esdc_attributes(cube):
-    for key in ("Conventions", "title", "time_coverage_start", "time_coverage_end", "project", "license",
-                "geospatial_lat_min", "geospatial_lat_max", "geospatial_lon_min", "geospatial_lon_max"):
+    for key in (
+        "Conventions",
+        "title",
+        "time_coverage_start",
+        "time_coverage_end",
+        "project",
+        "license",
+        "geospatial_lat_min",
+        "geospatial_lat_max",
+        "geospatial_lon_min",
+        "geospatial_lon_max",
+    ):
         assert key in cube.attrs, key
     assert cube.attrs["Conventions"] == "CF-1.9"
     assert cube.attrs["time_coverage_start"] == "2001-01-05"
     for name, units in ESDC_UNITS.items():
         attrs = cube[name].attrs
         assert attrs["units"] == units, name
-        for key in ("long_name", "standard_name", "source", "references", "time_coverage_start", "time_coverage_end"):
+        for key in (
+            "long_name",
+            "standard_name",
+            "source",
+            "references",
+            "time_coverage_start",
+            "time_coverage_end",
+        ):
             assert attrs.get(key), f"{name} lacks {key}"
 
 
@@ -198,8 +215,10 @@ def test_failed_write_leaves_nothing(tmp_path):
         raise RuntimeError("disk on fire")
 
     good = da.zeros((4, 2), chunks=(2, 2))
-    bad = good.map_blocks(lambda b, block_info=None: explode(b) if block_info[0]["chunk-location"][0] == 1 else b,
-                          dtype=good.dtype)
+    bad = good.map_blocks(
+        lambda b, block_info=None: explode(b) if block_info[0]["chunk-location"][0] == 1 else b,
+        dtype=good.dtype,
+    )
     ds = xr.Dataset({"v": (("time", "x"), bad)})
     with pytest.raises(RuntimeError, match="disk on fire"):
         write_zarr_atomic(ds, tmp_path / "x.zarr", progress=False)
@@ -213,16 +232,40 @@ def test_failed_write_leaves_nothing(tmp_path):
 
 def test_cli_generate_prints_stores_and_sizes(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "platform_lib.cli", "cubes", "generate", "--resolution", "10", "--years", "2003",
-         "--data-dir", str(tmp_path)],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-m",
+            "platform_lib.cli",
+            "cubes",
+            "generate",
+            "--resolution",
+            "10",
+            "--years",
+            "2003",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert "esdc-8d-10deg-46x3x3-demo1.0.zarr" in out.stdout
     assert "esdc-8d-10deg-1x18x36-demo1.0.zarr" in out.stdout
     assert "demo cubes ready" in out.stdout
     assert (tmp_path / "esdc-8d-10deg-1x18x36-demo1.0.zarr").is_dir()
     bad = subprocess.run(
-        [sys.executable, "-m", "platform_lib.cli", "cubes", "generate", "--resolution", "0.35", "--data-dir", str(tmp_path)],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "platform_lib.cli",
+            "cubes",
+            "generate",
+            "--resolution",
+            "0.35",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert bad.returncode == 2 and "resolution 0.35 degrees is not allowed" in bad.stderr

@@ -8,8 +8,21 @@ import sys
 
 import platform_lib
 
-HEAVY = ["torch", "keras", "lexcube", "helm_python", "kubernetes", "kubernetes_validate", "jupyterhub",
-         "dask_gateway", "dask_gateway_server", "kubespawner", "nativeauthenticator", "matplotlib", "ipywidgets"]
+HEAVY = [
+    "torch",
+    "keras",
+    "lexcube",
+    "helm_python",
+    "kubernetes",
+    "kubernetes_validate",
+    "jupyterhub",
+    "dask_gateway",
+    "dask_gateway_server",
+    "kubespawner",
+    "nativeauthenticator",
+    "matplotlib",
+    "ipywidgets",
+]
 
 BLOCK_AND_IMPORT = """
 import importlib, importlib.abc, pkgutil, sys
@@ -40,12 +53,15 @@ print(len(names) - len(plugins))
 
 
 # Plugin classes that subclass a hub or gateway class; only the hub / gateway processes load them.
-PLUGINS = ["platform_lib.local.auth", "platform_lib.local.gateway_backend"]
+PLUGINS = ["platform_lib.local.auth", "platform_lib.local.gateway_backend", "platform_lib.local.spawner"]
 
 
 def test_every_module_imports_without_the_heavy_extras():
-    res = subprocess.run([sys.executable, "-c", BLOCK_AND_IMPORT, ",".join(HEAVY), ",".join(PLUGINS)],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-c", BLOCK_AND_IMPORT, ",".join(HEAVY), ",".join(PLUGINS)],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 0, res.stderr
     modules = [m.name for m in pkgutil.walk_packages(platform_lib.__path__, "platform_lib.")]
     assert set(PLUGINS) <= set(modules)
@@ -56,7 +72,9 @@ def test_every_module_imports_without_the_heavy_extras():
 def test_esdl_help_lists_every_command_group():
     from platform_lib.cli import COMMAND_GROUPS
 
-    res = subprocess.run([sys.executable, "-m", "platform_lib.cli", "--help"], capture_output=True, text=True, check=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "platform_lib.cli", "--help"], capture_output=True, text=True, check=True
+    )
     for group in ("cubes", "catalog", "project", "up", "down", "status", "share"):
         assert group in res.stdout, group
     assert len(COMMAND_GROUPS) == len(set(COMMAND_GROUPS))

@@ -14,6 +14,7 @@ from platform_lib.analysis.events import (
     label_events,
 )
 from platform_lib.analysis.extremes import (
+    BEST_METHODS,
     METHODS,
     anomaly_features,
     anomaly_scores,
@@ -31,6 +32,7 @@ from platform_lib.analysis.intrinsic import (
 )
 
 __all__ = [
+    "BEST_METHODS",
     "METHODS",
     "TIME_SCALES",
     "Events",

@@ -70,7 +70,16 @@ def cmd_describe(args: argparse.Namespace) -> int:
     print(f"{meta['name']}: {meta.get('title', '')}")
     if meta.get("description"):
         print(f"  {meta['description']}")
-    for key in ("urlpath", "chunking", "chunks", "spatial_extent", "temporal_extent", "license", "source", "provenance"):
+    for key in (
+        "urlpath",
+        "chunking",
+        "chunks",
+        "spatial_extent",
+        "temporal_extent",
+        "license",
+        "source",
+        "provenance",
+    ):
         if key in meta:
             print(f"  {key}: {meta[key]}")
     print("  variables:")
