@@ -25,11 +25,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
-import xarray as xr
 import yaml
 
 from platform_lib.errors import (
@@ -41,6 +38,11 @@ from platform_lib.errors import (
     did_you_mean,
 )
 from platform_lib.paths import data_dir, repo_root
+
+if (
+    TYPE_CHECKING
+):  # numpy, pandas and xarray are imported where cubes are opened: reading a catalog needs none
+    import xarray as xr
 
 DEFAULT_CATALOG = "catalog/esdl.yaml"
 #: metadata keys every catalog entry must carry (in the spirit of DeepESDL's dataset spec)
@@ -327,7 +329,7 @@ def subset_cube(
 
     The one place cube subsetting is checked; :func:`open_cube` and regional cubes call it.
 
-    >>> import numpy as np
+    >>> import numpy as np, pandas as pd, xarray as xr
     >>> ds = xr.Dataset({"t": (("time", "lat", "lon"), np.zeros((2, 3, 4)))},
     ...     coords={"time": pd.date_range("2001-01-05", periods=2, freq="8D"),
     ...             "lat": [-45.0, 0.0, 45.0], "lon": [-135.0, -45.0, 45.0, 135.0]})
@@ -354,6 +356,8 @@ def subset_cube(
 
 
 def _select_bbox(ds: xr.Dataset, bbox: Sequence[float], label: str) -> xr.Dataset:
+    import numpy as np
+
     try:
         lon_min, lat_min, lon_max, lat_max = (float(b) for b in bbox)
     except (TypeError, ValueError):
@@ -384,6 +388,9 @@ def _select_bbox(ds: xr.Dataset, bbox: Sequence[float], label: str) -> xr.Datase
 
 
 def _select_time(ds: xr.Dataset, time_range: Sequence[Any], label: str) -> xr.Dataset:
+    import numpy as np
+    import pandas as pd
+
     try:
         start, end = (pd.Timestamp(t) for t in time_range)
     except (TypeError, ValueError):
@@ -422,13 +429,15 @@ def cube_metadata(
     ``spatial_extent`` is ``[lon_min, lat_min, lon_max, lat_max]`` of the cell edges, ``temporal_extent``
     the first and last time stamps, ``chunks`` the stored chunk shape (from the encoding or dask chunks).
 
-    >>> import numpy as np
+    >>> import numpy as np, pandas as pd, xarray as xr
     >>> ds = xr.Dataset({"t": (("time", "lat", "lon"), np.zeros((2, 2, 2), "float32"), {"units": "K"})},
     ...     coords={"time": pd.date_range("2001-01-05", periods=2, freq="8D"), "lat": [-45.0, 45.0], "lon": [-90.0, 90.0]})
     >>> m = cube_metadata(ds, chunking="map", license="CC-BY-4.0", source="test")
     >>> m["spatial_extent"], m["variables"]["t"]["units"]
     ([-180.0, -90.0, 180.0, 90.0], 'K')
     """
+    import pandas as pd
+
     lat, lon = ds["lat"].values, ds["lon"].values
     dlat = float(abs(lat[1] - lat[0])) if lat.size > 1 else 0.0
     dlon = float(abs(lon[1] - lon[0])) if lon.size > 1 else 0.0
@@ -500,6 +509,8 @@ def dump_catalog(sources: dict[str, dict[str, Any]], *, title: str, header: str 
 
 def _check_metadata(entry: CubeEntry) -> list[str]:
     """Problems with one entry's metadata (no data read)."""
+    import pandas as pd
+
     where = f"{entry.catalog}: entry {entry.name!r}"
     meta = entry.metadata
     problems = [f"{where}: metadata is missing {key!r}" for key in REQUIRED_METADATA if key not in meta]
@@ -534,6 +545,8 @@ def _check_metadata(entry: CubeEntry) -> list[str]:
 
 def _check_store(entry: CubeEntry) -> list[str]:
     """Problems found by opening the store and comparing it with the metadata."""
+    import pandas as pd
+
     where = f"{entry.catalog}: entry {entry.name!r}"
     try:
         ds = _open_entry(entry)

@@ -52,15 +52,9 @@ def _project_names(values: list[str] | None) -> list[str]:
 
 
 def run_up(args: argparse.Namespace) -> int:
-    import importlib
-    import threading
-
     from platform_lib.local import run_foreground, up
     from platform_lib.local.configs import kubernetes_only_settings, ungenerated_shared_cubes
 
-    # the note on ungenerated cubes reads the catalog, whose module imports xarray and pandas (~0.3 s):
-    # import it while the components start instead of after they answer
-    threading.Thread(target=importlib.import_module, args=("platform_lib.catalog",), daemon=True).start()
     names = args.project or ["demo"]
     prepared = up(names, port=args.port, host=args.ip, log_level=args.log_level)
     for p in prepared:

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from platform_lib.cli.project_deploy import add_subcommands as add_deploy_subcommands
 from platform_lib.errors import EsdlError
-from platform_lib.projects import ProjectSpec, list_projects, load_project, projects_dir
+
+if TYPE_CHECKING:  # the spec models (pydantic) load only when a command needs them
+    from platform_lib.projects import ProjectSpec
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,6 +44,8 @@ def _summary(spec: ProjectSpec) -> str:
 
 def run_validate(args: argparse.Namespace) -> int:
     """Validate each spec; print ``ok`` or every problem; exit 1 if any spec is invalid."""
+    from platform_lib.projects import list_projects, load_project, projects_dir
+
     names = args.specs or list_projects()
     if not names:
         raise EsdlError(f"no project specs in {projects_dir()}; pass a name or a path")
@@ -60,6 +65,8 @@ def run_validate(args: argparse.Namespace) -> int:
 
 def run_list(args: argparse.Namespace) -> int:
     """One line per spec in ``projects/``: name, title, people, login; invalid specs are flagged."""
+    from platform_lib.projects import list_projects, load_project, projects_dir
+
     names = list_projects()
     if not names:
         print(f"no project specs in {projects_dir()}")

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 
-from platform_lib.projects import load_project
-
 
 def add_subcommands(sub: argparse._SubParsersAction) -> None:
     """Add ``render``, ``deploy``, ``diff`` and ``delete`` to the ``esdl project`` sub-parsers."""
@@ -76,6 +74,8 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
 
 
 def run_render(args: argparse.Namespace) -> int:
+    from platform_lib.projects import load_project
+
     """Write (or with ``--dry-run`` print) the release files; with ``--check`` run the offline checks."""
     import yaml
 
@@ -106,6 +106,7 @@ def run_render(args: argparse.Namespace) -> int:
 
 def run_deploy(args: argparse.Namespace) -> int:
     from platform_lib.deploy.release import deploy
+    from platform_lib.projects import load_project
 
     return deploy(
         load_project(args.spec),
@@ -117,12 +118,14 @@ def run_deploy(args: argparse.Namespace) -> int:
 
 def run_diff(args: argparse.Namespace) -> int:
     from platform_lib.deploy.release import diff
+    from platform_lib.projects import load_project
 
     return diff(load_project(args.spec), extra_values=args.values, kube_context=args.kube_context)
 
 
 def run_delete(args: argparse.Namespace) -> int:
     from platform_lib.deploy.release import delete
+    from platform_lib.projects import load_project
 
     return delete(
         load_project(args.spec),

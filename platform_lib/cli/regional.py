@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 
-from platform_lib import team
 from platform_lib.errors import EsdlError
 
 
@@ -49,6 +48,8 @@ def register_regional(cubes: argparse._SubParsersAction) -> None:
 
 
 def cmd_regional(args: argparse.Namespace) -> int:
+    from platform_lib import team
+
     if args.list:
         entries = team.team_cube_entries()
         if not entries:
