@@ -19,16 +19,19 @@ help:
 	@echo "make bench   run every benchmark in bench/ (prints ratios against references)"
 	@echo "make lock    re-resolve images/notebook/requirements.lock after a dependency change"
 
+# bytecode up front (uv --compile-bytecode for the venv, compileall for our package): every hub, gateway,
+# user server and `esdl` start reads it instead of compiling, even where PYTHONDONTWRITEBYTECODE is set
 setup: $(PY_STAMP) $(NODE_STAMP)
+	@$(PY) -m compileall -q platform_lib >/dev/null
 
 # torch comes first and pinned (constraints.txt): the CPU build on disk, not a CUDA download.
-# uv resolves and installs the rest in seconds; pip only bootstraps it.
+# uv resolves and installs the rest in seconds (and compiles the venv's bytecode); pip only bootstraps it.
 # The image's lock (images/notebook/requirements.lock) constrains it too, so what the tests run is what
 # the user/worker image ships.
 $(PY_STAMP): pyproject.toml constraints.txt images/notebook/requirements.lock
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check uv -c constraints.txt torch==2.13.0
-	$(VENV)/bin/uv pip install -q --python $(PY) --constraint constraints.txt \
+	$(VENV)/bin/uv pip install -q --python $(PY) --compile-bytecode --constraint constraints.txt \
 	  --constraint images/notebook/requirements.lock -e '.[$(EXTRAS)]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@

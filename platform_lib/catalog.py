@@ -45,6 +45,7 @@ if (
     import xarray as xr
 
 DEFAULT_CATALOG = "catalog/esdl.yaml"
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's safe loader: 10x faster, same result
 #: metadata keys every catalog entry must carry (in the spirit of DeepESDL's dataset spec)
 REQUIRED_METADATA = (
     "title",
@@ -136,7 +137,7 @@ def read_catalog(path: str | os.PathLike[str]) -> dict[str, CubeEntry]:
     if cached and cached[0] == stamp:
         return cached[1]
     try:
-        doc = yaml.safe_load(path.read_text()) or {}
+        doc = yaml.load(path.read_text(), Loader=_YAML_LOADER) or {}
     except yaml.YAMLError as exc:
         raise CatalogError(f"{path}: not valid YAML: {exc}") from None
     sources = doc.get("sources") if isinstance(doc, dict) else None
