@@ -111,3 +111,12 @@ def launch_chromium(playwright: Any, profile: Path, **kwargs: Any) -> Any:
     return playwright.chromium.launch_persistent_context(
         str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS, **kwargs
     )
+
+
+def log_in_to_lab(page: Any, hub_url: str, user: str, password: str) -> None:
+    """Log ``user`` in through the hub's login form in ``page`` and wait until JupyterLab's URL is reached."""
+    page.goto(f"{hub_url}/hub/login")
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", password)
+    page.click("#login_submit")
+    page.wait_for_url(f"**/user/{user}/lab**", timeout=180_000)

@@ -152,7 +152,7 @@ def test_scaling_out_notebook_on_the_embedded_platform_gateway(platform, tmp_pat
 @pytest.mark.slow
 def test_getting_started_renders_a_plot_in_jupyterlab(platform):
     """A member opens notebook 1 in the embedded JupyterLab with Chromium, runs all cells and sees plots."""
-    from platform_helpers import CHROMIUM, launch_chromium
+    from platform_helpers import CHROMIUM, launch_chromium, log_in_to_lab
 
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed (apt-get install chromium; .ci/run does it)")
@@ -169,11 +169,7 @@ def test_getting_started_renders_a_plot_in_jupyterlab(platform):
         )
         try:
             page = browser.new_page()
-            page.goto(f"{url}/hub/login")
-            page.fill("input[name=username]", "bob")
-            page.fill("input[name=password]", platform.password("nbtest", "bob"))
-            page.click("#login_submit")
-            page.wait_for_url("**/user/bob/lab**", timeout=180_000)
+            log_in_to_lab(page, url, "bob", platform.password("nbtest", "bob"))
             page.goto(f"{url}/user/bob/lab/tree/01-getting-started.ipynb")
             page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=120_000)
             select = page.locator(".jp-Dialog .jp-mod-accept", has_text="Select")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from platform_helpers import REPO, PlatformEnv, launch_chromium, small_spec
+from platform_helpers import REPO, PlatformEnv, launch_chromium, log_in_to_lab, small_spec
 
 from platform_lib.gateway import close_gateway, gateway_cluster, open_gateway
 from platform_lib.local.client import HubClient, LoginFailed
@@ -238,11 +238,7 @@ def test_browser_login_reaches_jupyterlab(platform: PlatformEnv):
         browser = launch_chromium(pw, profile, viewport={"width": 1280, "height": 800})
         try:
             page = browser.new_page()
-            page.goto(f"{platform.url('alpha')}/hub/login")
-            page.fill("input[name=username]", "bob")
-            page.fill("input[name=password]", platform.password("alpha", "bob"))
-            page.click("#login_submit")
-            page.wait_for_url("**/user/bob/lab**", timeout=180_000)
+            log_in_to_lab(page, platform.url("alpha"), "bob", platform.password("alpha", "bob"))
             items = page.locator(".jp-DirListing-item .jp-DirListing-itemText")
             items.first.wait_for(timeout=120_000)
             page.wait_for_function(
