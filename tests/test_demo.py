@@ -231,41 +231,13 @@ def test_failed_write_leaves_nothing(tmp_path):
 
 
 def test_cli_generate_prints_stores_and_sizes(tmp_path):
+    generate = [sys.executable, "-m", "platform_lib.cli", "cubes", "generate", "--data-dir", str(tmp_path)]
     out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "platform_lib.cli",
-            "cubes",
-            "generate",
-            "--resolution",
-            "10",
-            "--years",
-            "2003",
-            "--data-dir",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
+        [*generate, "--resolution", "10", "--years", "2003"], capture_output=True, text=True, check=True
     )
     assert "esdc-8d-10deg-46x3x3-demo1.0.zarr" in out.stdout
     assert "esdc-8d-10deg-1x18x36-demo1.0.zarr" in out.stdout
     assert "demo cubes ready" in out.stdout
     assert (tmp_path / "esdc-8d-10deg-1x18x36-demo1.0.zarr").is_dir()
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "platform_lib.cli",
-            "cubes",
-            "generate",
-            "--resolution",
-            "0.35",
-            "--data-dir",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    bad = subprocess.run([*generate, "--resolution", "0.35"], capture_output=True, text=True)
     assert bad.returncode == 2 and "resolution 0.35 degrees is not allowed" in bad.stderr
