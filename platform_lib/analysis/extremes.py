@@ -235,50 +235,35 @@ def distance_matrices(x: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=8)
-def _pair_index(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row and column of each entry of a condensed distance vector (scipy's ``pdist`` order)."""
-    i, j = np.triu_indices(n, k=1)
-    return i.astype(np.intp), j.astype(np.intp)
+def _sample_index(size: int, samples: int) -> np.ndarray:
+    """``samples`` random positions in ``range(size)``, sorted (fixed seed: the same every call)."""
+    return np.sort(np.random.default_rng(0).integers(0, size, samples))
 
 
-def _pair_sums(values: np.ndarray, i: np.ndarray, j: np.ndarray, n: int) -> np.ndarray:
-    """Row sums of the symmetric zero-diagonal matrix whose condensed upper triangle is ``values``.
+def _order_statistics(c: np.ndarray, r: int, samples: int = 2048) -> tuple[float, float]:
+    """The ``r``-th and ``(r+1)``-th smallest values of ``c`` (float64), exactly, without sorting it.
 
-    Row ``i``'s pairs with ``j > i`` are contiguous in the condensed order (``reduceat``); its pairs with
-    ``j < i`` are scattered (``bincount``).
-    """
-    starts = np.concatenate([[0], np.cumsum(np.arange(n - 1, 0, -1))[:-1]])
-    upper = np.zeros(n)
-    upper[:-1] = np.add.reduceat(values, starts) if values.size else 0.0
-    return upper + np.bincount(j, values, minlength=n)
-
-
-def _order_statistics(c: np.ndarray, r: int, samples: int = 8192) -> tuple[float, float]:
-    """The ``r``-th and ``(r+1)``-th smallest values of ``c`` (float64), exactly, without partitioning all of it.
-
-    A strided sample of ``samples`` values brackets the r-th smallest with a wide margin (4 standard
-    deviations of a sample quantile); one counting pass finds how many values lie below the bracket
-    and the few inside it (about 2%) are partitioned. Should the bracket miss (it cannot be wrong,
-    only too narrow), the whole vector is partitioned.
+    A random sample of ``samples`` values guesses a bracket (4 standard deviations of a sample
+    quantile either side); compiled counting passes narrow it and copy out the few values left
+    (:func:`platform_lib.analysis.kernels.order_statistics`).
 
     >>> c = np.random.default_rng(0).random(100_000)
     >>> _order_statistics(c, 4321) == tuple(np.sort(c)[[4321, 4322]])
     True
     """
+    from platform_lib.analysis.kernels import order_statistics
+
     size = c.size
     r2 = min(r + 1, size - 1)
-    if size > 4 * samples:
-        sample = c[:: size // samples]
-        q, margin = r * sample.size / size, 2.0 * math.sqrt(sample.size) + 2.0
-        a, b = int(max(0.0, q - margin)), int(min(sample.size - 1.0, q + margin + 1.0))
-        lo, hi = np.partition(sample, [a, b])[[a, b]]
-        below = int(np.count_nonzero(c < lo))
-        inside = c[(c >= lo) & (c <= hi)]
-        if below <= r and r2 < below + inside.size:
-            part = np.partition(inside, [r - below, r2 - below])
-            return float(part[r - below]), float(part[r2 - below])
-    part = np.partition(c, [r, r2])
-    return float(part[r]), float(part[r2])
+    if size <= 4 * samples:
+        part = np.partition(c, [r, r2])
+        return float(part[r]), float(part[r2])
+    sample = c[_sample_index(size, samples)]
+    q, margin = r * samples / size, 2.0 * math.sqrt(samples) + 2.0
+    a, b = int(max(0.0, q - margin)), int(min(samples - 1.0, q + margin + 1.0))
+    lo, hi = np.partition(sample, [a, b])[[a, b]]
+    low, high = order_statistics(c, r, r2, lo, np.nextafter(hi, np.inf))
+    return float(low), float(high)
 
 
 def _full_median_from_condensed(c: np.ndarray, n: int) -> float:
@@ -301,30 +286,42 @@ def _full_median_from_condensed(c: np.ndarray, n: int) -> float:
     return 0.5 * (low + (low if r_hi == r_lo else nxt))
 
 
-def _density_scores(x: np.ndarray, methods: Sequence[str]) -> dict[str, np.ndarray]:
+def _density_scores(
+    x: np.ndarray, methods: Sequence[str], pairs: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     """KDE and REC of one complete pixel (T, features) from its condensed distances.
 
-    The distance matrix is symmetric with a zero diagonal: the distances, their median, the kernel and
-    the threshold test run over the ``T (T-1) / 2`` pairs only.
+    The distance matrix is symmetric with a zero diagonal: the distances (compiled, bit for bit
+    ``pdist``), their median, the kernel and the threshold test run over the ``T (T-1) / 2`` pairs
+    only, in ``pairs`` (a reusable float64 buffer of that size) if given.
     """
+    from platform_lib.analysis.kernels import pair_distances, pair_row_counts_below, pair_row_sums
+
     n = x.shape[0]
-    c = pdist(x)
-    i, j = _pair_index(n)
+    size = n * (n - 1) // 2
+    c = pairs[:size] if pairs is not None and pairs.size >= size else np.empty(size)
+    pair_distances(x, c)
     sigma = _full_median_from_condensed(c, n)  # sigma = eps = median of all T*T distances
     out = {}
+    if "REC" in methods:
+        inside = np.empty(n, dtype=np.int64)
+        pair_row_counts_below(c, n, sigma, inside)  # recurrences, self excluded
+        out["REC"] = 1.0 - inside / n
     if "KDE" in methods:
-        # float64 throughout: quantile normalisation turns 1e-8 differences into whole 0.01 levels
-        k = np.exp(c * (-0.5 / sigma**2)) if sigma > 0 else (c == 0).astype(np.float64)
-        row_sums = 1.0 + _pair_sums(k, i, j, n)  # 1: the self term exp(0)
         # identical time steps have identical scores in exact arithmetic; summed in different orders
         # they could differ in the last bit, and quantile levels hinge on exact ties: copy them over
-        if n > 1 and c.min() == 0:  # (exact duplicates have distance 0, and only they)
+        duplicates = n > 1 and c.min() == 0  # (exact duplicates have distance 0, and only they)
+        # float64 throughout: quantile normalisation turns 1e-8 differences into whole 0.01 levels
+        if sigma > 0:
+            np.exp(np.multiply(c, -0.5 / sigma**2, out=c), out=c)  # the kernel, in place
+        else:
+            np.equal(c, 0.0, out=c, casting="unsafe")
+        row_sums = np.empty(n)
+        pair_row_sums(c, n, 1.0, row_sums)  # 1: the self term exp(0)
+        if duplicates:
             _, first, inverse = np.unique(x, axis=0, return_index=True, return_inverse=True)
             row_sums = row_sums[first[inverse.ravel()]]
         out["KDE"] = 1.0 - row_sums / n
-    if "REC" in methods:
-        inside = _pair_sums((c < sigma).astype(np.float64), i, j, n)  # recurrences, self excluded
-        out["REC"] = 1.0 - inside / n
     return out
 
 
@@ -474,8 +471,9 @@ def raw_scores(x: np.ndarray, methods: Sequence[str] = METHODS, k_perc: float = 
     out = np.empty((b, n, len(methods)))
     density = [m for m in ("KDE", "REC") if m in methods]
     if density:
-        for p in range(b):  # O(T^2) per pixel in C (pdist, partition, exp, bincount): cache-sized work
-            for name, values in _density_scores(x[p], density).items():
+        pairs = np.empty(n * (n - 1) // 2)  # one pixel's pair distances, reused: no page faults
+        for p in range(b):  # O(T^2) per pixel, compiled or in NumPy: cache-sized work
+            for name, values in _density_scores(x[p], density, pairs).items():
                 out[p, :, methods.index(name)] = values
     if "KNN_Gamma" in methods or "KNN_Delta" in methods:
         k = math.ceil(k_perc * n)

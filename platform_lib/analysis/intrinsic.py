@@ -33,33 +33,35 @@ from platform_lib.compute import STEPS_PER_YEAR, as_variable_array, gap_fill_num
 from platform_lib.errors import EsdlError
 
 TIME_SCALES = ("long_term", "annual", "fast")
-_BATCH_PIXELS = 32  # pixels per batch: the float64 work buffer (~1.8 MB at 552 x 13) stays in L2 cache
+_FILL_BATCH = 256  # pixels gap-filled at a time (float64 copies: 14 MB at 552 x 12)
 
 
-def zscore_gram(x: np.ndarray, work: np.ndarray | None = None) -> np.ndarray:
+def zscore_gram(x: np.ndarray) -> np.ndarray:
     """Gram matrices ``Z.T @ Z`` (pixels, var, var) of the z-scored columns of ``x`` (pixels, time, var).
 
-    ``Z`` is never built. The columns are shifted by their first value (one pass, written as float64
-    next to a column of ones) and ONE batched BLAS ``matmul`` gives their Gram matrix and column sums;
-    the centred Gram matrix is ``G - s s' / T`` (the shift keeps this free of cancellation) and is
-    then scaled by ``1 / (s_v s_w)``. A zero-variance column becomes a column of ones in ``Z``: ``T``
-    on the diagonal and 0 against the (centred) others. ``work`` (batch, time, var + 1) float64, if
-    given, is used for the shifted columns instead of a new array.
+    ``Z`` is never built: one compiled pass (:func:`platform_lib.analysis.kernels.shifted_gram`) gives
+    the Gram matrix and column sums of the columns shifted by their first value, in float64; the
+    centred Gram matrix is ``G - s s' / T`` (the shift keeps this free of cancellation), then scaled
+    by ``1 / (s_v s_w)``. A zero-variance column becomes a column of ones in ``Z``: ``T`` on the
+    diagonal and 0 against the (centred) others.
 
     >>> x = np.array([[[1.0, 5.0], [3.0, 5.0]]])          # one pixel, 2 steps: z = [-1, 1] and ones
     >>> zscore_gram(x).tolist()
     [[[2.0, 0.0], [0.0, 2.0]]]
     """
-    n, v = x.shape[-2], x.shape[-1]
-    shape = (*x.shape[:-1], v + 1)
-    if work is not None and work.shape[1:] == shape[1:] and work.shape[0] >= shape[0] and x.ndim == 3:
-        shifted = work[: shape[0]]  # reused between batches: stays in cache, no page faults
-    else:
-        shifted = np.empty(shape)
-    np.subtract(x, x[..., :1, :], out=shifted[..., :v], dtype=np.float64)
-    shifted[..., v] = 1.0
-    full = np.matmul(np.swapaxes(shifted, -1, -2), shifted)
-    return _zscore_from_raw_gram(full[..., :v, :v], full[..., :v, v], n)
+    raw, sums = _shifted_grams(x, np.arange(x.shape[0]))
+    return _zscore_from_raw_gram(raw, sums, x.shape[1])
+
+
+def _shifted_grams(x: np.ndarray, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gram matrices (n, var, var) and column sums (n, var) of ``x[p] - x[p, 0]`` for ``p`` in ``pixels``."""
+    from platform_lib.analysis.kernels import shifted_gram
+
+    n_var = x.shape[2]
+    raw, sums = np.empty((pixels.size, n_var, n_var)), np.empty((pixels.size, n_var))
+    if pixels.size:
+        shifted_gram(x, pixels.astype(np.intp, copy=False), raw, sums)
+    return raw, sums
 
 
 def _zscore_from_raw_gram(raw: np.ndarray, sums: np.ndarray, n: int) -> np.ndarray:
@@ -106,8 +108,8 @@ def intrinsic_dimension_block(
 ) -> np.ndarray:
     """Intrinsic dimension of each pixel of ``block`` (pixels, time, variable), NaN where data are missing.
 
-    Batched: the Gram matrices of a whole batch of pixels from one ``matmul`` (:func:`zscore_gram`)
-    and one ``eigvalsh`` call for all of them.
+    Batched: the Gram matrices of all pixels from one compiled pass (:func:`zscore_gram`) and one
+    ``eigvalsh`` call for all of them.
 
     >>> import numpy as np
     >>> intrinsic_dimension_block(np.full((1, 10, 3), np.nan)).tolist()
@@ -118,27 +120,11 @@ def intrinsic_dimension_block(
         raise EsdlError(f"expected a (pixels, time, variable) block, got shape {block.shape}.")
     out = np.full(block.shape[0], np.nan)
     ok = ~np.isnan(block).any(axis=(1, 2))
-    if ok.all():
-        return _complete_dimensions(block, explained_variance, retained_variance)
-    out[ok] = _complete_dimensions(block[ok], explained_variance, retained_variance)
+    if ok.any():
+        gram = zscore_gram(block[ok] if not ok.all() else block)
+        lam = np.linalg.eigvalsh(gram)[:, ::-1]  # squared singular values of z
+        out[ok] = dimension_from_variances(lam, explained_variance, retained_variance)
     return out
-
-
-def _complete_dimensions(
-    x: np.ndarray, explained_variance: float, retained_variance: float, work: np.ndarray | None = None
-) -> np.ndarray:
-    """Intrinsic dimension of each pixel of ``x`` (pixels, time, variable), which has no NaN.
-
-    Cache-sized batches through one reused float64 work buffer; one ``eigvalsh`` for all pixels.
-    """
-    n, t, v = x.shape
-    if work is None or work.shape[1:] != (t, v + 1):
-        work = np.empty((min(n, _BATCH_PIXELS), t, v + 1))
-    gram = np.empty((n, v, v))
-    for start in range(0, n, _BATCH_PIXELS):
-        gram[start : start + _BATCH_PIXELS] = zscore_gram(x[start : start + _BATCH_PIXELS], work)
-    lam = np.linalg.eigvalsh(gram)[:, ::-1]  # squared singular values of z
-    return dimension_from_variances(lam, explained_variance, retained_variance).astype(np.float64)
 
 
 def decompose_time_scales(x: np.ndarray, steps_per_year: int = STEPS_PER_YEAR) -> np.ndarray:
@@ -199,7 +185,7 @@ def _dimension_kernel(
         fill = (steps, years, steps_per_year) if fill_gaps else None
         out[idx, 0] = _time_major_dimensions(block, idx, explained_variance, retained_variance, fill)
         return out[:, 0]
-    gather = 8 * _BATCH_PIXELS  # pixels gathered (copied pixel-major) at a time
+    gather = _FILL_BATCH  # pixels gathered (copied pixel-major) at a time
     for start in range(0, idx.size, gather):
         part = idx[start : start + gather]
         x = block[part]  # pixel-major copy of these pixels only
@@ -230,35 +216,24 @@ def _time_major_dimensions(
 ) -> np.ndarray:
     """Intrinsic dimension of the pixels ``idx`` of ``block`` (pixels, time, variable), NaN where a gap is left.
 
-    Works on the time-major view ``(time, pixels, variable)`` (how the ESDC "ts" chunks and any
-    time-major cube lie in memory): for each cache-sized batch of pixels, ONE gather reads their rows
-    and casts them to float64 into a reused work buffer ``(time, batch, var)``, where they are shifted
-    by their first step; one batched ``matmul`` over the strided per-pixel matrices gives the Gram
-    matrices and a sum over time the column sums -- the pixel-major copy of the cube is never made. ``fill``
-    (steps, years, steps per year) gap-fills the pixels of a batch that need it first.
+    ``block`` may be a strided view of a time-major cube (how the ESDC "ts" chunks lie in memory): the
+    compiled pass (:func:`_shifted_grams`) reads each pixel's values where they are, so no pixel-major
+    copy of the cube is made. A pixel with a gap has a NaN column sum; with ``fill`` (steps, years,
+    steps per year), those pixels are gathered and gap-filled, ``_FILL_BATCH`` at a time, and passed
+    again.
     """
-    n_time, n_var = block.shape[1], block.shape[2]
+    n_time = block.shape[1]
     out = np.full(idx.size, np.nan)
     if not idx.size:
         return out
-    xt = np.moveaxis(block, 1, 0)  # a view: (time, pixels, variable)
-    batch = min(idx.size, _BATCH_PIXELS)
-    work = np.empty((n_time, batch, n_var))
-    raw = np.empty((idx.size, n_var, n_var))
-    sums = np.empty((idx.size, n_var))
-    for start in range(0, idx.size, batch):
-        part = idx[start : start + batch]
-        m = part.size
-        shifted = work[:, :m]
-        shifted[...] = xt[:, part, :]  # (time, m, variable): one gather, cast to float64 in cache
-        if fill is not None:
-            missing = np.isnan(shifted).any(axis=(0, 2))
-            if missing.any():
-                filled = gap_fill_numpy(np.moveaxis(shifted[:, missing, :], 0, -1), *fill)  # (p, var, time)
-                shifted[:, missing, :] = np.moveaxis(filled, -1, 0)
-        shifted -= shifted[:1].copy()  # exact in float64: no cancellation when centring below
-        np.matmul(shifted.transpose(1, 2, 0), shifted.transpose(1, 0, 2), out=raw[start : start + m])
-        shifted.sum(axis=0, out=sums[start : start + m])
+    raw, sums = _shifted_grams(block, idx)
+    if fill is not None:
+        missing = np.flatnonzero(np.isnan(sums).any(axis=1))
+        for start in range(0, missing.size, _FILL_BATCH):
+            part = missing[start : start + _FILL_BATCH]
+            x = np.asarray(block[idx[part]], dtype=np.float64)  # (m, time, variable)
+            filled = np.moveaxis(gap_fill_numpy(np.moveaxis(x, 1, -1), *fill), -1, 1)  # along time
+            raw[part], sums[part] = _shifted_grams(filled, np.arange(part.size))
     ok = ~np.isnan(sums).any(axis=1)  # a gap left anywhere in a pixel makes its column sum NaN
     if ok.any():
         gram = _zscore_from_raw_gram(raw[ok], sums[ok], n_time)

@@ -1,0 +1,223 @@
+"""Compiled inner loops of the analyses (numba), each exactly the arithmetic of the NumPy/SciPy step it replaces.
+
+The analysis modules import this module inside the functions that need it, so ``import
+platform_lib`` stays quick; the first call in a process loads the machine code from numba's cache
+(``__pycache__`` beside this file, or numba's user cache where that is read-only), or compiles it
+(a few seconds, once).
+
+- :func:`shifted_gram` -- per pixel, the Gram matrix and column sums of ``x - x[first step]`` in
+  float64: the intrinsic dimension's only pass over the data (``platform_lib.analysis.intrinsic``).
+- :func:`pair_distances` -- the condensed Euclidean distances of one pixel's points, bit for bit
+  ``scipy.spatial.distance.pdist``; :func:`order_statistics`,
+  :func:`pair_row_sums` and :func:`pair_row_counts_below` -- the order statistics, kernel sums and
+  recurrence counts of KDE and REC over those pairs (``platform_lib.analysis.extremes``).
+
+>>> import numpy as np
+>>> from scipy.spatial.distance import pdist
+>>> x = np.random.default_rng(0).standard_normal((50, 3))
+>>> out = np.empty(50 * 49 // 2)
+>>> pair_distances(x, out)
+>>> bool(np.array_equal(out, pdist(x)))
+True
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+_OPTIONS = {"nogil": True, "cache": True, "error_model": "numpy"}
+# a reordered sum (several accumulators, so the loop runs in SIMD lanes); no fused multiply-adds
+_REASSOC = {**_OPTIONS, "fastmath": {"reassoc"}}
+
+
+@njit(**_REASSOC)
+def shifted_gram(x: np.ndarray, pixels: np.ndarray, gram: np.ndarray, sums: np.ndarray) -> None:
+    """For each pixel ``p = pixels[q]`` of ``x`` (pixels, time, var; any strides, float32 or float64):
+    ``gram[q] = d.T @ d`` and ``sums[q] = d.sum(axis=0)`` of ``d = x[p] - x[p, 0]`` in float64.
+
+    Shifting by the first step keeps the later centring (``G - s s' / T``) free of cancellation. The
+    pixel's columns are copied to a float64 buffer (one pass, cache-resident) and the 78 (for 12
+    variables) dot products run over contiguous columns. A NaN anywhere in a column makes its sum NaN.
+
+    >>> x = np.array([[[1.0, 5.0], [3.0, 5.0], [2.0, 6.0]]])
+    >>> gram, sums = np.empty((1, 2, 2)), np.empty((1, 2))
+    >>> shifted_gram(x, np.array([0]), gram, sums)
+    >>> gram.tolist(), sums.tolist()
+    ([[[5.0, 1.0], [1.0, 1.0]]], [[3.0, 1.0]])
+    """
+    n_time, n_var = x.shape[1], x.shape[2]
+    cols = np.empty((n_var, n_time))
+    for q in range(pixels.size):
+        p = pixels[q]
+        for t in range(n_time):
+            for a in range(n_var):
+                cols[a, t] = np.float64(x[p, t, a]) - np.float64(x[p, 0, a])
+        for a in range(n_var):
+            ca = cols[a]
+            s = 0.0
+            for t in range(n_time):
+                s += ca[t]
+            sums[q, a] = s
+            for b in range(a + 1):
+                cb = cols[b]
+                acc = 0.0
+                for t in range(n_time):
+                    acc += ca[t] * cb[t]
+                gram[q, a, b] = acc
+                gram[q, b, a] = acc
+
+
+@njit(**_OPTIONS)
+def pair_distances(x: np.ndarray, out: np.ndarray) -> None:
+    """Euclidean distances of all pairs ``i < j`` of the rows of ``x`` (n, features), in ``pdist`` order.
+
+    The same operations in the same order as SciPy (squared differences summed over the features in
+    order, then the square root), so the values are identical; one row's pairs are one contiguous run.
+    """
+    n, f = x.shape
+    xt = np.ascontiguousarray(x.T)
+    start = 0
+    for i in range(n - 1):
+        m = n - i - 1
+        seg = out[start : start + m]
+        for g in range(f):
+            xi = xt[g, i]
+            col = xt[g, i + 1 :]
+            if g == 0:
+                for j in range(m):
+                    d = xi - col[j]
+                    seg[j] = d * d
+            else:
+                for j in range(m):
+                    d = xi - col[j]
+                    seg[j] += d * d
+        for j in range(m):
+            seg[j] = np.sqrt(seg[j])
+        start += m
+
+
+@njit(**_OPTIONS)
+def count_less(c: np.ndarray, lo: float, hi: float) -> tuple[int, int]:
+    """How many values of ``c`` are ``< lo`` and how many ``< hi`` (one pass, no branches: SIMD).
+
+    >>> count_less(np.array([1.0, 2.0, 3.0, 4.0]), 2.0, 3.5)
+    (1, 3)
+    """
+    n_lo = 0
+    n_hi = 0
+    for j in range(c.size):
+        n_lo += c[j] < lo
+        n_hi += c[j] < hi
+    return n_lo, n_hi
+
+
+@njit(**_OPTIONS)
+def order_statistics(c: np.ndarray, r: int, r2: int, lo: float, hi: float) -> tuple[float, float]:
+    """The ``r``-th and ``r2``-th smallest values of ``c`` (``r <= r2 <= r + 1``), exactly.
+
+    ``[lo, hi)`` is a guess at a bracket (from a sample). Counting passes (:func:`count_less`) keep a
+    bracket ``[L, H)`` with ``#(c < L) <= r`` and ``#(c < H) > r2`` and narrow it by interpolating
+    the ranks' position inside it; once it holds at most 64 values, one pass copies them out (counting
+    64 values at a time, copying from the rare blocks that hold any) and they are sorted. Ties cannot make it wrong, only slower: after 12
+    rounds the bracket's values are copied out whatever their number.
+
+    >>> c = np.random.default_rng(0).random(10_000)
+    >>> order_statistics(c, 4999, 5000, 0.4, 0.6) == tuple(np.sort(c)[[4999, 5000]])
+    True
+    """
+    n_lo, n_hi = count_less(c, lo, hi)
+    if n_lo <= r and n_hi > r2:
+        low, high = lo, hi
+    else:  # the guess missed: start from the whole range
+        low, high = np.inf, -np.inf
+        for j in range(c.size):
+            low = min(low, c[j])
+            high = max(high, c[j])
+        high = np.nextafter(high, np.inf)
+        n_lo, n_hi = 0, c.size
+    for _ in range(12):
+        inside = n_hi - n_lo
+        if inside <= 64:
+            break
+        centre = (r + r2 + 1) / 2.0 - n_lo  # between the two ranks, counted from ``low``
+        spread = max(2.0 * np.sqrt(inside), 8.0)
+        t1 = low + (high - low) * max(centre - spread, 0.0) / inside
+        t2 = low + (high - low) * min(centre + spread, inside) / inside
+        if not (low < t1 < t2 < high):
+            t1, t2 = max(t1, low), min(t2, high)
+            if t1 >= t2:
+                break
+        c1, c2 = count_less(c, t1, t2)
+        if c1 <= r and c1 > n_lo:
+            low, n_lo = t1, c1
+        if c2 <= r and c2 > n_lo:
+            low, n_lo = t2, c2
+        if c2 > r2 and c2 < n_hi:
+            high, n_hi = t2, c2
+        if c1 > r2 and c1 < n_hi:
+            high, n_hi = t1, c1
+    values = np.empty(n_hi - n_lo)
+    k = 0
+    for j0 in range(0, c.size, 64):  # count a block (SIMD); copy from the rare blocks that hold any
+        block = c[j0 : j0 + 64]
+        hits = 0
+        for j in range(block.size):
+            hits += (block[j] >= low) & (block[j] < high)
+        if hits:
+            for j in range(block.size):
+                if (block[j] >= low) & (block[j] < high):
+                    values[k] = block[j]
+                    k += 1
+    values.sort()
+    return values[r - n_lo], values[r2 - n_lo]
+
+
+@njit(**_REASSOC)
+def pair_row_sums(values: np.ndarray, n: int, diagonal: float, out: np.ndarray) -> None:
+    """Row sums of the symmetric ``n x n`` matrix with ``diagonal`` on its diagonal and the condensed
+    upper triangle ``values`` (``pdist`` order) elsewhere.
+
+    >>> out = np.empty(3)
+    >>> pair_row_sums(np.array([1.0, 2.0, 4.0]), 3, 0.5, out)   # pairs (0,1), (0,2), (1,2)
+    >>> out.tolist()
+    [3.5, 5.5, 6.5]
+    """
+    for i in range(n):
+        out[i] = diagonal
+    start = 0
+    for i in range(n - 1):
+        m = n - i - 1
+        seg = values[start : start + m]
+        rest = out[i + 1 :]
+        s = 0.0
+        for j in range(m):
+            s += seg[j]
+            rest[j] += seg[j]
+        out[i] += s
+        start += m
+
+
+@njit(**_OPTIONS)
+def pair_row_counts_below(values: np.ndarray, n: int, threshold: float, out: np.ndarray) -> None:
+    """Per row of the symmetric zero-diagonal matrix with condensed upper triangle ``values``: how many
+    entries off the diagonal are ``< threshold``.
+
+    >>> out = np.empty(3, dtype=np.int64)
+    >>> pair_row_counts_below(np.array([1.0, 2.0, 4.0]), 3, 3.0, out)
+    >>> out.tolist()
+    [2, 1, 1]
+    """
+    out[:] = 0
+    start = 0
+    for i in range(n - 1):
+        m = n - i - 1
+        seg = values[start : start + m]
+        rest = out[i + 1 :]
+        s = 0
+        for j in range(m):
+            inside = seg[j] < threshold
+            s += inside
+            rest[j] += inside
+        out[i] += s
+        start += m
