@@ -21,6 +21,8 @@ Seasonal helpers work on the ESDC's 8-daily axis, 46 steps a year restarting on 
 from __future__ import annotations
 
 import math
+import os
+import threading
 import warnings
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, Literal
@@ -132,6 +134,55 @@ def pixel_major(flat: np.ndarray, pixels_per_copy: int = 64) -> np.ndarray:
         # then the small slab is transposed in cache
         out[start : start + pixels_per_copy] = np.ascontiguousarray(slab.swapaxes(0, 1)).swapaxes(0, 1)
     return out
+
+
+def kernel_threads(n_items: int, min_per_thread: int = 256) -> int:
+    """How many threads a block kernel may split ``n_items`` over.
+
+    All the cores this process may use (or the dask config value ``esdl.threads``, if set) when
+    called from the main thread -- an eager computation, or dask's synchronous scheduler; one inside
+    any other thread, such as dask's or a distributed worker's, which already keep the cores busy.
+    Never more than one thread per ``min_per_thread`` items.
+
+    >>> kernel_threads(10)
+    1
+    >>> import dask
+    >>> with dask.config.set({"esdl.threads": 1}):
+    ...     kernel_threads(10**6)
+    1
+    """
+    import dask.config
+
+    if threading.current_thread() is not threading.main_thread():
+        return 1
+    cores = dask.config.get("esdl.threads", None) or len(os.sched_getaffinity(0))
+    return max(1, min(int(cores), n_items // max(1, min_per_thread)))
+
+
+def split_over_threads(func: Callable[[int, int], Any], n_items: int, min_per_thread: int = 256) -> None:
+    """Call ``func(start, stop)`` on consecutive ranges covering ``range(n_items)``, one range per
+    thread (:func:`kernel_threads`); ``func`` must write its results itself (to disjoint places) and
+    should spend its time in code that releases the GIL (NumPy, numba ``nogil``).
+
+    >>> out = np.zeros(1000)
+    >>> def fill(start, stop):
+    ...     out[start:stop] = np.arange(start, stop)
+    >>> split_over_threads(fill, 1000, min_per_thread=100)
+    >>> bool((out == np.arange(1000)).all())
+    True
+    """
+    n = kernel_threads(n_items, min_per_thread)
+    if n == 1:
+        func(0, n_items)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    bounds = np.linspace(0, n_items, n + 1).astype(int)
+    with ThreadPoolExecutor(n) as pool:
+        for future in [
+            pool.submit(func, int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+        ]:
+            future.result()
 
 
 def _check_dims(da: xr.DataArray, dims: Sequence[Hashable], what: str) -> None:
@@ -519,10 +570,12 @@ __all__ = [
     "gap_fill",
     "gap_fill_numpy",
     "interpolate_gaps",
+    "kernel_threads",
     "map_cube",
     "mean_seasonal_cycle",
     "median_seasonal_cycle",
     "pixel_major",
     "seasonal_cycle_numpy",
     "seasonal_step",
+    "split_over_threads",
 ]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import threading
+
+import dask
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,7 +18,9 @@ from platform_lib.analysis import (
     decompose_time_scales,
     intrinsic_dimension,
     intrinsic_dimension_block,
+    kernels,
 )
+from platform_lib.compute import kernel_threads
 from platform_lib.errors import EsdlError
 
 
@@ -153,3 +159,40 @@ def test_time_major_cube_without_gap_filling_matches_the_reference_pixel_by_pixe
     ref = np.array([reference_dimension(stored[p].astype(np.float64)) for p in range(block.shape[0])])
     np.testing.assert_array_equal(got, ref)
     assert np.isnan(got[[0, 11, 20, 21]]).all() and not np.isnan(got[12:20]).any() and got[30] >= 1
+
+
+@pytest.mark.parametrize("n_var", [2, 5, 12])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_gram_pass_matches_numpy_in_both_layouts(n_var, dtype):
+    """The one pass over the data: pixel-major and time-major blocks, any number of variables."""
+    rng = np.random.default_rng(n_var)
+    x = (rng.standard_normal((30, 50, n_var)) * 10 + 280).astype(dtype)
+    x[3, 7, 1] = np.nan
+    d = x.astype(np.float64) - x[:, :1].astype(np.float64)
+    want_gram, want_sums = np.matmul(np.swapaxes(d, 1, 2), d), d.sum(axis=1)
+    time_major = np.moveaxis(np.ascontiguousarray(np.moveaxis(x, 1, 0)), 0, 1)  # a strided view
+    pixels = np.array([0, 3, 5, 29])
+    for block in (x, time_major):
+        gram, sums = np.empty((4, n_var, n_var)), np.empty((4, n_var))
+        kernels.shifted_gram(block, pixels, gram, sums)
+        np.testing.assert_allclose(gram, want_gram[pixels], rtol=1e-12)
+        np.testing.assert_allclose(sums, want_sums[pixels], rtol=1e-12, atol=1e-9)
+        assert np.isnan(sums[1, 1]) and not np.isnan(np.delete(sums, 1, axis=0)).any()
+
+
+def test_an_eager_map_is_split_over_threads_with_identical_results():
+    time = esdc_time(2001, 2002)
+    block = random_block(24 * 30, len(time), 5, seed=5)
+    block[:100] = np.nan  # some ocean
+    cube = cube_from_block(block, 24, 30, time)
+    assert kernel_threads(620) == min(2, len(os.sched_getaffinity(0)))  # the main thread: all cores
+    with dask.config.set({"esdl.threads": 2}):
+        two = intrinsic_dimension(cube, gap_fill=False).values
+    with dask.config.set({"esdl.threads": 1}):
+        one = intrinsic_dimension(cube, gap_fill=False).values
+    np.testing.assert_array_equal(one, two)
+    seen = []
+    worker = threading.Thread(target=lambda: seen.append(kernel_threads(10**6)))
+    worker.start()
+    worker.join()
+    assert seen == [1]  # dask's and distributed's worker threads already keep the cores busy

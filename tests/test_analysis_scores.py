@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import dask
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,6 +19,7 @@ from platform_lib.analysis import (
     anomaly_scores_block,
     ewma,
     extremes,
+    kernels,
     quantile_scores,
     time_delay_embedding,
 )
@@ -206,9 +208,34 @@ def test_default_ensemble_uses_the_computed_best_methods():
         anomaly_scores(features, ["KNN_Gamma", "T2"], ensemble_methods=["KDE"])
 
 
-def test_order_statistics_fall_back_when_the_sample_misleads():
-    c = np.full(100_000, 5.0)
-    c[:: 100_000 // 8192] = 0.0  # the strided sample sees only zeros
-    c[1::7] = np.arange(c[1::7].size, dtype=float)
-    for r in (0, 50_000, 99_998):
-        assert extremes._order_statistics(c, r) == tuple(np.sort(c)[[r, r + 1]])
+def test_order_statistics_are_exact_with_ties_and_misleading_guesses():
+    rng = np.random.default_rng(3)
+    misleading = np.full(100_000, 5.0)
+    misleading[: 100_000 // 2 + 10] = rng.random(100_000 // 2 + 10) * 1e-12  # a cliff at the median
+    cases = {
+        "uniform": rng.random(50_000),
+        "heavy ties": np.round(rng.random(50_000), 2),
+        "skewed": rng.standard_normal(50_000) ** 4,
+        "cliff": misleading,
+        "all equal": np.full(40_000, 2.0),
+    }
+    for name, c in cases.items():
+        s = np.sort(c)
+        for r in (0, 1, 12_345, c.size // 2, c.size - 2):
+            want = (s[r], s[r + 1])
+            assert extremes._order_statistics(c, r) == want, (name, r)
+            for lo, hi in [(s[r] + 1.0, s[r] + 2.0), (-1.0, 0.0), (s[0], np.nextafter(s[-1], np.inf))]:
+                assert kernels.order_statistics(c, r, r + 1, lo, hi) == want, (name, r, lo, hi)
+        assert kernels.order_statistics(c, c.size - 1, c.size - 1, 0.0, 1.0) == (s[-1], s[-1])
+
+
+def test_density_scores_are_identical_on_one_thread_and_on_several():
+    block = random_block(7, n_pixels=24, n_time=120)[:, :100]
+    block = block[~np.isnan(block).any(axis=(1, 2))]
+    with dask.config.set({"esdl.threads": 1}):
+        one = extremes.raw_scores(block, ["KDE", "REC"])
+    with dask.config.set({"esdl.threads": 2}):
+        two = extremes.raw_scores(block, ["KDE", "REC"])
+    np.testing.assert_array_equal(one, two)
+    ref = np.stack([[reference_block(p[None])[0, :, m] for m in (0, 1)] for p in block]).transpose(0, 2, 1)
+    np.testing.assert_allclose(one, ref, rtol=0, atol=1e-12)

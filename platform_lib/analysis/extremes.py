@@ -59,6 +59,7 @@ from platform_lib.compute import (
     map_cube,
     seasonal_cycle_numpy,
     seasonal_step,
+    split_over_threads,
 )
 from platform_lib.errors import EsdlError, allowed
 
@@ -471,10 +472,14 @@ def raw_scores(x: np.ndarray, methods: Sequence[str] = METHODS, k_perc: float = 
     out = np.empty((b, n, len(methods)))
     density = [m for m in ("KDE", "REC") if m in methods]
     if density:
-        pairs = np.empty(n * (n - 1) // 2)  # one pixel's pair distances, reused: no page faults
-        for p in range(b):  # O(T^2) per pixel, compiled or in NumPy: cache-sized work
-            for name, values in _density_scores(x[p], density, pairs).items():
-                out[p, :, methods.index(name)] = values
+
+        def density_scores(start: int, stop: int) -> None:
+            pairs = np.empty(n * (n - 1) // 2)  # one pixel's pair distances, reused: no page faults
+            for p in range(start, stop):  # O(T^2) per pixel, compiled or in NumPy: cache-sized work
+                for name, values in _density_scores(x[p], density, pairs).items():
+                    out[p, :, methods.index(name)] = values
+
+        split_over_threads(density_scores, b, min_per_thread=8)  # on all cores when called eagerly
     if "KNN_Gamma" in methods or "KNN_Delta" in methods:
         k = math.ceil(k_perc * n)
         if not 1 <= k <= n - 1:

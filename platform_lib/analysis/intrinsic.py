@@ -29,7 +29,14 @@ from collections.abc import Sequence
 import numpy as np
 import xarray as xr
 
-from platform_lib.compute import STEPS_PER_YEAR, as_variable_array, gap_fill_numpy, map_cube, seasonal_step
+from platform_lib.compute import (
+    STEPS_PER_YEAR,
+    as_variable_array,
+    gap_fill_numpy,
+    map_cube,
+    seasonal_step,
+    split_over_threads,
+)
 from platform_lib.errors import EsdlError
 
 TIME_SCALES = ("long_term", "annual", "fast")
@@ -183,7 +190,12 @@ def _dimension_kernel(
     idx = np.flatnonzero(candidates)
     if not time_scales:
         fill = (steps, years, steps_per_year) if fill_gaps else None
-        out[idx, 0] = _time_major_dimensions(block, idx, explained_variance, retained_variance, fill)
+
+        def dimensions(start: int, stop: int) -> None:
+            part = idx[start:stop]
+            out[part, 0] = _time_major_dimensions(block, part, explained_variance, retained_variance, fill)
+
+        split_over_threads(dimensions, idx.size)  # on all cores when called eagerly
         return out[:, 0]
     gather = _FILL_BATCH  # pixels gathered (copied pixel-major) at a time
     for start in range(0, idx.size, gather):
