@@ -196,3 +196,26 @@ def test_an_eager_map_is_split_over_threads_with_identical_results():
     worker.start()
     worker.join()
     assert seen == [1]  # dask's and distributed's worker threads already keep the cores busy
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5, 12, 13])
+def test_compiled_eigenvalues_match_lapack(k):
+    rng = np.random.default_rng(k)
+    general = rng.standard_normal((100, k, k))
+    points = rng.standard_normal((100, 50, k)) * rng.uniform(0.01, 100.0, (100, 1, k))
+    low = rng.standard_normal((100, k, 2))
+    cases = [
+        general + np.swapaxes(general, 1, 2),  # indefinite
+        np.swapaxes(points, 1, 2) @ points,  # Gram matrices, badly scaled columns
+        low @ np.swapaxes(low, 1, 2),  # rank 2
+        np.stack([np.diag(rng.random(k)) for _ in range(5)]),  # already diagonal
+        np.zeros((3, k, k)),
+        np.stack([np.eye(k)] * 3),  # one eigenvalue, k times
+        np.full((2, k, k), 3.0),  # rank 1
+    ]
+    for matrices in cases:
+        got = np.empty(matrices.shape[:2])
+        assert not kernels.symmetric_eigenvalues(matrices, got).any()
+        want = np.linalg.eigvalsh(matrices)
+        norm = np.abs(want).max(axis=1, keepdims=True)
+        assert (np.abs(got - want) <= 1e-14 * norm + 1e-300).all()

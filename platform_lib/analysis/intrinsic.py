@@ -10,9 +10,10 @@ Optionally the series are first split into time scales (linear trend removed, th
 long-term below the annual band, the annual band within +-10 % of the first three harmonics, and the
 fast oscillations -- every other frequency), giving one map per scale.
 
-The fast path is vectorised over all pixels of a block: the squared singular values of the z-scored
-matrix ``Z`` are the eigenvalues of its Gram matrix ``Z.T @ Z``, which a batched ``matmul`` builds for a
-whole batch and ``numpy.linalg.eigvalsh`` solves for all pixels in one call.
+The fast path works on whole blocks of pixels: the squared singular values of the z-scored matrix
+``Z`` are the eigenvalues of its Gram matrix ``Z.T @ Z``, which one compiled pass over the data builds
+for every pixel where it lies in memory and a compiled symmetric eigensolver solves
+(:mod:`platform_lib.analysis.kernels`); an eager call splits the pixels over the cores.
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
@@ -85,6 +86,18 @@ def _zscore_from_raw_gram(raw: np.ndarray, sums: np.ndarray, n: int) -> np.ndarr
     return gram
 
 
+def _descending_eigenvalues(gram: np.ndarray) -> np.ndarray:
+    """Eigenvalues (n, var), largest first, of symmetric matrices ``gram`` (n, var, var): compiled
+    (:func:`platform_lib.analysis.kernels.symmetric_eigenvalues`), LAPACK for any that did not converge."""
+    from platform_lib.analysis.kernels import symmetric_eigenvalues
+
+    lam = np.empty(gram.shape[:2])
+    failed = symmetric_eigenvalues(np.ascontiguousarray(gram), lam)
+    if failed.any():
+        lam[failed] = np.linalg.eigvalsh(gram[failed])
+    return lam[:, ::-1]
+
+
 def dimension_from_variances(
     variances: np.ndarray, explained_variance: float = 0.95, retained_variance: float = 0.999
 ) -> np.ndarray:
@@ -115,8 +128,8 @@ def intrinsic_dimension_block(
 ) -> np.ndarray:
     """Intrinsic dimension of each pixel of ``block`` (pixels, time, variable), NaN where data are missing.
 
-    Batched: the Gram matrices of all pixels from one compiled pass (:func:`zscore_gram`) and one
-    ``eigvalsh`` call for all of them.
+    Batched: the Gram matrices of all pixels from one compiled pass (:func:`zscore_gram`), then their
+    eigenvalues.
 
     >>> import numpy as np
     >>> intrinsic_dimension_block(np.full((1, 10, 3), np.nan)).tolist()
@@ -129,7 +142,7 @@ def intrinsic_dimension_block(
     ok = ~np.isnan(block).any(axis=(1, 2))
     if ok.any():
         gram = zscore_gram(block[ok] if not ok.all() else block)
-        lam = np.linalg.eigvalsh(gram)[:, ::-1]  # squared singular values of z
+        lam = _descending_eigenvalues(gram)  # squared singular values of z
         out[ok] = dimension_from_variances(lam, explained_variance, retained_variance)
     return out
 
@@ -249,7 +262,7 @@ def _time_major_dimensions(
     ok = ~np.isnan(sums).any(axis=1)  # a gap left anywhere in a pixel makes its column sum NaN
     if ok.any():
         gram = _zscore_from_raw_gram(raw[ok], sums[ok], n_time)
-        lam = np.linalg.eigvalsh(gram)[:, ::-1]  # squared singular values of z
+        lam = _descending_eigenvalues(gram)  # squared singular values of z
         out[ok] = dimension_from_variances(lam, explained_variance, retained_variance)
     return out
 

@@ -267,3 +267,126 @@ def pair_row_counts_below(values: np.ndarray, n: int, threshold: float, out: np.
             rest[j] += inside
         out[i] += s
         start += m
+
+
+@njit(**_OPTIONS)
+def _tridiagonal_eigenvalues(d: np.ndarray, e: np.ndarray) -> bool:
+    """Eigenvalues (into ``d``, unsorted) of the symmetric tridiagonal matrix with diagonal ``d`` and
+    off-diagonal ``e[:-1]`` (``e[-1]`` is scratch): implicit QL with Wilkinson shifts (EISPACK's
+    ``tql1``). False if an eigenvalue needed more than 60 iterations."""
+    n = d.size
+    e[n - 1] = 0.0
+    for low in range(n):
+        iterations = 0
+        while True:
+            m = low
+            while m < n - 1:
+                if abs(e[m]) <= 2.220446049250313e-16 * (abs(d[m]) + abs(d[m + 1])):
+                    break
+                m += 1
+            if m == low:
+                break
+            iterations += 1
+            if iterations > 60:
+                return False
+            g = (d[low + 1] - d[low]) / (2.0 * e[low])
+            r = np.sqrt(g * g + 1.0)
+            g = d[m] - d[low] + e[low] / (g + (r if g >= 0.0 else -r))
+            s = 1.0
+            c = 1.0
+            p = 0.0
+            i = m - 1
+            deflated = False
+            while i >= low:
+                f = s * e[i]
+                b = c * e[i]
+                r = np.sqrt(f * f + g * g)
+                e[i + 1] = r
+                if r == 0.0:  # underflow: the matrix splits here
+                    d[i + 1] -= p
+                    e[m] = 0.0
+                    deflated = True
+                    break
+                s = f / r
+                c = g / r
+                g = d[i + 1] - p
+                r = (d[i] - g) * s + 2.0 * c * b
+                p = s * r
+                d[i + 1] = g + p
+                g = c * r - b
+                i -= 1
+            if deflated:
+                continue
+            d[low] -= p
+            e[low] = g
+            e[m] = 0.0
+    return True
+
+
+@njit(**_OPTIONS)
+def symmetric_eigenvalues(matrices: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Eigenvalues (ascending, into ``out`` (n, k)) of each symmetric matrix of ``matrices`` (n, k, k);
+    returns a boolean mask of the matrices whose iteration did not converge (solve those otherwise).
+
+    Householder reduction to tridiagonal form (EISPACK's ``tred1``: the lower triangle is read), then
+    :func:`_tridiagonal_eigenvalues`. For the 12 x 12 Gram matrices of the intrinsic dimension this is
+    about 3 us a matrix against 4.4 us for ``numpy.linalg.eigvalsh`` (LAPACK's fixed cost per call
+    dominates at this size), and as accurate (backward stable: errors of a few ulp of the largest).
+
+    >>> out = np.empty((1, 3))
+    >>> symmetric_eigenvalues(np.array([[[2.0, 1.0, 0.0], [1.0, 2.0, 0.0], [0.0, 0.0, 5.0]]]), out).tolist()
+    [False]
+    >>> np.round(out, 12).tolist()
+    [[1.0, 3.0, 5.0]]
+    """
+    n, k = matrices.shape[0], matrices.shape[1]
+    a = np.empty((k, k))
+    d = np.empty(k)
+    e = np.empty(k)
+    failed = np.zeros(n, dtype=np.bool_)
+    for q in range(n):
+        a[:] = matrices[q]
+        for i in range(k - 1, 0, -1):  # annihilate row i left of the subdiagonal
+            h = 0.0
+            scale = 0.0
+            for j in range(i):
+                scale += abs(a[i, j])
+            if i == 1 or scale == 0.0:
+                e[i] = a[i, i - 1]
+                d[i] = 0.0
+                continue
+            for j in range(i):
+                a[i, j] /= scale
+                h += a[i, j] * a[i, j]
+            f = a[i, i - 1]
+            g = -np.sqrt(h) if f >= 0.0 else np.sqrt(h)
+            e[i] = scale * g
+            h -= f * g
+            a[i, i - 1] = f - g
+            f = 0.0
+            for j in range(i):
+                g = 0.0
+                for m in range(j + 1):
+                    g += a[j, m] * a[i, m]
+                for m in range(j + 1, i):
+                    g += a[m, j] * a[i, m]
+                e[j] = g / h
+                f += e[j] * a[i, j]
+            hh = f / (h + h)
+            for j in range(i):
+                f = a[i, j]
+                g = e[j] - hh * f
+                e[j] = g
+                for m in range(j + 1):
+                    a[j, m] -= f * e[m] + g * a[i, m]
+            d[i] = h
+        for i in range(k):
+            d[i] = a[i, i]
+        for i in range(1, k):
+            e[i - 1] = e[i]
+        if _tridiagonal_eigenvalues(d, e):
+            d.sort()
+            out[q] = d
+        else:
+            failed[q] = True
+    return failed
