@@ -25,10 +25,11 @@ panels, at most ``CHUNK_ENTRIES`` at a time), a per-row bound on the k-th smalle
 of 4k column groups, then exact float64 distances (computed as ``cdist`` does) of the few
 candidates below the bound plus its rigorous rounding margin, sorted (ties broken by time index, as
 the package's stable sort). KDE and REC use the symmetry of ``D``: the ``T (T-1) / 2`` pair
-distances (``pdist``), the exact median of the full matrix from two order statistics of that half
-(a strided sample brackets them, one counting pass, a partition of the ~2% inside the bracket),
-one ``exp`` over the pairs -- half the work of the square matrix, all in float64 (quantile levels
-hinge on exact ties).
+distances (compiled, bit for bit ``pdist``), the exact median of the full matrix from two order
+statistics of that half (a random sample guesses a bracket; compiled counting passes narrow it to a
+few dozen values, which are sorted), one ``exp`` over the pairs and compiled row sums -- half the
+work of the square matrix, all in float64 (quantile levels hinge on exact ties). The compiled loops
+are in :mod:`platform_lib.analysis.kernels`; an eager call splits the pixels over the cores.
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(1)
