@@ -1,4 +1,4 @@
-"""Compiled inner loops of the analyses (numba), each exactly the arithmetic of the NumPy/SciPy step it replaces.
+"""Compiled inner loops of the analyses (numba): the passes over pixels and pairs that NumPy cannot fuse.
 
 The analysis modules import this module inside the functions that need it, so ``import
 platform_lib`` stays quick; the first call in a process loads the machine code from numba's cache
@@ -6,7 +6,8 @@ platform_lib`` stays quick; the first call in a process loads the machine code f
 (a few seconds, once).
 
 - :func:`shifted_gram` -- per pixel, the Gram matrix and column sums of ``x - x[first step]`` in
-  float64: the intrinsic dimension's only pass over the data (``platform_lib.analysis.intrinsic``).
+  float64: the intrinsic dimension's only pass over the data (``platform_lib.analysis.intrinsic``);
+  :func:`symmetric_eigenvalues` -- eigenvalues of many small symmetric matrices (its Gram matrices).
 - :func:`pair_distances` -- the condensed Euclidean distances of one pixel's points, bit for bit
   ``scipy.spatial.distance.pdist``; :func:`order_statistics`,
   :func:`pair_row_sums` and :func:`pair_row_counts_below` -- the order statistics, kernel sums and
