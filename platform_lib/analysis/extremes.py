@@ -487,16 +487,21 @@ def raw_scores(x: np.ndarray, methods: Sequence[str] = METHODS, k_perc: float = 
             raise EsdlError(
                 f"k = ceil({k_perc} * {n}) = {k} nearest neighbours is not possible with {n} steps."
             )
-        dist, idx = _nearest_neighbours(x, k, with_index="KNN_Delta" in methods)
-        if "KNN_Gamma" in methods:
-            out[..., methods.index("KNN_Gamma")] = dist.mean(axis=2)
-        if "KNN_Delta" in methods:
-            offset = np.empty((n, f))
-            for p in range(b):  # as the package: sum of x_i - x_j over the neighbours, / k
-                for g in range(f):
-                    column = x[p, :, g]
-                    offset[:, g] = (column[:, None] - column[idx[p]]).sum(axis=1) / k
-                out[p, :, methods.index("KNN_Delta")] = np.linalg.norm(offset, axis=1)
+        with_index = "KNN_Delta" in methods
+
+        def neighbour_scores(start: int, stop: int) -> None:
+            dist, idx = _nearest_neighbours(x[start:stop], k, with_index=with_index)
+            if "KNN_Gamma" in methods:
+                out[start:stop, :, methods.index("KNN_Gamma")] = dist.mean(axis=2)
+            if with_index:
+                offset = np.empty((n, f))
+                for p in range(stop - start):  # as the package: sum of x_i - x_j over the neighbours, / k
+                    for g in range(f):
+                        column = x[start + p, :, g]
+                        offset[:, g] = (column[:, None] - column[idx[p]]).sum(axis=1) / k
+                    out[start + p, :, methods.index("KNN_Delta")] = np.linalg.norm(offset, axis=1)
+
+        split_over_threads(neighbour_scores, b, min_per_thread=8)  # on all cores when called eagerly
     if "T2" in methods:
         centred = x - x.mean(axis=1, keepdims=True)
         cov = np.matmul(np.swapaxes(centred, 1, 2), centred) / max(n - 1, 1)
