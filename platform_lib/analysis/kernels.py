@@ -165,9 +165,10 @@ def order_statistics(c: np.ndarray, r: int, r2: int, lo: float, hi: float) -> tu
 
     ``[lo, hi)`` is a guess at a bracket (from a sample). Counting passes (:func:`count_less`) keep a
     bracket ``[L, H)`` with ``#(c < L) <= r`` and ``#(c < H) > r2`` and narrow it by interpolating
-    the ranks' position inside it; once it holds at most 64 values, one pass copies them out (counting
-    64 values at a time, copying from the rare blocks that hold any) and they are sorted. Ties cannot make it wrong, only slower: after 12
-    rounds the bracket's values are copied out whatever their number.
+    the ranks' position inside it; once it holds at most 64 values, one pass copies them out (it
+    counts 64 values at a time and copies from the rare blocks that hold any) and they are sorted.
+    A wrong guess or many ties cannot make it wrong, only slower: a guess that misses starts from the
+    whole range, and after 12 rounds the bracket's values are copied out whatever their number.
 
     >>> c = np.random.default_rng(0).random(10_000)
     >>> order_statistics(c, 4999, 5000, 0.4, 0.6) == tuple(np.sort(c)[[4999, 5000]])
