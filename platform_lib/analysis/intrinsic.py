@@ -44,23 +44,6 @@ TIME_SCALES = ("long_term", "annual", "fast")
 _FILL_BATCH = 256  # pixels gap-filled at a time (float64 copies: 14 MB at 552 x 12)
 
 
-def zscore_gram(x: np.ndarray) -> np.ndarray:
-    """Gram matrices ``Z.T @ Z`` (pixels, var, var) of the z-scored columns of ``x`` (pixels, time, var).
-
-    ``Z`` is never built: one compiled pass (:func:`platform_lib.analysis.kernels.shifted_gram`) gives
-    the Gram matrix and column sums of the columns shifted by their first value, in float64; the
-    centred Gram matrix is ``G - s s' / T`` (the shift keeps this free of cancellation), then scaled
-    by ``1 / (s_v s_w)``. A zero-variance column becomes a column of ones in ``Z``: ``T`` on the
-    diagonal and 0 against the (centred) others.
-
-    >>> x = np.array([[[1.0, 5.0], [3.0, 5.0]]])          # one pixel, 2 steps: z = [-1, 1] and ones
-    >>> zscore_gram(x).tolist()
-    [[[2.0, 0.0], [0.0, 2.0]]]
-    """
-    raw, sums = _shifted_grams(x, np.arange(x.shape[0]))
-    return _zscore_from_raw_gram(raw, sums, x.shape[1])
-
-
 def _shifted_grams(x: np.ndarray, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Gram matrices (n, var, var) and column sums (n, var) of ``x[p] - x[p, 0]`` for ``p`` in ``pixels``."""
     from platform_lib.analysis.kernels import shifted_gram
@@ -73,8 +56,18 @@ def _shifted_grams(x: np.ndarray, pixels: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def _zscore_from_raw_gram(raw: np.ndarray, sums: np.ndarray, n: int) -> np.ndarray:
-    """:func:`zscore_gram` from ``raw`` (..., var, var), the Gram matrix of the shifted columns, and
-    ``sums`` (..., var), their sums over ``n`` steps."""
+    """Gram matrices ``Z.T @ Z`` (..., var, var) of the z-scored columns, from ``raw`` (..., var, var)
+    and ``sums`` (..., var): the Gram matrix and sums over ``n`` steps of the columns shifted by their
+    first value (:func:`_shifted_grams`).
+
+    ``Z`` is never built: the centred Gram matrix is ``G - s s' / T`` (the shift keeps this free of
+    cancellation), then scaled by ``1 / (s_v s_w)``. A zero-variance column becomes a column of ones in
+    ``Z``: ``T`` on the diagonal and 0 against the (centred) others.
+
+    >>> x = np.array([[[1.0, 5.0], [3.0, 5.0]]])          # one pixel, 2 steps: z = [-1, 1] and ones
+    >>> _zscore_from_raw_gram(*_shifted_grams(x, np.array([0])), 2).tolist()
+    [[[2.0, 0.0], [0.0, 2.0]]]
+    """
     gram = raw - sums[..., :, None] * sums[..., None, :] / n
     var = np.diagonal(gram, axis1=-2, axis2=-1) / n  # population variance (ddof 0), as np.std
     flat = var == 0
@@ -128,8 +121,8 @@ def intrinsic_dimension_block(
 ) -> np.ndarray:
     """Intrinsic dimension of each pixel of ``block`` (pixels, time, variable), NaN where data are missing.
 
-    Batched: the Gram matrices of all pixels from one compiled pass (:func:`zscore_gram`), then their
-    eigenvalues.
+    Batched: the Gram matrices of all pixels from one compiled pass, then their eigenvalues
+    (:func:`_pixel_dimensions`, as for a cube).
 
     >>> import numpy as np
     >>> intrinsic_dimension_block(np.full((1, 10, 3), np.nan)).tolist()
@@ -138,13 +131,7 @@ def intrinsic_dimension_block(
     block = np.asarray(block)
     if block.ndim != 3:
         raise EsdlError(f"expected a (pixels, time, variable) block, got shape {block.shape}.")
-    out = np.full(block.shape[0], np.nan)
-    ok = ~np.isnan(block).any(axis=(1, 2))
-    if ok.any():
-        gram = zscore_gram(block[ok] if not ok.all() else block)
-        lam = _descending_eigenvalues(gram)  # squared singular values of z
-        out[ok] = dimension_from_variances(lam, explained_variance, retained_variance)
-    return out
+    return _pixel_dimensions(block, np.arange(block.shape[0]), explained_variance, retained_variance, None)
 
 
 def decompose_time_scales(x: np.ndarray, steps_per_year: int = STEPS_PER_YEAR) -> np.ndarray:
@@ -188,11 +175,12 @@ def _dimension_kernel(
     fill_gaps: bool,
     steps_per_year: int,
 ) -> np.ndarray:
-    """(pixels, time, variable) -> (pixels,) or (pixels, 3) with time scales, in cache-sized batches.
+    """(pixels, time, variable) -> (pixels,) or (pixels, 3) with time scales.
 
     ``block`` may be a strided view of a time-major cube: pixels that cannot have an answer (a variable
     with no data at all, e.g. the ocean; without gap filling, any NaN) are found on that view, and
-    only the others are gathered, a batch at a time (:func:`_time_major_dimensions`).
+    only the others are read (:func:`_pixel_dimensions`, split over the cores when called eagerly;
+    with time scales, gathered ``_FILL_BATCH`` at a time and decomposed).
     """
     n_out = len(TIME_SCALES) if time_scales else 1
     out = np.full((block.shape[0], n_out), np.nan)
@@ -206,7 +194,7 @@ def _dimension_kernel(
 
         def dimensions(start: int, stop: int) -> None:
             part = idx[start:stop]
-            out[part, 0] = _time_major_dimensions(block, part, explained_variance, retained_variance, fill)
+            out[part, 0] = _pixel_dimensions(block, part, explained_variance, retained_variance, fill)
 
         split_over_threads(dimensions, idx.size)  # on all cores when called eagerly
         return out[:, 0]
@@ -232,7 +220,7 @@ def _dimension_kernel(
     return out
 
 
-def _time_major_dimensions(
+def _pixel_dimensions(
     block: np.ndarray,
     idx: np.ndarray,
     explained_variance: float,
@@ -241,9 +229,9 @@ def _time_major_dimensions(
 ) -> np.ndarray:
     """Intrinsic dimension of the pixels ``idx`` of ``block`` (pixels, time, variable), NaN where a gap is left.
 
-    ``block`` may be a strided view of a time-major cube (how the ESDC "ts" chunks lie in memory): the
-    compiled pass (:func:`_shifted_grams`) reads each pixel's values where they are, so no pixel-major
-    copy of the cube is made. A pixel with a gap has a NaN column sum; with ``fill`` (steps, years,
+    ``block`` may be pixel-major or a strided view of a time-major cube (how the ESDC "ts" chunks lie in
+    memory): the compiled pass (:func:`_shifted_grams`) reads each pixel's values where they are, so no
+    pixel-major copy of the cube is made. A pixel with a gap has a NaN column sum; with ``fill`` (steps, years,
     steps per year), those pixels are gathered and gap-filled, ``_FILL_BATCH`` at a time, and passed
     again.
     """
