@@ -50,9 +50,10 @@ import psutil
 
 from platform_lib.gateway import close_gateway, gateway_cluster, open_gateway
 from platform_lib.local.client import HubClient
-from platform_lib.local.configs import GATEWAY_PREFIX, TAG_VARIABLE, proxy_executable, venv_bin
+from platform_lib.local.configs import TAG_VARIABLE, proxy_executable, venv_bin
 from platform_lib.local.layout import ProjectLayout, free_port
 from platform_lib.local.supervisor import http_ok, terminate
+from platform_lib.plan import GATEWAY_PREFIX
 
 REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "bench-password-0123456789"

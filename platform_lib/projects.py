@@ -300,6 +300,8 @@ class DaskSettings(_Model):
 
     max_workers_per_user: int = Field(default=4, ge=1, le=1000)
     max_clusters_per_user: int = Field(default=2, ge=1, le=100)
+    # worker cores summed over a user's clusters; unset: max_workers_per_user x the largest core choice
+    max_cores_per_user: float | None = Field(default=None, gt=0, le=100_000)
     worker_cores: IntChoices = Field(default_factory=lambda: IntChoices(choices=[1, 2], default=1))
     worker_memory: QuantityChoices = Field(
         default_factory=lambda: QuantityChoices(choices=["1Gi", "2Gi", "4Gi"], default="2Gi")
@@ -615,8 +617,10 @@ def _message(err: dict[str, Any]) -> str:
 def projects_dir() -> Path:
     """Where named specs live: ``ESDL_PROJECTS_DIR`` or ``<repo>/projects``.
 
-    >>> (projects_dir() / "demo.yaml").is_file() or "ESDL_PROJECTS_DIR" in os.environ
-    True
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {"ESDL_PROJECTS_DIR": "/srv/projects"}):
+    ...     projects_dir()
+    PosixPath('/srv/projects')
     """
     env = os.environ.get("ESDL_PROJECTS_DIR")
     return Path(env) if env else repo_root() / "projects"

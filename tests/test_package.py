@@ -53,7 +53,7 @@ print(len(names) - len(plugins))
 
 
 # Plugin classes that subclass a hub or gateway class; only the hub / gateway processes load them.
-PLUGINS = ["platform_lib.local.auth", "platform_lib.local.gateway_backend", "platform_lib.local.spawner"]
+PLUGINS = ["platform_lib.gateway_policy", "platform_lib.local.auth", "platform_lib.local.spawner"]
 
 
 def test_every_module_imports_without_the_heavy_extras():

@@ -132,17 +132,14 @@ def test_foreground_restarts_a_dead_component_and_ctrl_c_stops_everything(penv: 
 
 @pytest.fixture(scope="module")
 def short_fuse(tmp_path_factory):
-    """A running project whose gateway stops clusters after 3 idle seconds and whose user servers cannot
-    start (an argument jupyterhub-singleuser refuses), both set on the real components' command lines."""
+    """A running project whose user servers cannot start (an argument jupyterhub-singleuser refuses, set
+    on the hub's command line)."""
     penv = PlatformEnv.create(tmp_path_factory.mktemp("short-fuse"))
     penv.write_spec(small_spec("alpha", ["alice"], ["bob"]))
     real_components = supervisor.components
 
     def with_overrides(settings):
         comps = real_components(settings)
-        # the spec counts whole minutes (the generated config says idle_timeout = 60 * minutes, see
-        # test_platform_units); a command-line setting overrides the config file, to keep this test short
-        comps["gateway"].cmd = [*comps["gateway"].cmd, "--LocalClusterConfig.idle_timeout=3"]
         comps["hub"].cmd = [*comps["hub"].cmd, "--Spawner.args=--no-such-flag"]
         return comps
 
@@ -172,7 +169,7 @@ def test_an_idle_cluster_is_stopped_by_the_gateway(short_fuse: PlatformEnv):
     )
     tag = str(short_fuse.layout("alpha").root.resolve())
     try:
-        name = gateway.submit()  # a cluster nobody uses: idle from the start
+        name = gateway.submit(idle_timeout_minutes=0.1)  # 6 s; a cluster nobody uses: idle from the start
         deadline = time.monotonic() + 60
         while gateway.get_cluster(name).status.name != "RUNNING":  # its scheduler started
             assert time.monotonic() < deadline, f"cluster {name} never started"

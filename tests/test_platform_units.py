@@ -16,7 +16,6 @@ from platform_lib.local.configs import (
     PlatformSettings,
     gateway_config_text,
     hub_config_text,
-    project_catalog_text,
     ungenerated_shared_cubes,
 )
 from platform_lib.local.layout import PortInUseError, ProjectLayout
@@ -105,11 +104,13 @@ def test_generated_configs_follow_the_spec_and_hold_no_secrets(tmp_path: Path):
 
     c = Config()
     exec(compile(hub, "jupyterhub_config.py", "exec"), {"get_config": lambda: c, **namespace})
-    assert c.Authenticator.allowed_users == {"ada", "bo", "cy"} and c.Authenticator.admin_users == {"ada"}
+    login = c.NativeAuthenticator
+    assert login.allowed_users == ["ada", "bo", "cy"] and login.admin_users == ["ada"]
+    assert login.enable_signup is False and login.open_signup is False
     assert c.ConfigurableHTTPProxy.auth_token == s.layout.read_secret("proxy_token")
     assert c.ConfigurableHTTPProxy.should_start is False and c.JupyterHub.cleanup_servers is False
     env = c.Spawner.environment
-    assert env["ESDL_CATALOG"] == "/shared/esdl.yaml"
+    assert env["ESDL_CATALOG"] == os.pathsep.join(["/shared/esdl.yaml", str(s.layout.project_catalog)])
     assert env["ESDL_TEAM_CATALOG"] == str(s.layout.team_dir / "catalog.yaml")
     assert env["DASK_GATEWAY__ADDRESS"] == f"http://127.0.0.1:{s.ports['public']}/services/dask-gateway"
     assert env["DASK_GATEWAY__AUTH__TYPE"] == "jupyterhub"
@@ -118,22 +119,30 @@ def test_generated_configs_follow_the_spec_and_hold_no_secrets(tmp_path: Path):
     culler = [svc for svc in c.JupyterHub.services if svc["name"] == "idle-culler"][0]
     assert "--timeout=1800" in culler["command"] and "--max-age=28800" in culler["command"]
 
-    g = Config()
+    from traitlets.config import Config as TraitletsConfig
+
+    g = TraitletsConfig()
     exec(compile(gateway, "dask_gateway_config.py", "exec"), {"get_config": lambda: g})
     assert g.JupyterHubAuthenticator.jupyterhub_service_name == "dask-gateway"
     assert g.JupyterHubAuthenticator.jupyterhub_api_token == s.layout.read_secret("gateway_token")
-    assert (
-        g.ProjectLocalBackend.max_clusters_per_user == 1 and g.ProjectLocalBackend.max_workers_per_user == 2
-    )
-    assert g.LocalClusterConfig.idle_timeout == 600.0 and g.LocalClusterConfig.worker_memory == 2**30
+    assert g.DaskPolicy.max_clusters_per_user == 1 and g.DaskPolicy.max_workers_per_user == 2
+    assert g.DaskPolicy.idle_timeout_minutes == 10 and g.DaskPolicy.worker_memory == {"1Gi": 2**30}
     assert (
         g.LocalClusterConfig.scheduler_cmd[-1] == "scheduler"
         and g.LocalClusterConfig.worker_cmd[-1] == "worker"
     )
-    options = g.ProjectLocalBackend.cluster_options
-    assert [f.field for f in options.fields] == ["worker_cores", "worker_memory"]
-    with pytest.raises(ValueError, match="worker_cores=3 is not allowed"):
-        options.get_configuration(options.parse_options({"worker_cores": 1}) | {"worker_cores": 3}, None)
+    # the policy module, loaded by path as the gateway does, with these settings
+    backend = g.DaskGateway.backend_class(config=g)
+    assert backend.policy.max_workers_per_user == 2
+    options = backend.cluster_options
+    assert [f.field for f in options.fields] == [
+        "worker_cores",
+        "worker_memory",
+        "idle_timeout_minutes",
+        "image",
+    ]
+    config = options.get_configuration(options.parse_options({"idle_timeout_minutes": 3}), None)
+    assert config["idle_timeout"] == 180.0 and config["worker_memory"] == 2**30
 
 
 def test_project_catalog_makes_paths_absolute_and_keeps_secrets_as_references(tmp_path: Path):
@@ -146,12 +155,14 @@ def test_project_catalog_makes_paths_absolute_and_keeps_secrets_as_references(tm
         },
     ]
     s = settings_for(tmp_path, catalog={"entries": entries})
-    doc = yaml.safe_load(project_catalog_text(s))
-    assert doc["sources"]["local-cube"]["args"]["urlpath"] == str(tmp_path / "data" / "regions" / "eu.zarr")
+    doc = yaml.safe_load(s.plan.catalog_text(s.placement))
+    urlpath = doc["sources"]["local-cube"]["args"]["urlpath"]
+    assert urlpath == "{{ env(ESDL_DATA_DIR) }}/regions/eu.zarr"  # ESDL_DATA_DIR is the sessions' data folder
+    assert s.user_environment()["ESDL_DATA_DIR"] == str(tmp_path / "data")
     options = doc["sources"]["remote-cube"]["args"]["storage_options"]
     assert options == {"key": "{{ env(LAB_KEY) }}", "anon": False}  # secret: refs apply on Kubernetes only
-    assert s.catalogs() == ["/shared/esdl.yaml", str(s.layout.project_catalog)]
-    assert os.pathsep.join(s.catalogs()) == s.user_environment()["ESDL_CATALOG"]
+    catalogs = ["/shared/esdl.yaml", str(s.layout.project_catalog)]
+    assert os.pathsep.join(catalogs) == s.user_environment()["ESDL_CATALOG"]
 
 
 def test_ungenerated_shared_cubes_are_named(tmp_path: Path):

@@ -17,19 +17,26 @@ written to a file).
 
 from __future__ import annotations
 
-import json
 import math
-import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import yaml
 
-from platform_lib.errors import EsdlError
-from platform_lib.paths import repo_root
-from platform_lib.projects import SCHEDULER_CPU, SCHEDULER_MEMORY, ProjectSpec, parse_quantity
+from platform_lib.paths import PACKAGE_DIR, repo_root
+from platform_lib.plan import (
+    ENV_SECRET,
+    GATEWAY_POLICY_FILE,
+    KUBERNETES,
+    TEAM_VOLUME,
+    ProjectPlan,
+    Raw,
+    SecretRef,
+    project_plan,
+    traitlets_config_text,
+)
+from platform_lib.projects import ProjectSpec, parse_quantity
 
 __all__ = [
     "CHART_DIR",
@@ -37,7 +44,6 @@ __all__ = [
     "SecretRef",
     "derived_quota",
     "namespace_for",
-    "project_catalog_text",
     "release_name",
     "render_values",
     "secret_refs",
@@ -45,11 +51,8 @@ __all__ = [
 ]
 
 CHART_DIR = repo_root() / "helm" / "esdl-project"
-#: the Secret that ``esdl project deploy`` fills from the deployer's environment for ``env:VAR`` references
-ENV_SECRET = "esdl-env"
-#: where the team folder is mounted in user servers and dask workers (as in the chart's values.yaml)
-TEAM_MOUNT = "/home/jovyan/team"
-TEAM_VOLUME = "esdl-team-storage"
+#: the hub-side hook inlined into ``hub.extraConfig`` (admins' servers may write read-only team storage)
+HUB_HOOKS_FILE = PACKAGE_DIR / "deploy" / "hub_hooks.py"
 #: share of a profile's CPU limit that is guaranteed (requested); memory is guaranteed in full
 CPU_GUARANTEE_FRACTION = 0.25
 #: pods besides user servers and dask clusters: hub, proxy, gateway api, controller, traefik, user-schedulers
@@ -57,30 +60,6 @@ CPU_GUARANTEE_FRACTION = 0.25
 SYSTEM_PODS = 8
 SYSTEM_CPU = 4.5
 SYSTEM_MEMORY = 5 * 2**30
-
-
-@dataclass(frozen=True)
-class SecretRef:
-    """One secret a release needs, by reference: pods get ``env`` from ``secret``/``key``.
-
-    ``from_env`` names the deployer's environment variable that fills the key (``env:VAR`` references);
-    it is ``None`` for ``secret:NAME/KEY`` references to a Secret that must already exist.
-    ``used_by`` is ``"hub"`` (the OAuth client secret) or ``"users"`` (user servers and dask workers).
-    """
-
-    env: str
-    secret: str
-    key: str
-    from_env: str | None
-    used_by: str
-
-    def env_var(self) -> dict[str, Any]:
-        """The Kubernetes ``EnvVar`` that reads it.
-
-        >>> SecretRef("X", "s", "k", None, "users").env_var()
-        {'name': 'X', 'valueFrom': {'secretKeyRef': {'name': 's', 'key': 'k'}}}
-        """
-        return {"name": self.env, "valueFrom": {"secretKeyRef": {"name": self.secret, "key": self.key}}}
 
 
 def release_name(spec: ProjectSpec) -> str:
@@ -98,34 +77,6 @@ def namespace_for(spec: ProjectSpec) -> str:
     return f"esdl-{spec.name}"
 
 
-def _ref(reference: str, env: str, used_by: str) -> SecretRef:
-    kind, _, rest = reference.partition(":")
-    if kind == "env":
-        return SecretRef(env=env, secret=ENV_SECRET, key=rest, from_env=rest, used_by=used_by)
-    name, _, key = rest.partition("/")
-    return SecretRef(env=env, secret=name, key=key, from_env=None, used_by=used_by)
-
-
-def _env_name_for(reference: str) -> str:
-    """The pod environment variable that carries a catalog credential reference."""
-    kind, _, rest = reference.partition(":")
-    if kind == "env":
-        return rest
-    return "ESDL_SECRET_" + re.sub(r"[^A-Za-z0-9]+", "_", rest).strip("_").upper()
-
-
-def _is_ref(value: Any) -> bool:
-    return isinstance(value, str) and (value.startswith("env:") or value.startswith("secret:"))
-
-
-def _catalog_refs(node: Any) -> list[str]:
-    if isinstance(node, dict):
-        return [r for v in node.values() for r in _catalog_refs(v)]
-    if isinstance(node, list):
-        return [r for v in node for r in _catalog_refs(v)]
-    return [node] if _is_ref(node) else []
-
-
 def secret_refs(spec: ProjectSpec) -> list[SecretRef]:
     """Every secret the release reads: the OAuth client secret and the catalog's credentials.
 
@@ -133,52 +84,9 @@ def secret_refs(spec: ProjectSpec) -> list[SecretRef]:
     >>> [(r.env, r.secret, r.key) for r in secret_refs(load_project("extremes-lab"))][0]
     ('OAUTH_CLIENT_SECRET', 'extremes-lab-github', 'client-secret')
     """
-    refs: dict[str, SecretRef] = {}
-    if spec.login.client_secret:
-        refs["OAUTH_CLIENT_SECRET"] = _ref(spec.login.client_secret, "OAUTH_CLIENT_SECRET", "hub")
-    for entry in spec.catalog.entries:
-        for reference in _catalog_refs(entry.storage_options):
-            env = _env_name_for(reference)
-            refs.setdefault(env, _ref(reference, env, "users"))
-    return list(refs.values())
-
-
-def _templated(node: Any) -> Any:
-    """Catalog values with ``env:``/``secret:`` references replaced by ``{{ env(VAR) }}`` templates."""
-    if isinstance(node, dict):
-        return {k: _templated(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_templated(v) for v in node]
-    if _is_ref(node):
-        return "{{ env(" + _env_name_for(node) + ") }}"
-    return node
-
-
-def project_catalog_text(spec: ProjectSpec) -> str:
-    """The spec's ``catalog.entries`` as an Intake catalog (YAML text) for the catalog ConfigMap.
-
-    Relative paths are taken from the data folder (``{{ env(ESDL_DATA_DIR) }}``, on team storage);
-    credentials are ``{{ env(VAR) }}`` templates, never values.
-
-    >>> from platform_lib.projects import load_project
-    >>> text = project_catalog_text(load_project("extremes-lab"))
-    >>> "{{ env(EXTREMES_LAB_S3_SECRET) }}" in text and "esdc-16d-2.5deg" in text
-    True
-    """
-    sources = {}
-    for entry in spec.catalog.entries:
-        urlpath = entry.urlpath
-        if entry.is_local and not urlpath.startswith("file://") and not Path(urlpath).is_absolute():
-            urlpath = "{{ env(ESDL_DATA_DIR) }}/" + urlpath
-        args: dict[str, Any] = {"urlpath": urlpath, "consolidated": True}
-        if entry.storage_options:
-            args["storage_options"] = _templated(entry.storage_options)
-        source: dict[str, Any] = {"description": entry.description or entry.name, "driver": entry.driver}
-        source["args"] = args
-        source["metadata"] = {**entry.metadata, "project": spec.name}
-        sources[entry.name] = source
-    doc = {"metadata": {"version": 1, "description": f"Cubes of project {spec.name}"}, "sources": sources}
-    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
+    plan = project_plan(spec)
+    hub = [plan.login.client_secret] if plan.login.client_secret else []
+    return [*hub, *plan.secrets_for(KUBERNETES)]
 
 
 def shared_catalog_text(path: str | Path | None = None) -> str:
@@ -211,14 +119,19 @@ def _cpu(value: float) -> str:
     return str(milli // 1000) if milli % 1000 == 0 else f"{milli}m"
 
 
-def _dask_allowance(spec: ProjectSpec) -> tuple[float, int, int]:
+def _dask_allowance(plan: ProjectPlan) -> tuple[float, int, int]:
     """CPU, memory and pods one user may hold in Dask: ``max_workers_per_user`` workers of the largest
-    choice across their clusters, plus one scheduler per cluster (``max_clusters_per_user``)."""
-    dask = spec.dask
-    workers, clusters = dask.max_workers_per_user, dask.max_clusters_per_user
-    cpu = workers * max(dask.worker_cores.choices) + clusters * SCHEDULER_CPU
-    memory = workers * max(dask.worker_memory.choices_bytes) + clusters * parse_quantity(SCHEDULER_MEMORY)
-    return cpu, memory, workers + clusters
+    choices across their clusters (cores capped by ``max_cores_per_user``), plus one scheduler per
+    cluster (``max_clusters_per_user``)."""
+    dask = plan.dask
+    clusters = dask.max_clusters_per_user
+    cpu, memory = dask.largest_cluster
+    extra = clusters - 1  # largest_cluster counts one scheduler
+    return (
+        cpu + extra * dask.scheduler_cores,
+        memory + extra * dask.scheduler_memory,
+        dask.max_workers_per_user + clusters,
+    )
 
 
 def derived_quota(spec: ProjectSpec) -> dict[str, Any]:
@@ -233,7 +146,7 @@ def derived_quota(spec: ProjectSpec) -> dict[str, Any]:
     """
     users = len(spec.users)
     profile = spec.default_profile
-    dask_cpu, dask_mem, dask_pods = _dask_allowance(spec)
+    dask_cpu, dask_mem, dask_pods = _dask_allowance(project_plan(spec))
     shares = max(1, math.ceil(users / 4))
     cpu = spec.quota.cpu or users * profile.cpu + shares * dask_cpu + SYSTEM_CPU
     memory = (
@@ -252,13 +165,12 @@ def derived_quota(spec: ProjectSpec) -> dict[str, Any]:
     }
 
 
-def _limit_range(spec: ProjectSpec) -> dict[str, Any]:
+def _limit_range(spec: ProjectSpec, plan: ProjectPlan) -> dict[str, Any]:
     """Per-container defaults (the small system pods) and the maximum: the largest profile or worker."""
-    dask = spec.dask
-    max_cpu = max([p.cpu for p in spec.profiles] + [max(dask.worker_cores.choices), SCHEDULER_CPU])
+    dask = plan.dask
+    max_cpu = max([p.cpu for p in spec.profiles] + [max(dask.worker_cores), dask.scheduler_cores])
     max_mem = max(
-        [p.memory_bytes for p in spec.profiles]
-        + [max(dask.worker_memory.choices_bytes), parse_quantity(SCHEDULER_MEMORY)]
+        [p.memory_bytes for p in spec.profiles] + [max(dask.worker_memory.values()), dask.scheduler_memory]
     )
     return {
         "enabled": True,
@@ -309,60 +221,33 @@ def _profile_list(spec: ProjectSpec) -> list[dict[str, Any]]:
     return profiles
 
 
-def _authenticator(spec: ProjectSpec) -> dict[str, Any]:
-    """``hub.config`` for the spec's login method, admins and allowed users."""
-    login = spec.login
-    people = {"admin_users": list(spec.admins), "allowed_users": list(spec.users)}
-    if login.method == "native":
-        return {
-            "JupyterHub": {"authenticator_class": "native"},
-            "NativeAuthenticator": {**people, "open_signup": False, "minimum_password_length": 10},
-        }
-    if login.method == "github":
-        cls = "GitHubOAuthenticator"
-        config: dict[str, Any] = {"client_id": login.client_id, **people}
-        if login.allowed_organizations:
-            config["allowed_organizations"] = list(login.allowed_organizations)
-        if login.scopes:
-            config["scope"] = list(login.scopes)
-        return {"JupyterHub": {"authenticator_class": "github"}, cls: config}
-    if login.method == "generic-oauth":
-        config = {
-            "client_id": login.client_id,
-            "authorize_url": login.authorize_url,
-            "token_url": login.token_url,
-            "userdata_url": login.userdata_url,
-            "username_claim": login.username_claim,
-            "login_service": spec.title,
-            **people,
-        }
-        if login.scopes:
-            config["scope"] = list(login.scopes)
-        return {"JupyterHub": {"authenticator_class": "generic-oauth"}, "GenericOAuthenticator": config}
-    raise EsdlError(f"login.method {login.method!r} cannot be deployed on Kubernetes")  # pragma: no cover
-
-
-def dask_limits(spec: ProjectSpec) -> dict[str, Any]:
-    """The JSON the gateway's options snippet reads from ``ESDL_DASK_LIMITS`` (memory in bytes).
-
-    >>> from platform_lib.projects import load_project
-    >>> dask_limits(load_project("demo"))["worker_cores"]
-    {'choices': [1, 2], 'default': 1}
-    """
-    dask = spec.dask
-    return {
-        "max_workers": dask.max_workers_per_user,
-        "max_clusters": dask.max_clusters_per_user,
-        "worker_cores": {"choices": list(dask.worker_cores.choices), "default": dask.worker_cores.default},
-        "worker_memory": {
-            "choices": dict(zip(dask.worker_memory.choices, dask.worker_memory.choices_bytes, strict=True)),
-            "default": dask.worker_memory.default,
-        },
-        "idle_timeout_minutes": dask.idle_timeout_minutes,
-        "scheduler_cores": SCHEDULER_CPU,
-        "scheduler_memory": parse_quantity(SCHEDULER_MEMORY),
-        "allowed_images": [f"{spec.image.name}:{spec.image.tag}"],
+def _gateway_config(plan: ProjectPlan) -> str:
+    """``gateway.extraConfig``: the policy module's own text (``platform_lib/gateway_policy.py``), then the
+    plan's ``DaskPolicy`` settings and what only Kubernetes needs (scheduler size, the dask commands)."""
+    dask = plan.dask
+    settings = {
+        **dask.policy_settings(),
+        # distributed >= 2026.6 no longer ships the dask-scheduler/dask-worker scripts
+        "KubeClusterConfig.scheduler_cmd": ["dask", "scheduler"],
+        "KubeClusterConfig.worker_cmd": ["dask", "worker"],
+        "KubeClusterConfig.scheduler_cores": dask.scheduler_cores,
+        "KubeClusterConfig.scheduler_cores_limit": dask.scheduler_cores,
+        "KubeClusterConfig.scheduler_memory": dask.scheduler_memory,
+        "KubeClusterConfig.scheduler_memory_limit": dask.scheduler_memory,
+        "DaskGateway.backend_class": Raw("kube_backend_class()"),
     }
+    header = f"# ESDL: the dask policy of project {plan.name!r} (platform_lib/gateway_policy.py, then its settings)\n"
+    return header + GATEWAY_POLICY_FILE.read_text() + "\n\n" + traitlets_config_text(settings)
+
+
+def _hub_config(plan: ProjectPlan) -> str:
+    """``hub.extraConfig``: the hub hooks module's text (``platform_lib/deploy/hub_hooks.py``) and its settings."""
+    mounts = list(plan.dask.admin_writable_mounts)
+    return (
+        HUB_HOOKS_FILE.read_text()
+        + f"\n\nADMIN_WRITABLE_MOUNTS = {mounts!r}\n"
+        + "c.KubeSpawner.modify_pod_hook = admin_writable_mounts_hook\n"
+    )
 
 
 def render_values(spec: ProjectSpec, *, shared_catalog: str | Path | None = None) -> dict[str, Any]:
@@ -377,62 +262,66 @@ def render_values(spec: ProjectSpec, *, shared_catalog: str | Path | None = None
     >>> [p["slug"] for p in v["jupyterhub"]["singleuser"]["profileList"]]
     ['small', 'analysis', 'training']
     """
+    plan = project_plan(spec)
     image = {"name": spec.image.name, "tag": spec.image.tag}
     team_read_only = spec.storage.team_access == "admins-write"
     refs = secret_refs(spec)
-    user_env = [r.env_var() for r in refs if r.used_by == "users"]
+    user_secrets = [r.env_var() for r in refs if r.used_by == "users"]
     default = spec.default_profile
     default_mem = _hub_bytes(default.memory_bytes)
 
-    hub_config = _authenticator(spec)
-    hub: dict[str, Any] = {"config": hub_config}
+    hub: dict[str, Any] = {
+        "config": plan.login.hub_config(),
+        "extraConfig": {"esdl-hooks.py": _hub_config(plan)},
+    }
     hub_env = {r.env: {"valueFrom": r.env_var()["valueFrom"]} for r in refs if r.used_by == "hub"}
     if hub_env:
         hub["extraEnv"] = hub_env
 
+    user_env: dict[str, Any] = dict(plan.user_environment(KUBERNETES))
+    user_env.update({e["name"]: {"valueFrom": e["valueFrom"]} for e in user_secrets})
+    team_mount = {"name": TEAM_VOLUME, "mountPath": KUBERNETES.team_dir, "readOnly": team_read_only}
     singleuser: dict[str, Any] = {
         "image": image,
+        "extraEnv": user_env,
         "profileList": _profile_list(spec),
         "cpu": {"limit": float(default.cpu), "guarantee": round(default.cpu * CPU_GUARANTEE_FRACTION, 3)},
         "memory": {"limit": default_mem, "guarantee": default_mem},
-        "storage": {
-            "capacity": spec.storage.home_size,
-            "extraVolumeMounts": {
-                TEAM_VOLUME: {"name": TEAM_VOLUME, "mountPath": TEAM_MOUNT, "readOnly": team_read_only}
-            },
-        },
+        "storage": {"capacity": spec.storage.home_size, "extraVolumeMounts": {TEAM_VOLUME: team_mount}},
     }
-    if user_env:
-        singleuser["extraEnv"] = {e["name"]: {"valueFrom": e["valueFrom"]} for e in user_env}
 
     worker_container: dict[str, Any] = {
         "volumeMounts": [
-            {"name": TEAM_VOLUME, "mountPath": TEAM_MOUNT, "readOnly": team_read_only},
+            team_mount,
             {"name": "esdl-catalog", "mountPath": "/etc/esdl/catalog", "readOnly": True},
         ]
     }
-    if user_env:
-        worker_container["env"] = user_env
+    if user_secrets:
+        worker_container["env"] = user_secrets
 
-    servers = spec.servers
-    cull: dict[str, Any] = {"enabled": servers.cull_idle_minutes > 0}
-    if servers.cull_idle_minutes:
-        cull["timeout"] = servers.cull_idle_minutes * 60
-        cull["every"] = max(60, min(600, servers.cull_idle_minutes * 60 // 4))
-        cull["maxAge"] = servers.cull_max_age_hours * 3600
+    cull = plan.cull
+    cull_values: dict[str, Any] = {"enabled": cull.timeout_seconds > 0}
+    if cull.timeout_seconds:
+        cull_values.update(
+            timeout=cull.timeout_seconds, every=cull.every_seconds, maxAge=cull.max_age_seconds
+        )
 
     return {
         "project": {"name": spec.name, "title": spec.title},
         "teamStorage": {"size": spec.storage.team_size, "storageClass": spec.storage.storage_class or ""},
-        "catalog": {"shared": shared_catalog_text(shared_catalog), "project": project_catalog_text(spec)},
+        "catalog": {"shared": shared_catalog_text(shared_catalog), "project": plan.catalog_text(KUBERNETES)},
         "quota": {"enabled": True, **derived_quota(spec)},
-        "limitRange": _limit_range(spec),
+        "limitRange": _limit_range(spec, plan),
         "networkPolicy": {"objectStorage": {"ports": _object_storage_ports(spec)}},
-        "jupyterhub": {"hub": hub, "singleuser": singleuser, "cull": cull},
+        "jupyterhub": {"hub": hub, "singleuser": singleuser, "cull": cull_values},
         "dask-gateway": {
             "gateway": {
-                "env": [{"name": "ESDL_DASK_LIMITS", "value": json.dumps(dask_limits(spec))}],
-                "backend": {"image": image, "worker": {"extraContainerConfig": worker_container}},
+                "extraConfig": {"esdl-policy": _gateway_config(plan)},
+                "backend": {
+                    "image": image,
+                    "environment": plan.worker_environment(KUBERNETES),
+                    "worker": {"extraContainerConfig": worker_container},
+                },
             }
         },
     }

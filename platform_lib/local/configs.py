@@ -30,28 +30,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from platform_lib.errors import EsdlError
 from platform_lib.local.layout import ProjectLayout
-from platform_lib.paths import data_dir, repo_root
-from platform_lib.projects import ProjectSpec, parse_quantity
+from platform_lib.paths import PACKAGE_DIR, data_dir, repo_root
+from platform_lib.plan import (
+    GATEWAY_PREFIX,
+    GATEWAY_SCOPE,
+    GATEWAY_SERVICE,
+    Placement,
+    ProjectPlan,
+    Raw,
+    project_plan,
+    traitlets_config_text,
+)
+from platform_lib.projects import ProjectSpec
 from platform_lib.storage import write_text_atomic
 
-GATEWAY_SERVICE = "dask-gateway"
-GATEWAY_PREFIX = f"/services/{GATEWAY_SERVICE}"
-GATEWAY_SCOPE = f"access:services!service={GATEWAY_SERVICE}"
 #: the environment variable that marks every process of one project's platform (for ``down`` and status)
 TAG_VARIABLE = "ESDL_PLATFORM"
 #: which part of the platform a tagged process belongs to: gateway, proxy, hub, cluster or user
 ROLE_VARIABLE = "ESDL_PLATFORM_ROLE"
-
-
-class Raw(str):
-    """A Python expression written as-is into a generated config (not quoted)."""
-
-    def __repr__(self) -> str:
-        return str(self)
 
 
 def notebooks_dir() -> Path:
@@ -121,34 +119,37 @@ class PlatformSettings:
         """The value of ``ESDL_PLATFORM`` in every process of this project's platform."""
         return str(self.layout.root.resolve())
 
-    def catalogs(self) -> list[str]:
-        """``ESDL_CATALOG`` of the user sessions: the shared catalog(s) then the project's entries."""
-        extra = [str(self.layout.project_catalog)] if self.spec.catalog.entries else []
-        return [*self.base_catalogs, *extra]
+    @property
+    def plan(self) -> ProjectPlan:
+        """The project plan of the spec (derived once per settings object)."""
+        if "_plan" not in self.__dict__:
+            self.__dict__["_plan"] = project_plan(self.spec)
+        return self.__dict__["_plan"]
+
+    @property
+    def placement(self) -> Placement:
+        """Where this machine puts the team folder, the data, the catalogs and the gateway."""
+        spec = self.spec
+        return Placement(
+            backend="local",
+            team_dir=str(self.layout.team_dir),
+            data_dir=str(self.data_dir),
+            shared_catalogs=tuple(self.base_catalogs),
+            project_catalog=str(self.layout.project_catalog),
+            gateway_address=f"http://127.0.0.1:{self.ports['public']}{GATEWAY_PREFIX}",
+            gateway_proxy_address=f"gateway://127.0.0.1:{self.ports['gateway_tcp']}",
+            image_option=f"{spec.image.name}:{spec.image.tag}",
+        )
 
     def user_environment(self) -> dict[str, str]:
-        """Environment of every user server (and its kernels): catalog, data, team, Dask Gateway."""
-        public = f"http://127.0.0.1:{self.ports['public']}"
-        return {
-            "ESDL_PROJECT": self.spec.name,
-            "ESDL_CATALOG": os.pathsep.join(self.catalogs()),
-            "ESDL_DATA_DIR": str(self.data_dir),
-            "ESDL_TEAM_DIR": str(self.layout.team_dir),
-            "ESDL_TEAM_CATALOG": str(self.layout.team_catalog),
-            "DASK_GATEWAY__ADDRESS": f"{public}{GATEWAY_PREFIX}",
-            "DASK_GATEWAY__PROXY_ADDRESS": f"gateway://127.0.0.1:{self.ports['gateway_tcp']}",
-            "DASK_GATEWAY__PUBLIC_ADDRESS": f"{GATEWAY_PREFIX}/",
-            "DASK_GATEWAY__AUTH__TYPE": "jupyterhub",
-            TAG_VARIABLE: self.tag,
-        }
+        """Environment of every user server (and its kernels): the plan's, plus this platform's tag."""
+        return {**self.plan.user_environment(self.placement), TAG_VARIABLE: self.tag}
 
 
 def _render(header: str, preamble: str, settings: dict[str, Any]) -> str:
-    lines = [header.rstrip(), "", preamble.rstrip(), "", "c = get_config()  # noqa: F821", ""]
-    for key, value in settings.items():
-        text = pprint.pformat(value, width=100, sort_dicts=True)
-        lines.append(f"c.{key} = {text}")
-    return "\n".join(lines) + "\n"
+    return "\n".join([header.rstrip(), "", preamble.rstrip(), "", "c = get_config()  # noqa: F821", ""]) + (
+        traitlets_config_text(settings)
+    )
 
 
 def _header(s: PlatformSettings, what: str) -> str:
@@ -167,19 +168,24 @@ def _secret_reader(s: PlatformSettings) -> str:
     )
 
 
-LOCAL_DIR = Path(__file__).resolve().parent
+#: the process-side modules the hub and the gateway load by path (standard library and the component's own
+#: packages only), so that they do not import the whole ``platform_lib`` package (xarray, pandas) at start-up
+PROCESS_MODULES = {
+    "auth": PACKAGE_DIR / "local" / "auth.py",
+    "session": PACKAGE_DIR / "local" / "session.py",
+    "spawner": PACKAGE_DIR / "local" / "spawner.py",
+    "gateway_policy": PACKAGE_DIR / "gateway_policy.py",
+}
 
 
 def _module_loader() -> str:
-    """Config code that loads one of this folder's process-side modules (``auth``, ``session``,
-    ``gateway_backend``: standard library and the component's own packages only) from its file, so the
-    hub and the gateway do not import the whole ``platform_lib`` package (xarray, pandas) at start-up."""
+    """Config code that loads one of :data:`PROCESS_MODULES` from its file."""
     return (
         "import importlib.util\n"
-        "import sys\n\n\n"
+        "import sys\n\n"
+        f"_ESDL_MODULES = {pprint.pformat({k: str(v) for k, v in PROCESS_MODULES.items()}, width=100)}\n\n\n"
         "def _esdl_module(name):\n"
-        f"    path = Path({str(LOCAL_DIR)!r}, name + '.py')\n"
-        "    spec = importlib.util.spec_from_file_location('esdl_local_' + name, path)\n"
+        "    spec = importlib.util.spec_from_file_location('esdl_local_' + name, _ESDL_MODULES[name])\n"
         "    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)\n"
         "    spec.loader.exec_module(module)\n"
         "    return module"
@@ -187,13 +193,14 @@ def _module_loader() -> str:
 
 
 def _idle_culler(s: PlatformSettings) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The hub-managed jupyterhub-idle-culler for ``servers.cull_idle_minutes`` (as z2jh's ``cull``)."""
-    servers = s.spec.servers
-    if not servers.cull_idle_minutes:
+    """The hub-managed jupyterhub-idle-culler for the plan's culling (as z2jh's ``cull``)."""
+    cull = s.plan.cull
+    if not cull.timeout_seconds:
         return [], []
-    cmd = [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={servers.cull_idle_minutes * 60}"]
-    if servers.cull_max_age_hours:
-        cmd.append(f"--max-age={servers.cull_max_age_hours * 3600}")
+    cmd = [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={cull.timeout_seconds}"]
+    cmd.append(f"--cull-every={cull.every_seconds}")
+    if cull.max_age_seconds:
+        cmd.append(f"--max-age={cull.max_age_seconds}")
     service = {
         "name": "idle-culler",
         "command": cmd,
@@ -217,6 +224,14 @@ def hub_config_text(s: PlatformSettings) -> str:
         args.insert(0, "--allow-root")  # jupyter-server refuses to run as root without it
     profile = spec.default_profile
     culler_services, culler_roles = _idle_culler(s)
+    # the plan's login (native here: kubernetes_only_settings says so for OAuth), through the project's
+    # NativeAuthenticator whose accounts come from credentials.json
+    login = {
+        f"{section}.{trait}": value
+        for section, traits in s.plan.login.hub_config().items()
+        for trait, value in traits.items()
+        if s.plan.login.method == "native" and section != "JupyterHub"
+    }
     settings: dict[str, Any] = {
         "JupyterHub.bind_url": f"http://{s.host}:{ports['public']}/",
         "JupyterHub.hub_bind_url": f"http://127.0.0.1:{ports['hub']}",
@@ -229,12 +244,7 @@ def hub_config_text(s: PlatformSettings) -> str:
         "ConfigurableHTTPProxy.auth_token": Raw("_secret('proxy_token')"),
         "JupyterHub.authenticator_class": Raw("_esdl_module('auth').ProjectNativeAuthenticator"),
         "ProjectNativeAuthenticator.credentials_file": str(layout.credentials_file),
-        "Authenticator.allowed_users": Raw(f"set({sorted(spec.users)!r})"),
-        "Authenticator.admin_users": Raw(f"set({sorted(spec.admins)!r})"),
-        "NativeAuthenticator.enable_signup": False,
-        "NativeAuthenticator.open_signup": False,
-        "NativeAuthenticator.allowed_failed_logins": 10,
-        "NativeAuthenticator.seconds_before_next_try": 60,
+        **login,
         "JupyterHub.load_groups": {spec.name: {"users": list(spec.users)}},
         "JupyterHub.load_roles": [{"name": "user", "scopes": ["self", GATEWAY_SCOPE]}, *culler_roles],
         "JupyterHub.services": [
@@ -275,16 +285,14 @@ def hub_config_text(s: PlatformSettings) -> str:
 
 
 def gateway_config_text(s: PlatformSettings) -> str:
-    """``dask_gateway_config.py``: local-process clusters, hub authentication, the spec's limits."""
-    spec, layout, ports = s.spec, s.layout, s.ports
-    dask = spec.dask
-    env = s.user_environment()
-    cluster_env = {**{k: v for k, v in env.items() if k.startswith("ESDL_")}, ROLE_VARIABLE: "cluster"}
-    memory = dict(zip(dask.worker_memory.choices, dask.worker_memory.choices_bytes, strict=True))
+    """``dask_gateway_config.py``: local-process clusters, hub authentication, the plan's dask policy
+    (``platform_lib/gateway_policy.py``, loaded from its file)."""
+    layout, ports = s.layout, s.ports
+    cluster_env = {**s.plan.worker_environment(s.placement), TAG_VARIABLE: s.tag, ROLE_VARIABLE: "cluster"}
     settings: dict[str, Any] = {
         "DaskGateway.address": f"127.0.0.1:{ports['gateway_api']}",
         "DaskGateway.log_level": s.log_level,
-        "DaskGateway.backend_class": Raw("_backend.ProjectLocalBackend"),
+        "DaskGateway.backend_class": Raw("_esdl_module('gateway_policy').local_backend_class()"),
         "DaskGateway.authenticator_class": "dask_gateway_server.auth.JupyterHubAuthenticator",
         "Proxy.address": f"127.0.0.1:{ports['gateway_http']}",
         "Proxy.tcp_address": f"127.0.0.1:{ports['gateway_tcp']}",
@@ -293,25 +301,14 @@ def gateway_config_text(s: PlatformSettings) -> str:
         "JupyterHubAuthenticator.jupyterhub_api_token": Raw("_secret('gateway_token')"),
         "JupyterHubAuthenticator.jupyterhub_service_name": GATEWAY_SERVICE,
         "JupyterHubAuthenticator.use_service_access_scopes": True,
-        "ProjectLocalBackend.clusters_directory": str(layout.clusters_dir),
-        "ProjectLocalBackend.max_clusters_per_user": dask.max_clusters_per_user,
-        "ProjectLocalBackend.max_workers_per_user": dask.max_workers_per_user,
-        "ProjectLocalBackend.stop_clusters_on_shutdown": True,
-        "ProjectLocalBackend.cluster_options": Raw(
-            f"_backend.cluster_options({dask.worker_cores.choices!r}, {dask.worker_cores.default!r},"
-            f" {memory!r}, {dask.worker_memory.default!r})"
-        ),
+        "LocalBackend.clusters_directory": str(layout.clusters_dir),
+        "DBBackendBase.stop_clusters_on_shutdown": True,
+        **s.plan.dask.policy_settings(),
         "LocalClusterConfig.scheduler_cmd": [str(venv_bin() / "dask"), "scheduler"],
         "LocalClusterConfig.worker_cmd": [str(venv_bin() / "dask"), "worker"],
-        "LocalClusterConfig.worker_cores": dask.worker_cores.default,
-        "LocalClusterConfig.worker_memory": parse_quantity(dask.worker_memory.default),
-        "LocalClusterConfig.cluster_max_workers": dask.max_workers_per_user,
-        "LocalClusterConfig.idle_timeout": float(dask.idle_timeout_minutes * 60),
         "LocalClusterConfig.environment": cluster_env,
     }
-    preamble = (
-        _secret_reader(s) + "\n\n\n" + _module_loader() + "\n\n\n_backend = _esdl_module('gateway_backend')"
-    )
+    preamble = _secret_reader(s) + "\n\n\n" + _module_loader()
     return _render(_header(s, "Dask Gateway configuration"), preamble, settings)
 
 
@@ -328,42 +325,6 @@ def proxy_command(s: PlatformSettings) -> list[str]:
         "--error-target", f"{hub}/hub/error",
         "--log-level", "warn",
     ]  # fmt: skip
-
-
-def project_catalog_text(s: PlatformSettings) -> str:
-    """The spec's ``catalog.entries`` as an Intake catalog (local paths made absolute, ``env:`` refs templated)."""
-    sources = {}
-    for entry in s.spec.catalog.entries:
-        urlpath = str(entry.local_path(s.data_dir)) if entry.is_local else entry.urlpath
-        args: dict[str, Any] = {"urlpath": urlpath}
-        if entry.storage_options:
-            args["storage_options"] = _template_refs(entry.storage_options)
-        metadata = {"title": entry.description or entry.name, "project": s.spec.name, **entry.metadata}
-        sources[entry.name] = {
-            "description": entry.description,
-            "driver": entry.driver,
-            "args": args,
-            "metadata": metadata,
-        }
-    header = (
-        f"# Catalog entries of project {s.spec.name!r}, generated by `esdl up` from its spec. Do not edit.\n"
-    )
-    return header + yaml.safe_dump({"sources": sources}, sort_keys=False)
-
-
-def _template_refs(value: Any) -> Any:
-    """``env:NAME`` references become Intake's ``{{ env(NAME) }}``; ``secret:`` ones apply on Kubernetes only."""
-    if isinstance(value, dict):
-        return {
-            k: _template_refs(v)
-            for k, v in value.items()
-            if not (isinstance(v, str) and v.startswith("secret:"))
-        }
-    if isinstance(value, list):
-        return [_template_refs(v) for v in value]
-    if isinstance(value, str) and value.startswith("env:"):
-        return "{{ env(" + value[4:] + ") }}"
-    return value
 
 
 def missing_stores(s: PlatformSettings) -> list[str]:
@@ -396,6 +357,12 @@ def kubernetes_only_settings(spec: ProjectSpec) -> list[str]:
         notes.append(
             f"login.method {spec.login.method!r} applies on Kubernetes; here everyone logs in with a generated password"
         )
+    kubernetes_secrets = [r.reference for r in project_plan(spec).catalog_secrets if not r.from_env]
+    if kubernetes_secrets:
+        notes.append(
+            f"catalog credentials {', '.join(kubernetes_secrets)} are Kubernetes Secrets; here they are left out"
+            " (use env:VARIABLE references to pass credentials from the environment of `esdl up`)"
+        )
     if spec.storage.team_access != "rw":
         notes.append(
             f"storage.team_access {spec.storage.team_access!r} applies on Kubernetes; here every member can write"
@@ -426,10 +393,7 @@ def write_configs(s: PlatformSettings) -> dict[str, str]:
     hub, gateway = hub_config_text(s), gateway_config_text(s)
     write_text_atomic(s.layout.hub_config, hub, mode=0o600)
     write_text_atomic(s.layout.gateway_config, gateway, mode=0o600)
-    if s.spec.catalog.entries:
-        write_text_atomic(s.layout.project_catalog, project_catalog_text(s), mode=0o644)
-    else:
-        s.layout.project_catalog.unlink(missing_ok=True)
+    write_text_atomic(s.layout.project_catalog, s.plan.catalog_text(s.placement), mode=0o644)
     proxy = " ".join(proxy_command(s))
     digest = {name: hashlib.sha256(text.encode()).hexdigest()[:16] for name, text in
               (("gateway", gateway), ("proxy", proxy), ("hub", hub))}  # fmt: skip

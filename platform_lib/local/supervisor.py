@@ -35,7 +35,6 @@ from typing import Any
 
 from platform_lib.errors import EsdlError
 from platform_lib.local.configs import (
-    GATEWAY_PREFIX,
     ROLE_VARIABLE,
     TAG_VARIABLE,
     PlatformSettings,
@@ -45,6 +44,7 @@ from platform_lib.local.configs import (
     write_configs,
 )
 from platform_lib.local.layout import ProjectLayout, known_layouts, write_private_json
+from platform_lib.plan import GATEWAY_PREFIX
 from platform_lib.projects import ProjectSpec, ProjectSpecError, load_project
 
 COMPONENTS = ("gateway", "proxy", "hub")
@@ -626,8 +626,11 @@ def project_status(layout: ProjectLayout) -> ProjectStatus:
 def status(projects: Sequence[str] | None = None) -> list[ProjectStatus]:
     """Status of the named projects (every project with state when ``None``).
 
-    >>> isinstance(status(), list)
-    True
+    >>> import tempfile
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {"ESDL_STATE_DIR": tempfile.mkdtemp()}):
+    ...     status()
+    []
     """
     layouts = known_layouts() if not projects else [ProjectLayout.for_project(n) for n in projects]
     return [project_status(layout) for layout in layouts]
