@@ -37,7 +37,7 @@ from platform_lib.errors import (
     allowed,
     did_you_mean,
 )
-from platform_lib.paths import data_dir, repo_root
+from platform_lib.paths import data_dir, repo_root, team_catalog_path
 
 if (
     TYPE_CHECKING
@@ -101,15 +101,13 @@ def expand_template(text: str, catalog_dir: Path) -> str:
 
 def catalog_paths() -> list[Path]:
     """The catalog files searched, in order: ``ESDL_CATALOG`` (or the repository's), then the team's
-    (:func:`platform_lib.team.team_catalog_path`) if it exists.
+    (:func:`platform_lib.paths.team_catalog_path`) if it exists.
 
     >>> catalog_paths()[0].name
     'esdl.yaml'
     """
     env = os.environ.get("ESDL_CATALOG")
     paths = [Path(p) for p in env.split(os.pathsep) if p] if env else [repo_root() / DEFAULT_CATALOG]
-    from platform_lib.team import team_catalog_path
-
     team = team_catalog_path()  # ESDL_TEAM_CATALOG, else <team folder>/catalog.yaml
     if team.exists():
         paths.append(team)
@@ -136,27 +134,49 @@ def read_catalog(path: str | os.PathLike[str]) -> dict[str, CubeEntry]:
     cached = _CACHE.get(path)
     if cached and cached[0] == stamp:
         return cached[1]
-    try:
-        doc = yaml.load(path.read_text(), Loader=_YAML_LOADER) or {}
-    except yaml.YAMLError as exc:
-        raise CatalogError(f"{path}: not valid YAML: {exc}") from None
-    sources = doc.get("sources") if isinstance(doc, dict) else None
-    if not isinstance(sources, dict):
-        raise CatalogError(f"{path}: a catalog needs a 'sources:' mapping of entry name -> entry.")
-    entries = {}
-    for name, src in sources.items():
-        if not isinstance(src, dict) or "driver" not in src or not isinstance(src.get("args"), dict):
-            raise CatalogError(f"{path}: entry {name!r} needs 'driver:' and an 'args:' mapping.")
-        entries[str(name)] = CubeEntry(
-            name=str(name),
+    entries = {
+        name: CubeEntry(
+            name=name,
             catalog=path,
             driver=str(src["driver"]),
             args=dict(src["args"]),
             description=str(src.get("description", "")).strip(),
             metadata=dict(src.get("metadata") or {}),
         )
+        for name, src in read_catalog_document(path)["sources"].items()
+    }
     _CACHE[path] = (stamp, entries)
     return entries
+
+
+def read_catalog_document(path: str | os.PathLike[str], *, missing_ok: bool = False) -> dict[str, Any]:
+    """The catalog file as a document (``metadata``, ``sources``), its structure checked: every reader
+    of catalog files (:func:`read_catalog`, the team catalog) goes through here.
+
+    A missing file is an error, or with ``missing_ok`` an empty catalog.
+
+    >>> import tempfile
+    >>> read_catalog_document(Path(tempfile.mkdtemp()) / "none.yaml", missing_ok=True)["sources"]
+    {}
+    """
+    path = Path(path)
+    if missing_ok and not path.exists():
+        return {"metadata": {"version": 1}, "sources": {}}
+    try:
+        doc = yaml.load(path.read_text(), Loader=_YAML_LOADER) or {}
+    except FileNotFoundError:
+        raise CatalogError(
+            f"catalog file {path} does not exist (set ESDL_CATALOG to an existing file)."
+        ) from None
+    except yaml.YAMLError as exc:
+        raise CatalogError(f"{path}: not valid YAML: {exc}") from None
+    sources = doc.get("sources") if isinstance(doc, dict) else None
+    if not isinstance(sources, dict):
+        raise CatalogError(f"{path}: a catalog needs a 'sources:' mapping of entry name -> entry.")
+    for name, src in sources.items():
+        if not isinstance(src, dict) or "driver" not in src or not isinstance(src.get("args"), dict):
+            raise CatalogError(f"{path}: entry {name!r} needs 'driver:' and an 'args:' mapping.")
+    return {**doc, "sources": {str(name): src for name, src in sources.items()}}
 
 
 def _entries(
@@ -495,7 +515,7 @@ def catalog_source(urlpath: str, description: str, metadata: dict[str, Any], **a
 
 
 def dump_catalog(sources: dict[str, dict[str, Any]], *, title: str, header: str = "") -> str:
-    """YAML text of a classic Intake catalog holding ``sources``.
+    """YAML text of a classic Intake catalog holding ``sources`` (the one writer of catalog text).
 
     >>> print(dump_catalog({}, title="empty").splitlines()[0])
     metadata:
@@ -503,6 +523,19 @@ def dump_catalog(sources: dict[str, dict[str, Any]], *, title: str, header: str 
     doc = {"metadata": {"version": 1, "title": title}, "sources": sources}
     body = yaml.safe_dump(doc, sort_keys=False, width=110, allow_unicode=True)
     return (header.rstrip() + "\n" if header else "") + body
+
+
+def write_catalog(path: str | os.PathLike[str], sources: dict[str, dict[str, Any]], *, title: str) -> Path:
+    """Write a catalog file atomically (a reader sees the old file or the new one, never half of one).
+
+    >>> import tempfile
+    >>> p = write_catalog(Path(tempfile.mkdtemp()) / "c.yaml", {"x": catalog_source("/x.zarr", "x", {})}, title="t")
+    >>> list(read_catalog_document(p)["sources"])
+    ['x']
+    """
+    from platform_lib.storage import write_text_atomic
+
+    return write_text_atomic(path, dump_catalog(sources, title=title))
 
 
 # --- validation -----------------------------------------------------------------------------------

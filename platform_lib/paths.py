@@ -4,9 +4,13 @@ Everything generated at run time (demo cubes, hub databases, secrets, user homes
 under one state folder, ``.esdl-state/`` at the repository root unless ``ESDL_STATE_DIR`` names another.
 It is created with owner-only permissions (0700) because it holds secrets.
 
->>> from platform_lib.paths import state_dir, data_dir
->>> state_dir().name in (".esdl-state",) or "ESDL_STATE_DIR" in __import__("os").environ
-True
+>>> import os, tempfile
+>>> from unittest import mock
+>>> here = tempfile.mkdtemp()
+>>> with mock.patch.dict(os.environ, {"ESDL_STATE_DIR": here}):
+...     os.environ.pop("ESDL_DATA_DIR", None) and None
+...     data_dir() == state_dir() / "data", oct(state_dir().stat().st_mode & 0o777)
+(True, '0o700')
 """
 
 from __future__ import annotations
@@ -44,8 +48,12 @@ def private_dir(path: str | os.PathLike[str]) -> Path:
 def state_dir() -> Path:
     """The git-ignored state folder (``ESDL_STATE_DIR`` or ``<repo>/.esdl-state``), created 0700.
 
-    >>> state_dir().is_dir()
-    True
+    >>> import tempfile
+    >>> from unittest import mock
+    >>> here = Path(tempfile.mkdtemp()) / "state"
+    >>> with mock.patch.dict(os.environ, {"ESDL_STATE_DIR": str(here)}):
+    ...     state_dir() == here, oct(here.stat().st_mode & 0o777)
+    (True, '0o700')
     """
     env = os.environ.get("ESDL_STATE_DIR")
     return private_dir(Path(env) if env else REPO_ROOT / ".esdl-state")
@@ -56,10 +64,45 @@ def data_dir() -> Path:
 
     Catalog entries for the demo cubes are relative to this folder.
 
-    >>> data_dir().name == "data" or "ESDL_DATA_DIR" in os.environ
-    True
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {"ESDL_DATA_DIR": "/srv/cubes"}):
+    ...     data_dir()
+    PosixPath('/srv/cubes')
     """
     env = os.environ.get("ESDL_DATA_DIR")
     if env:
         return Path(env)
     return state_dir() / "data"
+
+
+def team_dir() -> Path:
+    """The team's shared folder: ``ESDL_TEAM_DIR`` or ``<state>/team`` (created if missing).
+
+    >>> import tempfile
+    >>> from unittest import mock
+    >>> here = Path(tempfile.mkdtemp()) / "team"
+    >>> with mock.patch.dict(os.environ, {"ESDL_TEAM_DIR": str(here)}):
+    ...     team_dir() == here, here.is_dir()
+    (True, True)
+    """
+    env = os.environ.get("ESDL_TEAM_DIR")
+    path = Path(env) if env else state_dir() / "team"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def team_catalog_path(
+    catalog_path: str | os.PathLike[str] | None = None, team: str | os.PathLike[str] | None = None
+) -> Path:
+    """The team catalog file: ``catalog_path`` if given, else ``ESDL_TEAM_CATALOG``, else
+    ``catalog.yaml`` in ``team`` (default :func:`team_dir`). The file need not exist yet.
+
+    >>> team_catalog_path("/tmp/x.yaml")
+    PosixPath('/tmp/x.yaml')
+    """
+    if catalog_path is not None:
+        return Path(catalog_path)
+    env = os.environ.get("ESDL_TEAM_CATALOG")
+    if env:
+        return Path(env)
+    return (Path(team) if team is not None else team_dir()) / "catalog.yaml"

@@ -33,11 +33,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from filelock import FileLock
 
+from platform_lib.catalog import (
+    catalog_paths,
+    catalog_source,
+    read_catalog,
+    read_catalog_document,
+    write_catalog,
+)
 from platform_lib.errors import EsdlError, allowed, did_you_mean
-from platform_lib.paths import state_dir
+from platform_lib.paths import team_catalog_path, team_dir
 from platform_lib.storage import write_text_atomic
 
 CUBE_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
@@ -62,37 +68,6 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------------------------- places
-def team_dir() -> Path:
-    """The team's shared folder: ``ESDL_TEAM_DIR`` or ``<state>/team`` (created if missing).
-
-    >>> team_dir().is_dir()
-    True
-    """
-    env = os.environ.get("ESDL_TEAM_DIR")
-    path = Path(env) if env else state_dir() / "team"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def team_catalog_path(
-    catalog_path: str | os.PathLike[str] | None = None, team: str | os.PathLike[str] | None = None
-) -> Path:
-    """The team catalog file: ``catalog_path`` if given, else ``ESDL_TEAM_CATALOG``, else
-    ``catalog.yaml`` in ``team`` (default :func:`team_dir`). The file need not exist yet.
-
-    >>> team_catalog_path("/tmp/x.yaml")
-    PosixPath('/tmp/x.yaml')
-    >>> team_catalog_path(team="/tmp/t") if "ESDL_TEAM_CATALOG" not in os.environ else Path("/tmp/t/catalog.yaml")
-    PosixPath('/tmp/t/catalog.yaml')
-    """
-    if catalog_path is not None:
-        return Path(catalog_path)
-    env = os.environ.get("ESDL_TEAM_CATALOG")
-    if env:
-        return Path(env)
-    return (Path(team) if team is not None else team_dir()) / "catalog.yaml"
-
-
 def team_cubes_dir(team: str | os.PathLike[str] | None = None) -> Path:
     """Where team cubes are stored: ``<team>/cubes`` (created if missing).
 
@@ -107,8 +82,10 @@ def team_cubes_dir(team: str | os.PathLike[str] | None = None) -> Path:
 def current_user() -> str:
     """Who is acting: the hub user (``JUPYTERHUB_USER``) inside a platform session, else the login name.
 
-    >>> isinstance(current_user(), str)
-    True
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {"JUPYTERHUB_USER": "ada"}):
+    ...     current_user()
+    'ada'
     """
     return os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
 
@@ -142,21 +119,7 @@ def _lock(path: Path) -> FileLock:
     return FileLock(str(path) + ".lock", timeout=LOCK_TIMEOUT_S)
 
 
-def _read_catalog(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        return {"metadata": {"version": 1, "description": "Team cubes"}, "sources": {}}
-    try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise EsdlError(f"team catalog {path} is not valid YAML: {exc}") from exc
-    if not isinstance(doc, dict) or not isinstance(doc.get("sources", {}) or {}, dict):
-        raise EsdlError(f"team catalog {path} must be a mapping with a 'sources:' mapping (Intake YAML).")
-    doc["sources"] = doc.get("sources") or {}
-    return doc
-
-
-def _write_catalog(path: Path, doc: Mapping[str, Any]) -> None:
-    write_text_atomic(path, yaml.safe_dump(dict(doc), sort_keys=False, default_flow_style=None))
+TEAM_CATALOG_TITLE = "Team cubes"
 
 
 def _urlpath_for_catalog(urlpath: str | os.PathLike[str], catalog: Path) -> str:
@@ -195,8 +158,6 @@ def _plain(value: Any) -> Any:
 def _shared_catalog_names(team_catalog: Path) -> dict[str, Path]:
     """Names in the other catalogs that :func:`platform_lib.catalog.list_cubes` reads (a team cube may
     not shadow them), mapped to their catalog file."""
-    from platform_lib.catalog import catalog_paths, read_catalog
-
     names: dict[str, Path] = {}
     for other in catalog_paths():
         if other.exists() and other.resolve() != team_catalog.resolve():
@@ -223,7 +184,7 @@ def register_cube(
     >>> cat = Path(tempfile.mkdtemp()) / "team.yaml"
     >>> register_cube("a", cat.parent / "a.zarr", {"source": "esdc-demo-ts"}, catalog_path=cat)
     'a'
-    >>> yaml.safe_load(cat.read_text())["sources"]["a"]["args"]["urlpath"]
+    >>> read_catalog_document(cat)["sources"]["a"]["args"]["urlpath"]
     '{{ CATALOG_DIR }}/a.zarr'
     """
     check_cube_name(name)
@@ -231,26 +192,23 @@ def register_cube(
     meta = _plain(dict(metadata or {}))
     meta.setdefault("registered_by", current_user())
     meta.setdefault("registered_at", _now())
-    entry = {
-        "description": description or meta.get("title") or f"Team cube {name}",
-        "driver": "zarr",
-        "args": {"urlpath": _urlpath_for_catalog(urlpath, path), "consolidated": True},
-        "metadata": meta,
-    }
+    entry = catalog_source(
+        _urlpath_for_catalog(urlpath, path), description or meta.get("title") or f"Team cube {name}", meta
+    )
     shared = _shared_catalog_names(path)
     if name in shared:
         raise EsdlError(
             f"cube name {name!r} is taken by the shared catalog ({shared[name]}); choose another name."
         )
     with _lock(path):
-        doc = _read_catalog(path)
-        if name in doc["sources"] and not overwrite:
+        sources = read_catalog_document(path, missing_ok=True)["sources"]
+        if name in sources and not overwrite:
             raise EsdlError(
                 f"cube name {name!r} is already taken in the team catalog {path}; choose another name "
                 f"or remove it first (esdl cubes regional --remove {name})."
             )
-        doc["sources"][name] = entry
-        _write_catalog(path, doc)
+        sources[name] = entry
+        write_catalog(path, sources, title=TEAM_CATALOG_TITLE)
     return name
 
 
@@ -269,15 +227,15 @@ def remove_cube(
     """
     path = team_catalog_path(catalog_path)
     with _lock(path):
-        doc = _read_catalog(path)
-        if name not in doc["sources"]:
-            names = list(doc["sources"])
+        sources = read_catalog_document(path, missing_ok=True)["sources"]
+        if name not in sources:
+            names = list(sources)
             raise EsdlError(
                 f"no cube {name!r} in the team catalog {path}; team cubes: {allowed(names) or '(none)'}."
                 + did_you_mean(name, names)
             )
-        entry = doc["sources"].pop(name)
-        _write_catalog(path, doc)
+        entry = sources.pop(name)
+        write_catalog(path, sources, title=TEAM_CATALOG_TITLE)
     if delete_data:
         store = Path(_resolve_urlpath(str(entry.get("args", {}).get("urlpath", "")), path))
         owned = [path.parent.absolute(), team_dir().absolute()]
@@ -294,9 +252,8 @@ def team_cube_entries(catalog_path: str | os.PathLike[str] | None = None) -> dic
     {}
     """
     path = team_catalog_path(catalog_path)
-    doc = _read_catalog(path)
     out = {}
-    for name, entry in doc["sources"].items():
+    for name, entry in read_catalog_document(path, missing_ok=True)["sources"].items():
         entry = dict(entry)
         args = dict(entry.get("args") or {})
         if "urlpath" in args:

@@ -291,8 +291,13 @@ class ProjectLayout:
 def known_layouts(base: Path | None = None) -> list[ProjectLayout]:
     """Layouts of every project that has state under ``<state>/platform/``.
 
-    >>> isinstance(known_layouts(), list)
-    True
+    >>> import tempfile
+    >>> base = Path(tempfile.mkdtemp())
+    >>> known_layouts(base)
+    []
+    >>> _ = ProjectLayout.for_project("demo", base=base).ensure()
+    >>> [layout.project for layout in known_layouts(base)]
+    ['demo']
     """
     root = (base or state_dir()) / "platform"
     if not root.is_dir():
