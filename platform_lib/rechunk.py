@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from platform_lib.chunks import chunk_edges
 from platform_lib.errors import EsdlError
-from platform_lib.ml.reader import chunk_edges
 from platform_lib.storage import atomic_path, remove_path
 
 DEFAULT_MAX_MEM = "1GB"
