@@ -9,6 +9,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 import platform_lib
 
 HEAVY = [
@@ -84,8 +86,13 @@ def test_esdl_help_lists_every_command_group():
 
 
 def test_public_api():
+    from platform_lib import catalog
+
     assert set(platform_lib.__all__) == {"list_cubes", "describe_cube", "open_cube"}
-    assert callable(platform_lib.open_cube)
+    for name in platform_lib.__all__:  # lazy attributes: the catalog module's functions themselves
+        assert getattr(platform_lib, name) is getattr(catalog, name), name
+    with pytest.raises(AttributeError, match="has no attribute 'open_cubes'"):
+        platform_lib.open_cubes  # noqa: B018 - the attribute access is what is tested
 
 
 def test_every_package_data_pattern_matches_a_file():
