@@ -1,6 +1,6 @@
 # Two commands on a fresh machine:
 #   make up    set-up, demo cubes, then the embedded platform for the demo project
-#   make test  set-up, then the whole test suite (ruff + pytest)
+#   make test  set-up, then the whole test suite (ruff check + ruff format --check + pytest)
 # Set-up installs everything into the repository (.venv, node_modules) and is quick when nothing changed.
 
 VENV     := .venv
@@ -15,7 +15,7 @@ PROJECT  ?= demo
 
 help:
 	@echo "make up      set up, generate the demo cubes if missing, run the embedded platform (PROJECT=$(PROJECT)); Ctrl-C stops it"
-	@echo "make test    set up, then ruff and the whole pytest suite"
+	@echo "make test    set up, then ruff (lint and format check) and the whole pytest suite"
 	@echo "make bench   run every benchmark in bench/ (prints ratios against references)"
 	@echo "make lock    re-resolve images/notebook/requirements.lock after a dependency change"
 
@@ -48,6 +48,7 @@ up: demo-cubes
 
 test: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check platform_lib tests bench
 	$(PY) -m pytest
 
 lint: setup

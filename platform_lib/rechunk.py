@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
+from platform_lib.chunks import chunk_edges
 from platform_lib.errors import EsdlError
-from platform_lib.ml.reader import chunk_edges
-from platform_lib.storage import _remove, atomic_path
+from platform_lib.storage import atomic_path, remove_path
 
 DEFAULT_MAX_MEM = "1GB"
 ENCODING_KEYS = ("compressors", "filters", "serializer", "dtype", "_FillValue", "scale_factor", "add_offset")
@@ -409,7 +409,7 @@ def _rechunk_variable(
         _run(plan.stages[0], read_src, write_inter, client, bar)
         _run(plan.stages[1], read_inter, write_final, client, bar)
     finally:
-        _remove(inter_path)
+        remove_path(inter_path)
 
 
 def _run(

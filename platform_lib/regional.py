@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -41,7 +40,7 @@ from filelock import FileLock
 
 from platform_lib.catalog import describe_cube, list_cubes, open_cube, subset_cube
 from platform_lib.errors import EsdlError, allowed
-from platform_lib.storage import write_zarr_atomic
+from platform_lib.storage import remove_path, write_zarr_atomic
 from platform_lib.team import (
     check_cube_name,
     current_user,
@@ -374,6 +373,6 @@ def make_regional_cube(
                 description=description or f"{attrs['title']} (bbox {prov['esdl_bbox']}).",
             )
         except BaseException:
-            shutil.rmtree(target, ignore_errors=True)  # the name was registered meanwhile: leave nothing
+            remove_path(target)  # the name was registered meanwhile: leave nothing
             raise
     return target

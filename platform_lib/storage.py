@@ -55,18 +55,28 @@ def atomic_path(target: str | os.PathLike[str], *, overwrite: bool = False) -> I
             old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
             os.replace(target, old)
             os.replace(tmp, target)
-            _remove(old)
+            remove_path(old)
         else:
             os.replace(tmp, target)
     finally:
         if tmp.exists():
-            _remove(tmp, settle=True)
+            remove_path(tmp, settle=True)
 
 
-def _remove(path: Path, settle: bool = False) -> None:
-    """Remove a file or folder. With ``settle``, keep removing until it stays gone for a moment: after a
-    failed parallel write, tasks still in flight (dask stops submitting, it does not wait) may write a
-    chunk, and recreate folders, just after the first removal."""
+def remove_path(path: Path, settle: bool = False) -> None:
+    """Remove a file or folder (a symlink itself, not what it points to); a missing path is fine.
+
+    With ``settle``, keep removing until it stays gone for a moment: after a failed parallel write,
+    tasks still in flight (dask stops submitting, it does not wait) may write a chunk, and recreate
+    folders, just after the first removal.
+
+    >>> import tempfile
+    >>> store = Path(tempfile.mkdtemp()) / "x.zarr"
+    >>> (store / "v").mkdir(parents=True)
+    >>> remove_path(store); store.exists()
+    False
+    >>> remove_path(store)  # already gone: nothing to do, no error
+    """
     quiet_rounds = 0
     for _ in range(100):
         if path.is_dir() and not path.is_symlink():

@@ -548,7 +548,12 @@ def lexcube_view(
     to robust percentiles and the colour map to one that suits the variable. Extra keyword arguments
     go to ``lexcube.Cube3DWidget``. The data stay lazy: Lexcube reads the tiles it shows.
 
-    >>> w = lexcube_view(xr.DataArray(np.zeros((2, 2, 2)), dims=CUBE_DIMS))  # doctest: +SKIP
+    >>> time = pd.date_range("2001-01-05", periods=2, freq="8D")
+    >>> kndvi = xr.DataArray(np.arange(8.0, dtype="float32").reshape(2, 2, 2), dims=CUBE_DIMS, name="kndvi",
+    ...     coords={"time": time, "lat": [1.0, 0.0], "lon": [0.0, 1.0]})
+    >>> w = lexcube_view(kndvi.chunk())  # robust colour limits (percentiles), kNDVI's colour map
+    >>> type(w).__name__, round(w.vmin, 2), round(w.vmax, 2), w.cmap
+    ('Cube3DWidget', 0.14, 6.86, 'YlGn')
     """
     lexcube = import_extra("lexcube", "viz", "the Lexcube 3-D view (GPL-3.0, an optional extra)")
     da = _as_dataarray(data, variable, "lexcube_view")

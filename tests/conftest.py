@@ -5,7 +5,7 @@ The root ``conftest.py`` gives every test session its own temporary state folder
 
 from __future__ import annotations
 
-import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,11 +25,13 @@ def demo_cubes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def demo_catalog(demo_cubes: dict[str, Path]) -> Path:
+def demo_catalog(demo_cubes: dict[str, Path]) -> Iterator[Path]:
     """A catalog file (entries ``esdc-demo-ts`` / ``esdc-demo-map``) for the small cube.
 
-    For the rest of the session ``ESDL_CATALOG`` names it and ``ESDL_DATA_DIR`` its data folder, so
-    ``list_cubes()`` and ``open_cube()`` with no catalog argument find the test cube.
+    From the first test that asks for it to the end of the session ``ESDL_CATALOG`` names it and
+    ``ESDL_DATA_DIR`` its data folder, so ``list_cubes()`` and ``open_cube()`` with no catalog argument
+    find the test cube (session-scoped, as module-scoped platform fixtures hand both to their
+    processes); the environment is restored when the session ends.
     """
     from platform_lib.catalog import dump_catalog
     from platform_lib.demo import demo_catalog_sources
@@ -38,6 +40,7 @@ def demo_catalog(demo_cubes: dict[str, Path]) -> Path:
     data = demo_cubes["ts"].parent
     sources = demo_catalog_sources(TEST_RESOLUTION, TEST_YEARS, data_ref="{{ CATALOG_DIR }}")
     path = write_text_atomic(data / "catalog.yaml", dump_catalog(sources, title="test catalog"))
-    os.environ["ESDL_CATALOG"] = str(path)
-    os.environ["ESDL_DATA_DIR"] = str(data)
-    return path
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ESDL_CATALOG", str(path))
+        mp.setenv("ESDL_DATA_DIR", str(data))
+        yield path

@@ -3,18 +3,15 @@ model that learns with model.fit on the CPU."""
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable, Iterator
+from types import ModuleType
 
 import numpy as np
 import pytest
 from ml_helpers import CHUNKINGS, synthetic_cube, write_cube
 
-os.environ.setdefault("KERAS_BACKEND", "torch")
-keras = pytest.importorskip("keras", reason="the 'ml' extra (keras) is not installed")
-
-from platform_lib.errors import EsdlError  # noqa: E402
-from platform_lib.ml import SampleSpec, TrainingSet  # noqa: E402
-from platform_lib.ml.keras import make_keras_dataset  # noqa: E402
+from platform_lib.errors import EsdlError
+from platform_lib.ml import SampleSpec, TrainingSet
 
 SPEC = SampleSpec(
     inputs=["air_temperature_2m", "kndvi"],
@@ -25,13 +22,33 @@ SPEC = SampleSpec(
 
 
 @pytest.fixture(scope="module")
+def keras() -> Iterator[ModuleType]:
+    """Keras on the torch backend. Keras reads ``KERAS_BACKEND`` once, when first imported (its
+    ``keras.config.set_backend`` needs an imported Keras, and the default backend, TensorFlow, is not
+    installed), so it is set for this module's tests only, before the import."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KERAS_BACKEND", "torch")
+        keras = pytest.importorskip("keras", reason="the 'ml' extra (keras) is not installed")
+        assert keras.config.backend() == "torch", "Keras was imported on another backend before this module"
+        yield keras
+
+
+@pytest.fixture(scope="module")
+def make_keras_dataset(keras: ModuleType) -> Callable[..., object]:
+    """:func:`platform_lib.ml.keras.make_keras_dataset`, imported once Keras is."""
+    from platform_lib.ml.keras import make_keras_dataset
+
+    return make_keras_dataset
+
+
+@pytest.fixture(scope="module")
 def store(tmp_path_factory):
     return write_cube(
         synthetic_cube(seed=3), tmp_path_factory.mktemp("ml-keras") / "ts.zarr", CHUNKINGS["ts"]
     )
 
 
-def test_pydataset_covers_each_sample_once_per_epoch_and_reshuffles(store):
+def test_pydataset_covers_each_sample_once_per_epoch_and_reshuffles(store, make_keras_dataset):
     ts = TrainingSet(store, SPEC, nan="drop-any", normalise=False)
     data = make_keras_dataset(ts, 16, seed=4)
     kept = data.training_set
@@ -48,7 +65,7 @@ def test_pydataset_covers_each_sample_once_per_epoch_and_reshuffles(store):
         data[len(data)]
 
 
-def test_mask_weights_and_clear_errors(store):
+def test_mask_weights_and_clear_errors(store, make_keras_dataset):
     ts = TrainingSet(store, SPEC, nan="mask")
     x, y, w = make_keras_dataset(ts, 8, weights="mask")[0]
     assert not np.isnan(x).any() and w.shape == (8,) and ((w >= 0) & (w <= 1)).all()
@@ -59,7 +76,7 @@ def test_mask_weights_and_clear_errors(store):
 
 
 @pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
-def test_a_tiny_keras_model_learns_on_cpu(store):
+def test_a_tiny_keras_model_learns_on_cpu(store, keras, make_keras_dataset):
     keras.utils.set_random_seed(0)
     spec = SampleSpec(
         inputs=SPEC.inputs, targets=SPEC.targets, patch={"time": 8}, stride={"time": 4, "lat": 3, "lon": 3}

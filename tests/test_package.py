@@ -1,10 +1,15 @@
-"""The package: importable without the heavy extras, the command's help is complete."""
+"""The package: importable without the heavy extras, the command's help is complete, its packaging
+metadata names only files that exist."""
 
 from __future__ import annotations
 
 import pkgutil
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
+
+import pytest
 
 import platform_lib
 
@@ -81,5 +86,23 @@ def test_esdl_help_lists_every_command_group():
 
 
 def test_public_api():
+    from platform_lib import catalog
+
     assert set(platform_lib.__all__) == {"list_cubes", "describe_cube", "open_cube"}
-    assert callable(platform_lib.open_cube)
+    for name in platform_lib.__all__:  # lazy attributes: the catalog module's functions themselves
+        assert getattr(platform_lib, name) is getattr(catalog, name), name
+    with pytest.raises(AttributeError, match="has no attribute 'open_cubes'"):
+        platform_lib.open_cubes  # noqa: B018 - the attribute access is what is tested
+
+
+def test_every_package_data_pattern_matches_a_file():
+    """A pattern in ``[tool.setuptools.package-data]`` that matches nothing ships nothing: drop it."""
+    root = Path(platform_lib.__file__).resolve().parent.parent
+    package_data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert package_data, "no package-data table"
+    unmatched = []
+    for package, patterns in package_data.items():
+        folder = root / package.replace(".", "/")
+        assert folder.is_dir(), f"package-data names {package!r}, which is not a package folder"
+        unmatched += [f"{package}: {p}" for p in patterns if not any(f.is_file() for f in folder.glob(p))]
+    assert not unmatched, f"package-data patterns that match no file: {unmatched}"

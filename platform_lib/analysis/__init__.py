@@ -1,8 +1,10 @@
 """Cube analyses: intrinsic dimension and multivariate extreme events.
 
->>> from platform_lib.analysis import intrinsic_dimension, anomaly_features, anomaly_scores, detect_events
->>> callable(detect_events)
-True
+>>> from platform_lib.analysis import BEST_METHODS, METHODS, TIME_SCALES
+>>> METHODS, BEST_METHODS  # the anomaly scores, and those the default ensemble averages
+(('KDE', 'REC', 'KNN_Gamma', 'KNN_Delta', 'T2'), ('KDE', 'REC', 'KNN_Gamma'))
+>>> TIME_SCALES  # what decompose_time_scales splits a series into
+('long_term', 'annual', 'fast')
 """
 
 from platform_lib.analysis.events import (

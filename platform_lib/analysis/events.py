@@ -30,7 +30,6 @@ least ``affected_threshold``, strongest first).
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 
@@ -39,13 +38,23 @@ import pandas as pd
 import xarray as xr
 from scipy import ndimage
 
+from platform_lib.analysis.event_grid import (
+    DIMS,
+    EVENT_COLUMNS,
+    EVENT_SUMS,
+    STRUCTURE,
+    cell_area_km2,
+    cell_frame,
+    connectivity_name,
+    grid_geometry,
+    is_global_lon,
+    table_from_parts,
+    touching_pairs,
+)
 from platform_lib.errors import EsdlError, allowed
 
-EARTH_RADIUS_KM = 6371.0088
 DEFAULT_QUANTILE = 0.999
 DEFAULT_MIN_SIZE = 8
-DIMS = ("time", "lat", "lon")
-STRUCTURE = np.ones((3, 3, 3), dtype=bool)  # 26-connectivity
 #: dask-backed cubes with more cells are done chunk by chunk by default (in memory: 36-46 bytes a cell)
 IN_MEMORY_MAX_CELLS = 2**24
 
@@ -63,24 +72,6 @@ def _as_cube(da: xr.DataArray, what: str) -> xr.DataArray:
     return da.transpose(*DIMS)
 
 
-def _spacing(coord: xr.DataArray) -> float:
-    values = np.asarray(coord.values, dtype=np.float64)
-    return float(np.median(np.abs(np.diff(values)))) if values.size > 1 else 1.0
-
-
-def is_global_lon(lon: xr.DataArray | np.ndarray) -> bool:
-    """True when ``lon`` cell centres cover all 360 degrees (so the first and last columns touch).
-
-    >>> is_global_lon(np.arange(-175.0, 180.0, 10.0)), is_global_lon(np.arange(0.0, 90.0, 10.0))
-    (True, False)
-    """
-    values = np.asarray(lon, dtype=np.float64)
-    if values.size < 2:
-        return False
-    step = float(np.median(np.abs(np.diff(values))))
-    return math.isclose(step * values.size, 360.0, rel_tol=1e-6)
-
-
 def _find(parent: np.ndarray, i: int) -> int:
     root = i
     while parent[root] != root:
@@ -90,39 +81,14 @@ def _find(parent: np.ndarray, i: int) -> int:
     return root
 
 
-def _touching_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``(k, 2)`` unique label pairs of two adjacent planes that touch with 26-connectivity.
-
-    ``a`` and ``b`` are label planes on either side of a boundary (same shape); a cell of ``a``
-    touches the nine cells of ``b`` around the same position (face, edge and corner neighbours).
-    """
-    n_t, n_y = a.shape
-    pairs = []
-    for dt in (-1, 0, 1):
-        for dy in (-1, 0, 1):
-            pa = a[max(0, -dt) : n_t - max(0, dt), max(0, -dy) : n_y - max(0, dy)]
-            pb = b[max(0, dt) : n_t - max(0, -dt), max(0, dy) : n_y - max(0, -dy)]
-            hit = (pa > 0) & (pb > 0)
-            if hit.any():
-                pairs.append(np.stack([pa[hit], pb[hit]], axis=1))
-    if not pairs:
-        return np.zeros((0, 2), dtype=np.int64)
-    return np.unique(np.concatenate(pairs).astype(np.int64), axis=0)
-
-
 def _merge_across_dateline(labels: np.ndarray, n: int) -> np.ndarray:
     """Lookup table old label -> merged label for labels touching across the first/last lon column."""
     parent = np.arange(n + 1)
-    for a, b in _touching_pairs(labels[:, :, 0], labels[:, :, -1]):
+    for a, b in touching_pairs(labels[:, :, 0], labels[:, :, -1]):
         ra, rb = _find(parent, int(a)), _find(parent, int(b))
         if ra != rb:
             parent[max(ra, rb)] = min(ra, rb)
     return np.array([_find(parent, i) for i in range(n + 1)])
-
-
-def connectivity_name(wrap_lon: bool) -> str:
-    """The ``connectivity`` attribute of event labels."""
-    return "26, wrap-around in lon" if wrap_lon else "26"
 
 
 def use_chunks(data: xr.DataArray, chunked: bool | None) -> bool:
@@ -198,128 +164,6 @@ def label_events(
     )
 
 
-def _step_days(time: xr.DataArray) -> np.ndarray:
-    """Length in days of each time step: the gap to the next stamp (the last repeats the median)."""
-    t = pd.DatetimeIndex(time.values)
-    if len(t) < 2:
-        return np.ones(len(t))
-    gaps = np.diff(t.values).astype("timedelta64[s]").astype(np.float64) / 86400.0
-    return np.append(gaps, np.median(gaps))
-
-
-def cell_area_km2(lat: np.ndarray, dlat: float, dlon: float) -> np.ndarray:
-    """Area of grid cells centred at ``lat`` (degrees), ``cos(lat)``-weighted.
-
-    >>> round(float(cell_area_km2(np.array([0.0]), 1.0, 1.0)[0]))
-    12364
-    """
-    km_per_degree = EARTH_RADIUS_KM * math.pi / 180.0
-    return km_per_degree**2 * dlat * dlon * np.cos(np.deg2rad(np.asarray(lat, dtype=np.float64)))
-
-
-def _lon_extent(lons: np.ndarray, dlon: float, circular: bool) -> tuple[float, float]:
-    lons = np.unique(lons)
-    if not circular or lons.size == 1:
-        return float(lons.min() - dlon / 2), float(lons.max() + dlon / 2)
-    gaps = np.diff(np.append(lons, lons[0] + 360.0))
-    i = int(np.argmax(gaps))  # the widest empty stretch is outside the event
-    if i == lons.size - 1:
-        return float(lons[0] - dlon / 2), float(lons[-1] + dlon / 2)
-    lo, hi = lons[i + 1] - dlon / 2, lons[i] + dlon / 2
-    return float((lo + 180.0) % 360.0 - 180.0), float((hi + 180.0) % 360.0 - 180.0)
-
-
-EVENT_COLUMNS = [
-    "event_id", "start", "end", "n_steps", "duration_days", "n_cells", "area_km2", "volume_km2_days",
-    "lat_min", "lat_max", "lon_min", "lon_max", "centroid_lat", "centroid_lon", "peak_score", "peak_time",
-    "variables",
-]  # fmt: skip
-
-
-def _grid_geometry(labels: xr.DataArray) -> dict:
-    """Coordinates, spacings, cell areas and step lengths of a (time, lat, lon) grid."""
-    lat = np.asarray(labels["lat"].values, dtype=np.float64)
-    lon = np.asarray(labels["lon"].values, dtype=np.float64)
-    dlat, dlon = _spacing(labels["lat"]), _spacing(labels["lon"])
-    days = _step_days(labels["time"])
-    return {
-        "lat": lat,
-        "lon": lon,
-        "times": pd.DatetimeIndex(labels["time"].values),
-        "dlat": dlat,
-        "dlon": dlon,
-        "circular": is_global_lon(lon),
-        "days": days,
-        "cum_days": np.concatenate([[0.0], np.cumsum(days)]),
-        "area": cell_area_km2(lat, dlat, dlon),
-    }
-
-
-#: per-event reductions of the cell frame (:func:`_cell_frame`); chunk by chunk they combine again by
-#: the same reduction (min of mins, sum of sums)
-EVENT_SUMS = {
-    "t0": ("t", "min"), "t1": ("t", "max"), "n": ("t", "size"), "vol": ("w", "sum"), "s": ("sin", "sum"),
-    "c": ("cos", "sum"), "wlat": ("wlat", "sum"), "y0": ("y", "min"), "y1": ("y", "max"),
-}  # fmt: skip
-
-
-def _cell_frame(ids: np.ndarray, t: np.ndarray, y: np.ndarray, x: np.ndarray, geometry: dict) -> pd.DataFrame:
-    """One row per event cell: its id, indices, weight (area x days) and weighted sin/cos(lon), lat."""
-    weight = geometry["area"][y] * geometry["days"][t]
-    lon = np.deg2rad(geometry["lon"][x])
-    df = pd.DataFrame({"id": ids, "t": t, "y": y, "x": x, "w": weight})
-    df["sin"] = weight * np.sin(lon)
-    df["cos"] = weight * np.cos(lon)
-    df["wlat"] = weight * geometry["lat"][y]
-    return df
-
-
-def _table_from_parts(
-    agg: pd.DataFrame | None,
-    footprint: pd.DataFrame | None,
-    peak: pd.DataFrame | None,
-    affected: dict[int, list[str]],
-    geometry: dict,
-) -> pd.DataFrame:
-    """The event table from per-event sums (``agg``, by id), footprint cells ``(id, y, x)``, peaks
-    (``score, t`` in ``agg`` order) and affected variables."""
-    if agg is None or len(agg) == 0:
-        return pd.DataFrame(columns=EVENT_COLUMNS)
-    lat, lon, times, area = geometry["lat"], geometry["lon"], geometry["times"], geometry["area"]
-    dlat, dlon, cum_days = geometry["dlat"], geometry["dlon"], geometry["cum_days"]
-    fp_area = pd.Series(area[footprint["y"].to_numpy()], index=footprint.index).groupby(footprint["id"]).sum()
-    fp_lons = {int(eid): lon[xs.to_numpy()] for eid, xs in footprint.groupby("id")["x"]}
-    rows = []
-    for a in agg.itertuples():
-        eid = int(a.Index)
-        lon_min, lon_max = _lon_extent(fp_lons[eid], dlon, geometry["circular"])
-        row = {
-            "event_id": int(eid),
-            "start": times[a.t0],
-            "end": times[a.t1],
-            "n_steps": int(a.t1 - a.t0 + 1),
-            "duration_days": float(cum_days[a.t1 + 1] - cum_days[a.t0]),
-            "n_cells": int(a.n),
-            "area_km2": float(fp_area[eid]),
-            "volume_km2_days": float(a.vol),
-            "lat_min": float(lat[a.y0] - dlat / 2),
-            "lat_max": float(lat[a.y1] + dlat / 2),
-            "lon_min": lon_min,
-            "lon_max": lon_max,
-            "centroid_lat": float(a.wlat / a.vol),
-            "centroid_lon": float(np.rad2deg(np.arctan2(a.s, a.c))),
-            "peak_score": np.nan,
-            "peak_time": pd.NaT,
-            "variables": affected.get(int(eid), []),
-        }
-        rows.append(row)
-    table = pd.DataFrame(rows, columns=EVENT_COLUMNS)
-    if peak is not None:
-        table["peak_score"] = peak["score"].to_numpy()
-        table["peak_time"] = times[peak["t"].to_numpy()]
-    return table
-
-
 def _features_cube(features: xr.DataArray | None) -> xr.DataArray | None:
     if features is None:
         return None
@@ -363,12 +207,12 @@ def event_table(
         from platform_lib.analysis.events_chunked import event_table_chunked
 
         return event_table_chunked(labels, sc, ft, affected_threshold=affected_threshold)
-    geometry = _grid_geometry(labels)
+    geometry = grid_geometry(labels)
     lab = np.asarray(labels.values)
     t, y, x = np.nonzero(lab)
     if t.size == 0:
-        return _table_from_parts(None, None, None, {}, geometry)
-    df = _cell_frame(lab[t, y, x], t, y, x, geometry)
+        return table_from_parts(None, None, None, {}, geometry)
+    df = cell_frame(lab[t, y, x], t, y, x, geometry)
     if sc is not None:
         values = (
             sc.data.vindex[t, y, x].compute() if sc.chunks is not None else np.asarray(sc.values)[t, y, x]
@@ -390,7 +234,7 @@ def event_table(
             strong = row[row >= affected_threshold].sort_values(ascending=False)
             affected[int(eid)] = list(strong.index)
     peak = df.loc[g["score"].idxmax().to_numpy()] if sc is not None else None
-    return _table_from_parts(agg, footprint, peak, affected, geometry)
+    return table_from_parts(agg, footprint, peak, affected, geometry)
 
 
 @dataclass

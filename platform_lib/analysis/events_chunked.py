@@ -45,15 +45,15 @@ from scipy import ndimage
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from platform_lib.analysis.events import (
+from platform_lib.analysis.event_grid import (
     DIMS,
     EVENT_SUMS,
     STRUCTURE,
-    _cell_frame,
-    _grid_geometry,
-    _table_from_parts,
-    _touching_pairs,
+    cell_frame,
     connectivity_name,
+    grid_geometry,
+    table_from_parts,
+    touching_pairs,
 )
 
 RADIX_BITS = 16
@@ -273,7 +273,7 @@ def _label_pass(
     for axis, before, after in boundaries:
         a = _boundary_plane(parts, chunks, origins, offsets, axis, before, 1)
         b = _boundary_plane(parts, chunks, origins, offsets, axis, after, 0)
-        found = _touching_pairs(a, b)
+        found = touching_pairs(a, b)
         if found.size:
             pairs.append(found)
     edges = np.concatenate(pairs) if pairs else np.zeros((0, 2), dtype=np.int64)
@@ -331,7 +331,7 @@ def detect_chunked(
     """Lazy labels and the event table in one pass over the chunks (the table from per-label partials
     of pass 1, renamed to event ids after the merge): the scores are read once, not twice."""
     data = _dask(mask).astype(bool)
-    geometry = _grid_geometry(mask)
+    geometry = grid_geometry(mask)
     lookup, offsets, parts = _label_pass(
         data,
         min_size=min_size,
@@ -382,7 +382,7 @@ def _table_block(
         return None
     ids = lab[t, y, x]
     t, y, x = t + origin[0], y + origin[1], x + origin[2]
-    df = _cell_frame(ids, t, y, x, geometry)
+    df = cell_frame(ids, t, y, x, geometry)
     agg = df.groupby("id", sort=True).agg(**EVENT_SUMS)
     out = {"agg": agg, "footprint": df[["id", "y", "x"]].drop_duplicates()}
     if score is not None:
@@ -414,7 +414,7 @@ def event_table_chunked(
     lab = labels.data if isinstance(labels.data, da.Array) else da.from_array(np.asarray(labels.values))
     chunks, shape = lab.chunks, lab.shape
     origins = _origins(chunks)
-    geometry = _grid_geometry(labels)
+    geometry = grid_geometry(labels)
     lab_blocks = lab.to_delayed()
     score_blocks = feature_blocks = None
     names: list[str] = []
@@ -459,7 +459,7 @@ def _reduce_partials(
     """The event table from per-chunk partials (by event id)."""
     parts = [p for p in parts if len(p["agg"])]
     if not parts:
-        return _table_from_parts(None, None, None, {}, geometry)
+        return table_from_parts(None, None, None, {}, geometry)
     agg = pd.concat([p["agg"] for p in parts]).groupby(level=0, sort=True)
     agg = agg.agg({k: "sum" if how in ("size", "sum") else how for k, (_, how) in EVENT_SUMS.items()})
     footprint = pd.concat([p["footprint"] for p in parts]).drop_duplicates()
@@ -479,7 +479,7 @@ def _reduce_partials(
         for eid, row in mean_abs.iterrows():
             strong = row[row >= affected_threshold].sort_values(ascending=False)
             affected[int(eid)] = list(strong.index)
-    return _table_from_parts(agg, footprint, peak, affected, geometry)
+    return table_from_parts(agg, footprint, peak, affected, geometry)
 
 
 __all__ = ["detect_chunked", "event_table_chunked", "exact_quantile", "label_chunked"]

@@ -1,15 +1,13 @@
 """Read a cube block by block, aligned with its stored Zarr chunks, with a bounded read-ahead.
 
-The chunk grid comes from the store itself (dask chunks of a lazily opened cube, else the
-variable's ``encoding["shards"]``/``encoding["chunks"]``), so a block read decodes whole stored chunks
-and each chunk once.
+Blocks follow the chunk grid of the store itself (:func:`platform_lib.chunks.chunk_edges`: dask
+chunks of a lazily opened cube, else the variable's ``encoding["shards"]``/``encoding["chunks"]``), so
+a block read decodes whole stored chunks and each chunk once.
 
 >>> import numpy as np, xarray as xr
 >>> ds = xr.Dataset({"a": (("t", "x"), np.arange(12, dtype="float32").reshape(4, 3))}).chunk({"t": 2})
->>> chunk_edges(ds, ["a"])
-{'t': array([0, 2, 4]), 'x': array([0, 3])}
->>> BlockReader(ds, ["a", "a"]).read((slice(2, 4), slice(0, 2))).shape
-(2, 2, 2)
+>>> BlockReader(ds, ["a", "a"]).read((slice(2, 4), slice(0, 2))).tolist()  # two channels of a 2 x 2 block
+[[[6.0, 7.0], [9.0, 10.0]], [[6.0, 7.0], [9.0, 10.0]]]
 """
 
 from __future__ import annotations
@@ -23,6 +21,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from platform_lib.chunks import is_dask_backed
 from platform_lib.errors import EsdlError
 
 T = TypeVar("T")
@@ -55,42 +54,6 @@ def open_cube_for_reading(cube: Any) -> Any:
     raise EsdlError(f"A cube must be an xarray.Dataset or a Zarr store path; got {type(cube).__name__}.")
 
 
-def chunk_edges(ds: Any, variables: Sequence[str]) -> dict[str, np.ndarray]:
-    """The stored chunk boundaries along each dim (start indices plus the end), union over ``variables``.
-
-    The stored grid comes from the encoding (``shards``, else ``chunks``: sharded stores are read a shard
-    at a time); a dask-backed cube adds its dask chunk boundaries, and its first dask chunk gives the
-    phase of the stored grid after a subset (``isel``) of a cube opened with ``chunks="auto"``.
-
-    >>> import numpy as np, xarray as xr
-    >>> ds = xr.Dataset({"a": (("t",), np.zeros(20, "float32"))})
-    >>> ds["a"].encoding["chunks"] = (4,)
-    >>> chunk_edges(ds.isel(t=slice(2, None)).chunk({"t": 10}), ["a"])["t"].tolist()
-    [0, 2, 6, 10, 14, 18]
-    """
-    dims = tuple(str(d) for d in ds[variables[0]].dims)
-    edges: dict[str, set[int]] = {d: {0, int(ds.sizes[d])} for d in dims}
-    for name in dict.fromkeys(variables):
-        var = ds[name]
-        grid = (
-            var.encoding.get("shards") or var.encoding.get("chunks") or var.encoding.get("preferred_chunks")
-        )
-        if isinstance(grid, dict):
-            grid = tuple(grid.get(d, ds.sizes[d]) for d in var.dims)
-        dask_chunks = var.chunks if _is_dask(var) else None
-        for k, d in enumerate(var.dims):
-            n = int(ds.sizes[d])
-            phase = 0
-            if dask_chunks is not None:
-                sizes = dask_chunks[k]
-                edges[str(d)].update(np.cumsum((0, *sizes)).tolist())
-                if grid is not None and len(sizes) > 1:
-                    phase = int(sizes[0]) % int(grid[k])
-            if grid is not None:
-                edges[str(d)].update(range(phase, n, int(grid[k])))
-    return {d: np.array(sorted(e)) for d, e in edges.items()}
-
-
 def _nan_or_none(value: Any) -> bool:
     try:
         return value is None or bool(np.isnan(value))
@@ -103,11 +66,6 @@ def _nd_buffer(array: np.ndarray) -> Any:
     from zarr.core.buffer import default_buffer_prototype
 
     return default_buffer_prototype().nd_buffer.from_numpy_array(array)
-
-
-def _is_dask(var: Any) -> bool:
-    """Whether ``var`` is dask-backed, without touching ``var.data`` (which loads a lazy variable)."""
-    return var.chunks is not None
 
 
 class BlockReader:
@@ -131,7 +89,7 @@ class BlockReader:
             name
             for name in self.variables
             if store is not None
-            and not _is_dask(ds[name])
+            and not is_dask_backed(ds[name])
             and ds[name].encoding.get("scale_factor") is None
             and ds[name].encoding.get("add_offset") is None
             and np.dtype(ds[name].encoding.get("dtype", ds[name].dtype)) == self.dtype
@@ -179,7 +137,7 @@ class BlockReader:
                 self._array(name).get_basic_selection(region, out=_nd_buffer(out[c]))
                 return
             var = self.ds[name].variable.isel(indexer)
-            out[c] = var.data.compute(scheduler="synchronous") if _is_dask(var) else var.values
+            out[c] = var.data.compute(scheduler="synchronous") if is_dask_backed(var) else var.values
 
         if self.threads == 1:
             for c in range(len(self.variables)):

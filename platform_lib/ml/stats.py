@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from platform_lib.chunks import chunk_edges
 from platform_lib.errors import EsdlError
-from platform_lib.ml.reader import BlockReader, chunk_edges, read_ahead
+from platform_lib.ml.reader import BlockReader, read_ahead
 
 N_SLOTS = 46  # 8-day slots of the year, as in the ESDC
 

@@ -24,10 +24,11 @@ from typing import Any
 
 import numpy as np
 
+from platform_lib.chunks import chunk_edges
 from platform_lib.errors import EsdlError
 from platform_lib.ml.nan import NanPolicy, keep_samples
 from platform_lib.ml.plan import SamplePlan, plan_samples, window_rng
-from platform_lib.ml.reader import BlockCache, BlockReader, chunk_edges, open_cube_for_reading, read_ahead
+from platform_lib.ml.reader import BlockCache, BlockReader, open_cube_for_reading, read_ahead
 from platform_lib.ml.spec import SampleSpec
 from platform_lib.ml.splits import BlockSplit, SplitGrid, TimeSplit
 from platform_lib.ml.stats import NormStats, compute_stats, season_slots
