@@ -9,11 +9,14 @@ after an error, so no idle cluster is left holding the project's worker quota::
     with gateway_cluster(workers=2) as (cluster, client):
         value = cube["air_temperature_2m"].mean().compute()
 
-The options are the project's (``worker_cores``, ``worker_memory``; see ``Gateway().cluster_options()``).
-Needs the hub extra (``pip install 'esdl-platform[hub]'``).
+The options are the project's (``worker_cores``, ``worker_memory``, ``idle_timeout_minutes``, ``image``;
+see ``Gateway().cluster_options()``), the same on one machine and on Kubernetes
+(``platform_lib/gateway_policy.py``). Needs the hub extra (``pip install 'esdl-platform[hub]'``).
 
->>> callable(gateway_cluster) and callable(open_gateway)
-True
+>>> gw = open_gateway("http://127.0.0.1:9/services/dask-gateway", proxy_address="gateway://127.0.0.1:9", token="t")
+>>> gw.address, type(gw.auth).__name__, gw.auth.api_token
+('http://127.0.0.1:9/services/dask-gateway', 'JupyterHubAuth', 't')
+>>> close_gateway(gw)
 """
 
 from __future__ import annotations

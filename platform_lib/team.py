@@ -28,7 +28,6 @@ import getpass
 import json
 import os
 import re
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,7 @@ from platform_lib.catalog import (
 )
 from platform_lib.errors import EsdlError, allowed, did_you_mean
 from platform_lib.paths import team_catalog_path, team_dir
-from platform_lib.storage import write_text_atomic
+from platform_lib.storage import remove_path, write_text_atomic
 
 CUBE_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 NOTEBOOK_SUFFIX = ".ipynb"
@@ -240,7 +239,7 @@ def remove_cube(
         store = Path(_resolve_urlpath(str(entry.get("args", {}).get("urlpath", "")), path))
         owned = [path.parent.absolute(), team_dir().absolute()]
         if store.exists() and any(store.absolute().is_relative_to(root) for root in owned):
-            shutil.rmtree(store, ignore_errors=True)
+            remove_path(store)
 
 
 def team_cube_entries(catalog_path: str | os.PathLike[str] | None = None) -> dict[str, dict[str, Any]]:

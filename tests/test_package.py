@@ -106,3 +106,109 @@ def test_every_package_data_pattern_matches_a_file():
         assert folder.is_dir(), f"package-data names {package!r}, which is not a package folder"
         unmatched += [f"{package}: {p}" for p in patterns if not any(f.is_file() for f in folder.glob(p))]
     assert not unmatched, f"package-data patterns that match no file: {unmatched}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the layers of docs/development.md: a module imports only from its own layer or the layers below
+
+LAYERS = {
+    "errors": 0, "paths": 0, "storage": 0, "chunks": 0,
+    "projects": 1, "catalog": 1, "team": 1, "plan": 1, "demo": 1, "regional": 1, "rechunk": 1, "gateway": 1,
+    "compute": 2,
+    "analysis": 3, "ml": 3, "viz": 3,
+    "local": 4, "deploy": 4,
+    "cli": 5,
+}  # fmt: skip
+#: modules that run inside the hub or the gateway (loaded by path or inlined): no platform_lib at all
+PROCESS_SIDE = {
+    "platform_lib.gateway_policy",
+    "platform_lib.local.auth",
+    "platform_lib.local.spawner",
+    "platform_lib.local.session",
+    "platform_lib.deploy.hub_hooks",
+}
+
+
+def _imports() -> dict[str, list[tuple[str, list[str], int]]]:
+    """Each module of platform_lib -> the platform_lib modules it imports (eagerly or inside functions),
+    with the names it takes from them and the line."""
+    import ast
+
+    root = Path(platform_lib.__file__).resolve().parent
+    modules = {}
+    for path in sorted(root.rglob("*.py")):
+        name = ".".join(path.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__")
+        modules[name] = path
+    found: dict[str, list[tuple[str, list[str], int]]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        found[name] = []
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                target = node.module or ""
+                if node.level:  # relative import
+                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    target = ".".join([*base, target] if target else base)
+                if not target.startswith("platform_lib"):
+                    continue
+                for alias in node.names:  # `from platform_lib.x import y` where y is a module
+                    sub = f"{target}.{alias.name}"
+                    found[name].append(
+                        (sub, [], node.lineno) if sub in modules else (target, [alias.name], node.lineno)
+                    )
+            elif isinstance(node, ast.Import):
+                found[name] += [
+                    (a.name, [], node.lineno) for a in node.names if a.name.startswith("platform_lib")
+                ]
+    return found
+
+
+def _layer(module: str) -> int | None:
+    parts = module.split(".")
+    return LAYERS.get(parts[1]) if len(parts) > 1 else None
+
+
+def test_modules_import_only_their_own_or_lower_layers():
+    unknown, upward, process_side = [], [], []
+    for module, imports in _imports().items():
+        if module in ("platform_lib", "platform_lib.__main__"):
+            continue
+        if _layer(module) is None and module not in PROCESS_SIDE:
+            unknown.append(module)
+        for target, _, line in imports:
+            if module in PROCESS_SIDE:
+                process_side.append(f"{module}:{line} imports {target}")
+            elif target != "platform_lib" and (_layer(target) or 0) > (_layer(module) or 0):
+                upward.append(
+                    f"{module} (layer {_layer(module)}):{line} imports {target} (layer {_layer(target)})"
+                )
+    assert not unknown, f"modules in no layer of docs/development.md (add them to LAYERS): {unknown}"
+    assert not upward, "imports from a higher layer:\n" + "\n".join(upward)
+    assert not process_side, "process-side modules import platform_lib:\n" + "\n".join(process_side)
+
+
+def test_no_import_circles():
+    graph = {m: {t for t, _, _ in imports} for m, imports in _imports().items()}
+    circles = []
+
+    def visit(module: str, path: list[str]) -> None:
+        for target in graph.get(module, ()):
+            if target == path[0]:
+                circles.append(" -> ".join([*path, target]))
+            elif target not in path and target in graph and target > path[0]:
+                visit(target, [*path, target])
+
+    for module in graph:
+        if module != "platform_lib":  # the package's lazy attributes point down into catalog
+            visit(module, [module])
+    assert not circles, "import circles:\n" + "\n".join(circles)
+
+
+def test_no_module_imports_another_modules_private_names():
+    private = [
+        f"{module}:{line} takes {', '.join(n for n in names if n.startswith('_'))} from {target}"
+        for module, imports in _imports().items()
+        for target, names, line in imports
+        if target != module and any(n.startswith("_") for n in names)
+    ]
+    assert not private, "\n".join(private)

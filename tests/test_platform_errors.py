@@ -112,7 +112,7 @@ def test_foreground_restarts_a_dead_component_and_ctrl_c_stops_everything(penv: 
         read_until("Press Ctrl-C to stop.")
         url = penv.url("alpha")
         assert http_ok(f"{url}/hub/login")
-        gateway = supervisor._process(supervisor._record(penv.layout("alpha"), "gateway"))
+        gateway = supervisor.component_process(penv.layout("alpha"), "gateway")
         gateway.kill()  # SIGKILL
         read_until("alpha: ready again at")
         assert any("gateway not running or not answering; restarting" in line for line in lines)

@@ -140,8 +140,11 @@ def layer_values(base: dict[str, Any], *files: str | os.PathLike[str]) -> dict[s
     """``base`` with values files layered on top as ``helm -f a.yaml -f b.yaml`` does: mappings merge
     recursively, anything else (lists included) is replaced by the later file.
 
-    >>> layer_values({"a": {"b": 1, "c": [1]}}, ) == {"a": {"b": 1, "c": [1]}}
-    True
+    >>> import tempfile
+    >>> site = Path(tempfile.mkdtemp()) / "site.yaml"
+    >>> _ = site.write_text("a: {c: [2], d: 3}")
+    >>> layer_values({"a": {"b": 1, "c": [1]}}, site)
+    {'a': {'b': 1, 'c': [2], 'd': 3}}
     """
     out = copy.deepcopy(base)
     for path in files:

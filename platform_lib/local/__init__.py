@@ -2,12 +2,16 @@
 
 ``esdl up --project demo`` calls :func:`up`, ``esdl down`` :func:`down`, ``esdl status`` :func:`status`.
 The modules: ``layout`` (state folder, ports, credentials), ``configs`` (generated traitlets configs),
-``supervisor`` (processes), ``session`` (what a user's server finds), ``auth`` and ``gateway_backend``
-(imported by the hub and gateway processes only). User guide: ``docs/platform.md``.
+``supervisor`` (processes), ``session`` (what a user's server finds), ``auth`` and ``spawner`` (loaded
+by the hub process only, as ``platform_lib/gateway_policy.py`` by the gateway). User guide:
+``docs/platform.md``.
 
->>> from platform_lib.local import up, down, status
->>> callable(up) and callable(down) and callable(status)
-True
+>>> import tempfile
+>>> from unittest import mock
+>>> from platform_lib.local import status
+>>> with mock.patch.dict("os.environ", {"ESDL_STATE_DIR": tempfile.mkdtemp()}):
+...     status(["demo"])[0].components["hub"]
+'stopped'
 """
 
 from platform_lib.local.supervisor import (

@@ -4,7 +4,7 @@ The hub runs :class:`ProjectNativeAuthenticator`: at start-up it makes the hub's
 ``credentials.json`` in the state folder (one generated password per admin and member of the spec, see
 :meth:`platform_lib.local.layout.ProjectLayout.credentials`). Sign-up and the password-change pages are
 closed (JupyterHub's own login form is used), so that file stays the one source of truth; people not in the spec have no account and are not
-in ``allowed_users``, so they cannot log in. Loaded by the hub from this file (see ``configs._module_loader``): it may import only the standard
+in ``allowed_users``, so they cannot log in. Loaded by the hub from this file (see ``configs.PROCESS_MODULES``): it may import only the standard
 library and the hub's own packages, never ``platform_lib``.
 """
 

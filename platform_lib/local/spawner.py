@@ -7,7 +7,7 @@ the address to the hub. The hub then finds the server up at its first check, ins
 through its own exponential back-off with random waits of up to 5 s (``jupyterhub.utils.
 exponential_backoff``), which adds 0-3 s, at random, to every login. A server that exits while starting
 (a wrong argument, a broken environment) is reported at once, with its exit code, instead of after the
-hub's ``http_timeout``. Loaded by the hub from this file (see ``configs._module_loader``): it may import
+hub's ``http_timeout``. Loaded by the hub from this file (see ``configs.PROCESS_MODULES``): it may import
 only the standard library and the hub's own packages, never ``platform_lib``.
 
 >>> ProjectLocalProcessSpawner.ready_poll_interval.default_value

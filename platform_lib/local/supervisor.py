@@ -69,7 +69,13 @@ def _psutil():
 def check_requirements() -> None:
     """Raise a clear error when the hub extra (JupyterHub, dask-gateway, NativeAuthenticator) is missing.
 
-    >>> check_requirements()  # the hub extra is installed here
+    >>> from unittest import mock
+    >>> check_requirements()  # the hub extra is installed here: no error
+    >>> with mock.patch("importlib.util.find_spec", lambda name: None if name == "psutil" else True):
+    ...     check_requirements()
+    Traceback (most recent call last):
+    ...
+    platform_lib.errors.EsdlError: the embedded platform needs psutil: pip install 'esdl-platform[hub]'
     """
     missing = [m for m in ("jupyterhub", "dask_gateway_server", "nativeauthenticator", "dask_gateway", "psutil")
                if importlib.util.find_spec(m) is None]  # fmt: skip
@@ -184,6 +190,16 @@ def _process(record: dict[str, Any] | None):
         return proc
     except (psutil.NoSuchProcess, psutil.AccessDenied, KeyError):
         return None
+
+
+def component_process(layout: ProjectLayout, name: str):
+    """The live process of one component (``gateway``, ``proxy``, ``hub``) of a project, or ``None``.
+
+    >>> import tempfile
+    >>> component_process(ProjectLayout.for_project("demo", base=Path(tempfile.mkdtemp())), "hub") is None
+    True
+    """
+    return _process(_record(layout, name))
 
 
 def tagged_processes(tag: str, roles: Iterable[str] | None = None) -> list:
