@@ -12,7 +12,7 @@ values) only format it; where a backend puts things (folders, addresses) is a :c
 >>> plan = project_plan(load_project("demo"))
 >>> plan.dask.policy_settings()["DaskPolicy.max_clusters_per_user"]
 2
->>> plan.user_environment(KUBERNETES)["ESDL_TEAM_CATALOG"]
+>>> plan.user_environment(kubernetes_placement("demo"))["ESDL_TEAM_CATALOG"]
 '/home/jovyan/team/catalog.yaml'
 """
 
@@ -33,7 +33,8 @@ __all__ = [
     "GATEWAY_PREFIX",
     "GATEWAY_SCOPE",
     "GATEWAY_SERVICE",
-    "KUBERNETES",
+    "gateway_fullname",
+    "kubernetes_placement",
     "LoginPlan",
     "Placement",
     "ProjectPlan",
@@ -77,19 +78,37 @@ class Placement:
         return f"{self.team_dir}/catalog.yaml"
 
 
-#: Kubernetes: team storage at ~/team, both catalogs from the catalog ConfigMap, the gateway's traefik in
-#: the namespace; the image option is the server's own (KubeSpawner turns ``{{`` into ``{``, then the
-#: gateway client fills ``{JUPYTER_IMAGE_SPEC}`` from the pod's environment).
-KUBERNETES = Placement(
-    backend="kubernetes",
-    team_dir="/home/jovyan/team",
-    data_dir="/home/jovyan/team/data",
-    shared_catalogs=("/etc/esdl/catalog/esdl.yaml",),
-    project_catalog="/etc/esdl/catalog/project.yaml",
-    gateway_address=f"http://traefik-dask-gateway{GATEWAY_PREFIX}",
-    gateway_proxy_address="gateway://traefik-dask-gateway:80",
-    image_option="{{JUPYTER_IMAGE_SPEC}}",
-)
+def gateway_fullname(release: str) -> str:
+    """The dask-gateway chart's ``fullname`` in a release (its default, which the chart's names and its
+    ``gateway.dask.org/instance`` label use): one per release, so no two projects share a cluster-wide
+    name or an instance label.
+
+    >>> gateway_fullname("demo")
+    'demo-dask-gateway'
+    """
+    name = release if "dask-gateway" in release else f"{release}-dask-gateway"
+    return name[:63].rstrip("-")
+
+
+def kubernetes_placement(release: str) -> Placement:
+    """Kubernetes: team storage at ~/team, both catalogs from the catalog ConfigMap, the release's gateway
+    traefik in the namespace; the image option is the server's own (KubeSpawner turns ``{{`` into ``{``,
+    then the gateway client fills ``{JUPYTER_IMAGE_SPEC}`` from the pod's environment).
+
+    >>> kubernetes_placement("demo").gateway_address
+    'http://traefik-demo-dask-gateway/services/dask-gateway'
+    """
+    traefik = f"traefik-{gateway_fullname(release)}"[:63].rstrip("-")
+    return Placement(
+        backend="kubernetes",
+        team_dir="/home/jovyan/team",
+        data_dir="/home/jovyan/team/data",
+        shared_catalogs=("/etc/esdl/catalog/esdl.yaml",),
+        project_catalog="/etc/esdl/catalog/project.yaml",
+        gateway_address=f"http://{traefik}{GATEWAY_PREFIX}",
+        gateway_proxy_address=f"gateway://{traefik}:80",
+        image_option="{{JUPYTER_IMAGE_SPEC}}",
+    )
 
 
 @dataclass(frozen=True)
@@ -248,7 +267,7 @@ class ProjectPlan:
         """What dask workers need to find cubes: the ``ESDL_*`` variables of a user's server.
 
         >>> from platform_lib.projects import load_project
-        >>> sorted(project_plan(load_project("demo")).worker_environment(KUBERNETES))
+        >>> sorted(project_plan(load_project("demo")).worker_environment(kubernetes_placement("demo")))
         ['ESDL_CATALOG', 'ESDL_DATA_DIR', 'ESDL_PROJECT', 'ESDL_TEAM_CATALOG', 'ESDL_TEAM_DIR']
         """
         return {
@@ -283,7 +302,7 @@ class ProjectPlan:
         a reference the backend cannot serve is left out (its key is dropped).
 
         >>> from platform_lib.projects import load_project
-        >>> src = project_plan(load_project("extremes-lab")).catalog_sources(KUBERNETES)
+        >>> src = project_plan(load_project("extremes-lab")).catalog_sources(kubernetes_placement("extremes-lab"))
         >>> src["esdc-europe-heat-ts"]["args"]["storage_options"]["secret"]
         '{{ env(EXTREMES_LAB_S3_SECRET) }}'
         """
@@ -314,7 +333,7 @@ class ProjectPlan:
         """The project catalog for ``where`` as YAML text (:meth:`catalog_sources` in a catalog).
 
         >>> from platform_lib.projects import load_project
-        >>> "sources: {}" in project_plan(load_project("demo")).catalog_text(KUBERNETES)
+        >>> "sources: {}" in project_plan(load_project("demo")).catalog_text(kubernetes_placement("demo"))
         True
         """
         from platform_lib.catalog import dump_catalog

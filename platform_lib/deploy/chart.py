@@ -16,6 +16,7 @@ checked against their published values schemas, kept beside the repository in ``
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
 import tempfile
@@ -32,12 +33,14 @@ from platform_lib.paths import repo_root
 __all__ = [
     "SUBCHARTS",
     "check_values",
+    "custom_resource_schemas",
     "kubernetes_versions",
     "lint_chart",
     "load_chart",
     "merged_values",
     "render_manifests",
     "subchart_values",
+    "umbrella_chart",
     "upstream_dir",
     "validate_manifests",
 ]
@@ -75,12 +78,20 @@ def render_manifests(
     release: str,
     namespace: str,
     chart_dir: str | os.PathLike[str] = CHART_DIR,
+    subcharts: bool = False,
+    upstream: Path | None = None,
 ) -> list[dict[str, Any]]:
-    """The chart's own objects, rendered by Helm's template engine, as parsed YAML documents.
+    """The chart's objects, rendered by Helm's template engine, as parsed YAML documents: its own, or
+    with ``subcharts`` the whole release (the upstream jupyterhub and dask-gateway charts included,
+    :func:`umbrella_chart`).
 
     The chart's values schema is checked first (Helm does so on render); a bad value raises
     :class:`EsdlError` with Helm's message, which names the key.
     """
+    if subcharts:
+        with tempfile.TemporaryDirectory(prefix="esdl-render-") as tmp:
+            umbrella = umbrella_chart(Path(tmp) / Path(chart_dir).name, upstream, chart_dir)
+            return render_manifests(values, release=release, namespace=namespace, chart_dir=umbrella)
     helm = _helm()
     chart = load_chart(chart_dir)
     try:
@@ -102,22 +113,66 @@ def kubernetes_versions() -> list[str]:
     return sorted({"1.32", newest}, key=lambda v: tuple(int(p) for p in v.split(".")))
 
 
-def validate_manifests(docs: Iterable[Mapping[str, Any]], versions: Iterable[str] | None = None) -> list[str]:
-    """Problems of ``docs`` against the Kubernetes OpenAPI schemas (strict: unknown fields are errors).
+def validate_manifests(
+    docs: Iterable[Mapping[str, Any]], versions: Iterable[str] | None = None, upstream: Path | None = None
+) -> list[str]:
+    """Problems of ``docs`` against the Kubernetes OpenAPI schemas (strict: unknown fields are errors);
+    custom resources (``IngressRoute``, ``Middleware``, ``DaskCluster``) against the upstream charts' CRDs.
 
     >>> validate_manifests([{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "dta": {}}])[0]
     "ConfigMap/x (Kubernetes 1.32): Additional properties are not allowed ('dta' was unexpected)"
+    >>> validate_manifests([{"apiVersion": "traefik.io/v1alpha1", "kind": "Middleware", "metadata": {"name": "m"},
+    ...                      "spec": {"stripPrefix": {"prefixes": "/x"}}}])[0]
+    "Middleware/m (CRD middlewares.traefik.io): spec.stripPrefix.prefixes: '/x' is not of type 'array'"
     """
     kv = import_extra("kubernetes_validate", "deploy", "checking manifests")
+    jsonschema = import_extra("jsonschema", "deploy", "checking custom resources")
+    crds = custom_resource_schemas(upstream)
     problems = []
+    docs = list(docs)
     for version in versions or kubernetes_versions():
         for doc in docs:
             name = f"{doc.get('kind')}/{(doc.get('metadata') or {}).get('name')}"
+            crd = crds.get((str(doc.get("apiVersion")), str(doc.get("kind"))))
+            if crd is not None:
+                crd_name, schema = crd
+                problems += [
+                    f"{name} (CRD {crd_name}): {'.'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}"
+                    for e in jsonschema.Draft7Validator(schema).iter_errors(dict(doc))
+                ]
+                continue
             try:
                 kv.validate(dict(doc), version, strict=True)
             except kv.ValidationError as exc:
                 problems.append(f"{name} (Kubernetes {version}): {exc.message}")
-    return problems
+            except kv.SchemaNotFoundError:
+                problems.append(
+                    f"{name}: no schema for {doc.get('apiVersion')} {doc.get('kind')} in Kubernetes {version}"
+                )
+    return sorted(set(problems), key=problems.index)
+
+
+def custom_resource_schemas(
+    upstream: Path | None = None,
+) -> dict[tuple[str, str], tuple[str, dict[str, Any]]]:
+    """``(apiVersion, kind) -> (CRD name, schema)`` from the upstream charts' ``crds/`` folders.
+
+    >>> sorted(k for _, k in custom_resource_schemas())[:2]
+    ['DaskCluster', 'IngressRoute']
+    """
+    schemas = {}
+    for subchart in SUBCHARTS:
+        for path in sorted((_upstream(subchart, upstream) / "crds").glob("*.yaml")):
+            for crd in yaml.safe_load_all(path.read_text()):
+                if not crd or crd.get("kind") != "CustomResourceDefinition":
+                    continue
+                spec = crd["spec"]
+                for version in spec["versions"]:
+                    schema = copy.deepcopy(version.get("schema", {}).get("openAPIV3Schema", {}))
+                    schema.setdefault("properties", {}).setdefault("metadata", {"type": "object"})
+                    key = (f"{spec['group']}/{version['name']}", spec["names"]["kind"])
+                    schemas[key] = (crd["metadata"]["name"], schema)
+    return schemas
 
 
 def upstream_dir() -> Path:
@@ -138,18 +193,28 @@ def _upstream(subchart: str, upstream: Path | None) -> Path:
     return folder
 
 
-def _metadata_chart(subchart: str, upstream: Path | None, target: Path) -> Path:
-    """A chart folder with the upstream chart's metadata, defaults and schema (no templates)."""
+def _subchart(subchart: str, upstream: Path | None, target: Path) -> Path:
+    """A copy of the whole upstream chart (templates, files, schema) at ``target``, with the release
+    version in its ``Chart.yaml`` (the source file carries a placeholder) and its YAML schema as
+    ``values.schema.json`` (Helm reads that one)."""
     src = _upstream(subchart, upstream)
-    target.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(src, target, dirs_exist_ok=True)
     meta = yaml.safe_load((src / "Chart.yaml").read_text())
-    meta["version"] = SUBCHARTS[subchart][1]  # the release tag (the source file carries a placeholder)
+    meta["version"] = SUBCHARTS[subchart][1]
     (target / "Chart.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
-    shutil.copyfile(src / "values.yaml", target / "values.yaml")
     schema = yaml.safe_load((src / "values.schema.yaml").read_text())
-    import json
-
     (target / "values.schema.json").write_text(json.dumps(schema, indent=1))
+    return target
+
+
+def umbrella_chart(
+    target: Path, upstream: Path | None = None, chart_dir: str | os.PathLike[str] = CHART_DIR
+) -> Path:
+    """A copy of the project chart at ``target`` with both upstream charts, whole, in its ``charts/``: what
+    ``helm dependency build`` would give, from ``../shared/upstream`` instead of the network."""
+    shutil.copytree(chart_dir, target, ignore=shutil.ignore_patterns("charts", "*.tgz"))
+    for subchart in SUBCHARTS:
+        _subchart(subchart, upstream, target / "charts" / subchart)
     return target
 
 
@@ -166,7 +231,7 @@ def subchart_values(
     """
     block = copy.deepcopy(merged_values(values, chart_dir).get(subchart) or {})
     with tempfile.TemporaryDirectory(prefix=f"esdl-{subchart}-") as tmp:
-        chart = _metadata_chart(subchart, upstream, Path(tmp) / subchart)
+        chart = _subchart(subchart, upstream, Path(tmp) / subchart)
         return _helm().Chart.load(str(chart)).merge_values(block)
 
 
@@ -199,12 +264,8 @@ def lint_chart(
     upstream: Path | None = None,
     chart_dir: str | os.PathLike[str] = CHART_DIR,
 ) -> dict[str, Any]:
-    """``helm lint --strict --with-subcharts`` on a copy of the chart whose ``charts/`` holds the upstream
-    charts' metadata, defaults and schemas (their templates cannot be downloaded offline), so Helm itself
+    """``helm lint --strict --with-subcharts`` on the umbrella chart (:func:`umbrella_chart`), so Helm itself
     also checks what each subchart receives. Returns Helm's report (``errors``, ``messages``)."""
     with tempfile.TemporaryDirectory(prefix="esdl-lint-") as tmp:
-        copy_dir = Path(tmp) / Path(chart_dir).name
-        shutil.copytree(chart_dir, copy_dir, ignore=shutil.ignore_patterns("charts", "*.tgz"))
-        for subchart in SUBCHARTS:
-            _metadata_chart(subchart, upstream, copy_dir / "charts" / subchart)
+        copy_dir = umbrella_chart(Path(tmp) / Path(chart_dir).name, upstream, chart_dir)
         return _helm().lint(str(copy_dir), dict(values or {}), strict=True, with_subcharts=True)

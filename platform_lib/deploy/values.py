@@ -28,11 +28,12 @@ from platform_lib.paths import PACKAGE_DIR, repo_root
 from platform_lib.plan import (
     ENV_SECRET,
     GATEWAY_POLICY_FILE,
-    KUBERNETES,
+    GATEWAY_PREFIX,
     TEAM_VOLUME,
     ProjectPlan,
     Raw,
     SecretRef,
+    kubernetes_placement,
     project_plan,
     traitlets_config_text,
 )
@@ -86,7 +87,7 @@ def secret_refs(spec: ProjectSpec) -> list[SecretRef]:
     """
     plan = project_plan(spec)
     hub = [plan.login.client_secret] if plan.login.client_secret else []
-    return [*hub, *plan.secrets_for(KUBERNETES)]
+    return [*hub, *plan.secrets_for(kubernetes_placement(release_name(spec)))]
 
 
 def shared_catalog_text(path: str | Path | None = None) -> str:
@@ -263,6 +264,7 @@ def render_values(spec: ProjectSpec, *, shared_catalog: str | Path | None = None
     ['small', 'analysis', 'training']
     """
     plan = project_plan(spec)
+    where = kubernetes_placement(release_name(spec))
     image = {"name": spec.image.name, "tag": spec.image.tag}
     team_read_only = spec.storage.team_access == "admins-write"
     refs = secret_refs(spec)
@@ -273,14 +275,16 @@ def render_values(spec: ProjectSpec, *, shared_catalog: str | Path | None = None
     hub: dict[str, Any] = {
         "config": plan.login.hub_config(),
         "extraConfig": {"esdl-hooks.py": _hub_config(plan)},
+        # the release's own gateway (its traefik Service is named after the release)
+        "services": {"dask-gateway": {"url": where.gateway_address.removesuffix(GATEWAY_PREFIX)}},
     }
     hub_env = {r.env: {"valueFrom": r.env_var()["valueFrom"]} for r in refs if r.used_by == "hub"}
     if hub_env:
         hub["extraEnv"] = hub_env
 
-    user_env: dict[str, Any] = dict(plan.user_environment(KUBERNETES))
+    user_env: dict[str, Any] = dict(plan.user_environment(where))
     user_env.update({e["name"]: {"valueFrom": e["valueFrom"]} for e in user_secrets})
-    team_mount = {"name": TEAM_VOLUME, "mountPath": KUBERNETES.team_dir, "readOnly": team_read_only}
+    team_mount = {"name": TEAM_VOLUME, "mountPath": where.team_dir, "readOnly": team_read_only}
     singleuser: dict[str, Any] = {
         "image": image,
         "extraEnv": user_env,
@@ -309,7 +313,7 @@ def render_values(spec: ProjectSpec, *, shared_catalog: str | Path | None = None
     return {
         "project": {"name": spec.name, "title": spec.title},
         "teamStorage": {"size": spec.storage.team_size, "storageClass": spec.storage.storage_class or ""},
-        "catalog": {"shared": shared_catalog_text(shared_catalog), "project": plan.catalog_text(KUBERNETES)},
+        "catalog": {"shared": shared_catalog_text(shared_catalog), "project": plan.catalog_text(where)},
         "quota": {"enabled": True, **derived_quota(spec)},
         "limitRange": _limit_range(spec, plan),
         "networkPolicy": {"objectStorage": {"ports": _object_storage_ports(spec)}},
@@ -319,7 +323,7 @@ def render_values(spec: ProjectSpec, *, shared_catalog: str | Path | None = None
                 "extraConfig": {"esdl-policy": _gateway_config(plan)},
                 "backend": {
                     "image": image,
-                    "environment": plan.worker_environment(KUBERNETES),
+                    "environment": plan.worker_environment(where),
                     "worker": {"extraContainerConfig": worker_container},
                 },
             }

@@ -1,9 +1,9 @@
 {{/* vim: set filetype=mustache: */}}
 {{/*
-Names of the project's own objects. The two subcharts use fixed names inside the
-release's namespace (`hub`, `proxy-public`, `traefik-dask-gateway`, ...) because
-jupyterhub.fullnameOverride is "" and dask-gateway.fullnameOverride is
-"dask-gateway": one project = one release = one namespace. The team storage PVC
+Names of the project's own objects. The jupyterhub subchart uses fixed names inside the
+release's namespace (`hub`, `proxy-public`, ...: jupyterhub.fullnameOverride is ""), the
+dask-gateway subchart its default `<release>-dask-gateway` (`traefik-<release>-dask-gateway`,
+ClusterRoles, the `gateway.dask.org/instance` label): one project = one release = one namespace. The team storage PVC
 and the catalog ConfigMap are referenced by name from `jupyterhub.singleuser`, so
 their names come from values (`teamStorage.claimName`, `catalog.configMapName`)
 and the same values are used there.
@@ -32,10 +32,20 @@ esdl.io/project: {{ include "esdl-project.name" . }}
 {{- printf "esdl-%s" . | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
-{{/* Pod selector of the dask-gateway chart's pods (api, controller, traefik) and the
-     scheduler/worker pods its controller creates: all carry this label. */}}
+{{/* The dask-gateway subchart's fullname in this release (its default; platform_lib.plan.gateway_fullname). */}}
+{{- define "esdl-project.daskGatewayName" -}}
+{{- if contains "dask-gateway" .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-dask-gateway" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Pod selector of this release's dask-gateway pods (api, controller, traefik) and the
+     scheduler/worker pods its controller creates: all carry both labels. */}}
 {{- define "esdl-project.daskGatewayPods" -}}
 app.kubernetes.io/name: dask-gateway
+gateway.dask.org/instance: {{ include "esdl-project.daskGatewayName" . }}
 {{- end -}}
 
 {{/* Egress to the cluster DNS (kube-system, port 53). */}}
