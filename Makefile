@@ -9,6 +9,9 @@ ESDL     := $(VENV)/bin/esdl
 EXTRAS   := hub,ml,viz,deploy,dev
 PY_STAMP := $(VENV)/.installed-$(EXTRAS)
 NODE_STAMP := $(if $(wildcard package.json),node_modules/.installed)
+# the hub side of a Kubernetes deployment at the versions z2jh's hub image runs (tests/hub/requirements.txt)
+HUB_VENV := .venv-hub
+HUB_STAMP := $(HUB_VENV)/.installed
 PROJECT  ?= demo
 
 .PHONY: setup up test lint lock demo-cubes bench help
@@ -21,7 +24,7 @@ help:
 
 # bytecode up front (uv --compile-bytecode for the venv, compileall for our package): every hub, gateway,
 # user server and `esdl` start reads it instead of compiling, even where PYTHONDONTWRITEBYTECODE is set
-setup: $(PY_STAMP) $(NODE_STAMP)
+setup: $(PY_STAMP) $(NODE_STAMP) $(HUB_STAMP)
 	@$(PY) -m compileall -q platform_lib >/dev/null
 
 # torch comes first and pinned (constraints.txt): the CPU build on disk, not a CUDA download.
@@ -34,6 +37,11 @@ $(PY_STAMP): pyproject.toml constraints.txt images/notebook/requirements.lock
 	$(VENV)/bin/uv pip install -q --python $(PY) --compile-bytecode --constraint constraints.txt \
 	  --constraint images/notebook/requirements.lock -e '.[$(EXTRAS)]'
 	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+$(HUB_STAMP): tests/hub/requirements.txt $(PY_STAMP)
+	@test -x $(HUB_VENV)/bin/python || python3 -m venv $(HUB_VENV)
+	$(VENV)/bin/uv pip install -q --python $(HUB_VENV)/bin/python -r tests/hub/requirements.txt
 	@touch $@
 
 node_modules/.installed: package.json package-lock.json

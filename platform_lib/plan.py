@@ -222,6 +222,9 @@ class LoginPlan:
         settings: dict[str, Any] = {
             "admin_users": list(self.admin_users),
             "allowed_users": list(self.allowed_users),
+            # JupyterHub >= 5 would otherwise let in everyone the hub's database already knows: a person
+            # removed from the spec loses access at the next start
+            "allow_existing_users": False,
             **self.oauth,
         }
         if self.method == "native":
