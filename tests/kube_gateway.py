@@ -1,12 +1,12 @@
 """A real dask-gateway server with the chart's gateway config and dask-gateway-server's ``KubeBackend``,
 where only the Kubernetes API server and the scheduler pods are in memory (no cluster exists here).
 
-``gateway_config(values)`` builds what the dask-gateway chart's ``dask_gateway_config.py`` sets from the
-values our chart hands it, then executes the rendered ``gateway.extraConfig`` snippets (the policy module
-``platform_lib/gateway_policy.py`` inlined, and its settings) exactly as the chart does.
+``gateway_config(text)`` executes the dask-gateway chart's own ``dask_gateway_config.py`` as rendered in a
+release (:func:`chart_gateway_config`): the chart's forwarding of its values to traitlets, then our
+``gateway.extraConfig`` (the policy module ``platform_lib/gateway_policy.py`` inlined, and its settings).
 
-Run as a script (``python tests/kube_gateway.py VALUES.json HOST:PORT``) it starts ``DaskGateway`` with
-that config, users authenticated by dask-gateway's ``SimpleAuthenticator`` (basic auth, any password),
+Run as a script (``python tests/kube_gateway.py dask_gateway_config.py HOST:PORT``) it starts
+``DaskGateway`` with that config, users authenticated by dask-gateway's ``SimpleAuthenticator`` (basic auth, any password),
 and the backend the rendered config chose, built on :class:`InMemoryKubeBackend`: the real
 ``KubeBackend`` code (its ``start_cluster``, ``stop_cluster``, ``on_cluster_heartbeat``, informer
 cache and ``sync_cluster``), with DaskCluster objects and their credentials Secrets kept in memory, and a
@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -28,20 +27,29 @@ from typing import Any
 from traitlets.config import Config
 
 
-def gateway_config(gateway_values: dict[str, Any]) -> tuple[Config, dict[str, Any]]:
-    """The traitlets config of the gateway from the values the dask-gateway subchart receives (its
-    ``gateway:`` section), and the namespace the extraConfig snippets ran in."""
-    backend = gateway_values["backend"]
+def chart_gateway_config(docs: list[dict[str, Any]], fullname: str) -> str:
+    """The dask-gateway chart's own ``dask_gateway_config.py`` from a rendered release (its ConfigMap
+    ``api-<fullname>``): the values it received, its forwarding of them to traitlets, our extraConfig."""
+    configmap = next(
+        d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == f"api-{fullname}"
+    )
+    return configmap["data"]["dask_gateway_config.py"]
+
+
+def gateway_config(config_py: str) -> tuple[Config, dict[str, Any]]:
+    """Execute the chart's gateway config as the gateway does; return the config and the namespace the
+    file ran in (the inlined policy module's functions are there)."""
     c = Config()
-    c.DaskGateway.backend_class = "dask_gateway_server.backends.kubernetes.KubeBackend"
-    c.KubeClusterConfig.image = f"{backend['image']['name']}:{backend['image']['tag']}"
-    c.KubeClusterConfig.environment = backend.get("environment", {})
-    c.KubeClusterConfig.worker_extra_pod_config = backend["worker"]["extraPodConfig"]
-    c.KubeClusterConfig.worker_extra_container_config = backend["worker"]["extraContainerConfig"]
-    namespace: dict[str, Any] = {"c": c}
-    snippets = gateway_values.get("extraConfig") or {}
-    for key in sorted(snippets):  # the chart runs them in key order, in one file
-        exec(compile(snippets[key], f"gateway.extraConfig.{key}", "exec"), namespace)
+    namespace: dict[str, Any] = {
+        "c": c,
+        "get_config": lambda: c,
+        "__file__": "/etc/dask-gateway/dask_gateway_config.py",
+    }
+    path = list(sys.path)
+    try:
+        exec(compile(config_py, "dask_gateway_config.py", "exec"), namespace)
+    finally:
+        sys.path[:] = path  # the file puts its own folder first on sys.path
     return c, namespace
 
 
@@ -129,11 +137,10 @@ def _in_memory_backend_class() -> type:
     return InMemoryKubeBackend
 
 
-def main(values_file: str, address: str) -> None:
+def main(config_file: str, address: str) -> None:
     from dask_gateway_server.app import DaskGateway
 
-    values = json.loads(Path(values_file).read_text())
-    c, namespace = gateway_config(values)
+    c, namespace = gateway_config(Path(config_file).read_text())
     c.DaskGateway.backend_class = namespace["kube_backend_class"](_in_memory_backend_class())
     c.DaskGateway.authenticator_class = "dask_gateway_server.auth.SimpleAuthenticator"
     c.DaskGateway.address = address

@@ -2,7 +2,8 @@
 answers from the embedded platform's gateway (real processes: ``esdl up``, hub login, local clusters)
 and from the Kubernetes gateway (a real ``DaskGateway`` server running the chart's rendered gateway
 config with dask-gateway-server's ``KubeBackend``; only the API server and the scheduler pods are in
-memory, ``tests/kube_gateway.py``).
+memory, ``tests/kube_gateway.py``; the config is the dask-gateway chart's own ``dask_gateway_config.py``
+as rendered with the real subchart).
 
 The project: two clusters and four workers per user, at most six worker cores per user.
 """
@@ -17,14 +18,16 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import kube_gateway
 import pytest
 from platform_helpers import PlatformEnv, small_spec
 
-from platform_lib.deploy.chart import subchart_values
-from platform_lib.deploy.values import render_values
+from platform_lib.deploy.chart import render_manifests
+from platform_lib.deploy.values import namespace_for, release_name, render_values
 from platform_lib.gateway import close_gateway, open_gateway
 from platform_lib.local.client import HubClient
 from platform_lib.local.layout import free_port
+from platform_lib.plan import gateway_fullname
 from platform_lib.projects import parse_project
 
 pytestmark = pytest.mark.slow
@@ -145,12 +148,16 @@ def kube_gateways(tmp_path_factory) -> Iterator[GatewayFor]:
     from dask_gateway import BasicAuth
 
     tmp = tmp_path_factory.mktemp("conform-kube")
-    values = subchart_values(render_values(parse_project(SPEC)), "dask-gateway")["gateway"]
-    (tmp / "values.json").write_text(json.dumps(values))
+    spec = parse_project(SPEC)
+    docs = render_manifests(
+        render_values(spec), release=release_name(spec), namespace=namespace_for(spec), subcharts=True
+    )
+    config_py = tmp / "dask_gateway_config.py"
+    config_py.write_text(kube_gateway.chart_gateway_config(docs, gateway_fullname(release_name(spec))))
     address = f"127.0.0.1:{free_port()}"
     log = (tmp / "gateway.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, str(HERE / "kube_gateway.py"), str(tmp / "values.json"), address],
+        [sys.executable, str(HERE / "kube_gateway.py"), str(config_py), address],
         stdout=log,
         stderr=subprocess.STDOUT,
     )

@@ -58,6 +58,9 @@ class Release:
             and d["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/name") == "dask-gateway"
         )
 
+    def doc_of_release(self, kind: str, name: str) -> dict:
+        return next(d for d in self.release_docs if d["kind"] == kind and d["metadata"]["name"] == name)
+
     def doc(self, kind: str, name: str | None = None) -> dict:
         return next(d for d in self.docs if d["kind"] == kind and name in (None, d["metadata"]["name"]))
 
@@ -137,8 +140,9 @@ def test_users_and_servers_may_use_the_gateway(release):
 
 
 def gateway_config(release: Release) -> Config:
-    """What the dask-gateway chart's dask_gateway_config.py sets from our values, then our snippets."""
-    return kube_gateway.gateway_config(release.gateway["gateway"])[0]
+    """The dask-gateway chart's own dask_gateway_config.py as rendered in the release, executed."""
+    fullname = gateway_fullname(release_name(release.spec))
+    return kube_gateway.gateway_config(kube_gateway.chart_gateway_config(release.release_docs, fullname))[0]
 
 
 def make_backend(release: Release):
@@ -636,3 +640,59 @@ def test_render_values_is_deterministic_and_carries_references_only(release):
     assert render_values(release.spec) == release.values
     raw = [s for s in strings(release.values) if s.startswith(("env:", "secret:"))]
     assert raw == []  # every reference was turned into a secretKeyRef or a {{ env(...) }} template
+
+
+# ---------------------------------------------------------------------------------------------------------
+# pod security: what Pod Security admission would say of every pod of the release
+
+
+def test_every_pod_meets_the_namespaces_pod_security(release, kubeconfig):
+    from dask_gateway_server.backends.kubernetes.controller import KubeController
+    from dask_gateway_server.models import User
+    from pod_security import LEVELS, pod_security_level, pod_specs, restricted_violations
+
+    from platform_lib.deploy.release import POD_SECURITY
+
+    pods = pod_specs(release.release_docs)
+    pods["user server"] = user_pod(release, False)["spec"]
+    pods["admin's server"] = user_pod(release, True)["spec"]
+    fullname = gateway_fullname(release_name(release.spec))
+    controller = KubeController(gateway_instance=fullname, api_url=f"http://api-{fullname}:8000/api")
+    _, config = start(make_backend(release), User("ada"), {})
+    for worker in (False, True):
+        pods["dask worker" if worker else "dask scheduler"] = controller.make_pod(
+            namespace_for(release.spec), "c1", config, is_worker=worker
+        )["spec"]
+    levels = {name: pod_security_level(spec) for name, spec in pods.items()}
+    enforced = LEVELS.index(POD_SECURITY["enforce"])
+    assert all(LEVELS.index(level) <= enforced for level in levels.values()), levels
+    # everything we configure is restricted; only the upstream gateway chart's own pods are not
+    below = {
+        name: restricted_violations(pods[name]) for name, level in levels.items() if level != "restricted"
+    }
+    upstream = {f"Deployment/{part}-{fullname}" for part in ("api", "controller", "traefik")}
+    assert set(below) == upstream, below
+    assert all(level == "restricted" for name, level in levels.items() if name not in upstream)
+
+
+def test_user_pods_are_kept_from_the_cloud_metadata_server_without_a_privileged_container(
+    release, kubeconfig
+):
+    import ipaddress
+
+    metadata = ipaddress.ip_address(release.hub["singleuser"]["cloudMetadata"]["ip"])
+    assert release.hub["singleuser"]["cloudMetadata"]["blockWithIptables"] is False
+    pod = user_pod(release, False)["spec"]
+    assert not pod.get("initContainers"), "no privileged iptables init container"
+    policy = release.doc_of_release("NetworkPolicy", "singleuser")["spec"]
+    reachable = [  # z2jh lets DNS (port 53) reach it, where some clouds serve DNS; nothing else may
+        (peer["ipBlock"], rule.get("ports"))
+        for rule in policy["egress"]
+        for peer in rule.get("to", [])
+        if "ipBlock" in peer
+        and metadata in ipaddress.ip_network(peer["ipBlock"]["cidr"])
+        and not any(metadata in ipaddress.ip_network(e) for e in peer["ipBlock"].get("except", []))
+        and (not rule.get("ports") or any(p.get("port") != 53 for p in rule["ports"]))
+    ]
+    assert reachable == [], f"user pods may reach {metadata}: {reachable}"
+    assert any("ipBlock" in peer for rule in policy["egress"] for peer in rule.get("to", []))  # rules exist

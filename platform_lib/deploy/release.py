@@ -74,12 +74,20 @@ def release_dir(spec: ProjectSpec) -> Path:
     return private_dir(state_dir() / "deploy" / spec.name)
 
 
+#: Pod Security admission modes of a project's namespace (see namespace_manifest)
+POD_SECURITY = {"enforce": "baseline", "warn": "restricted", "audit": "restricted"}
+
+
 def namespace_manifest(spec: ProjectSpec) -> dict[str, Any]:
-    """The project's Namespace, labelled so policies and admins can select every ESDL project.
+    """The project's Namespace, labelled so policies and admins can select every ESDL project, and for
+    Pod Security admission: every pod of a release meets ``baseline`` (enforced); user servers, dask
+    schedulers and workers and z2jh's pods also meet ``restricted``, the upstream dask-gateway api and
+    controller pods do not (their chart sets no security context), so ``restricted`` is warned and audited.
 
     >>> from platform_lib.projects import load_project
-    >>> namespace_manifest(load_project("demo"))["metadata"]["name"]
-    'esdl-demo'
+    >>> labels = namespace_manifest(load_project("demo"))["metadata"]["labels"]
+    >>> labels["pod-security.kubernetes.io/enforce"], labels["pod-security.kubernetes.io/warn"]
+    ('baseline', 'restricted')
     """
     return {
         "apiVersion": "v1",
@@ -90,6 +98,7 @@ def namespace_manifest(spec: ProjectSpec) -> dict[str, Any]:
                 "app.kubernetes.io/part-of": "esdl",
                 "app.kubernetes.io/managed-by": "esdl",
                 "esdl.io/project": spec.name,
+                **{f"pod-security.kubernetes.io/{mode}": level for mode, level in POD_SECURITY.items()},
             },
         },
     }

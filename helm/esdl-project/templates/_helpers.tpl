@@ -48,12 +48,24 @@ app.kubernetes.io/name: dask-gateway
 gateway.dask.org/instance: {{ include "esdl-project.daskGatewayName" . }}
 {{- end -}}
 
-{{/* Egress to the cluster DNS (kube-system, port 53). */}}
+{{/* Egress to DNS on port 53, where clusters serve it (as z2jh's dnsPorts* rules): kube-system, private
+     ranges (a DNS service outside kube-system), NodeLocal DNSCache's link-local address, and the cloud
+     metadata server's address (some clouds serve DNS there; only port 53 is allowed to it). */}}
 {{- define "esdl-project.dnsEgress" -}}
 - to:
     - namespaceSelector:
         matchLabels:
           kubernetes.io/metadata.name: kube-system
+    - ipBlock:
+        cidr: 10.0.0.0/8
+    - ipBlock:
+        cidr: 172.16.0.0/12
+    - ipBlock:
+        cidr: 192.168.0.0/16
+    - ipBlock:
+        cidr: 169.254.20.10/32
+    - ipBlock:
+        cidr: 169.254.169.254/32
   ports:
     - protocol: UDP
       port: 53
