@@ -512,6 +512,9 @@ _SECRET_VALUE = re.compile(
 )
 _NOT_SECRET_KEY = re.compile(r"(_url|_uri|_endpoint|_claim)$", re.I)
 _S3_CREDENTIAL_KEYS = {"key", "secret", "token", "aws_access_key_id", "aws_secret_access_key"}
+#: values of a credential key that say how to find credentials and are none themselves (gcsfs's token
+#: modes); the chart's catalog guard accepts the same (templates/catalog-configmap.yaml)
+NOT_SECRET_VALUES = {"google_default", "cache", "anon", "browser", "cloud"}
 
 
 def _plaintext_secrets(node: Any, loc: tuple[str | int, ...] = ()) -> list[str]:
@@ -522,7 +525,13 @@ def _plaintext_secrets(node: Any, loc: tuple[str | int, ...] = ()) -> list[str]:
             secret_key = bool(_SECRET_KEY.search(str(k)) and not _NOT_SECRET_KEY.search(str(k))) or (
                 "storage_options" in loc and str(k).lower() in _S3_CREDENTIAL_KEYS
             )
-            if secret_key and isinstance(v, str) and v and not _SECRET_REF.match(v):
+            if (
+                secret_key
+                and isinstance(v, str)
+                and v
+                and not _SECRET_REF.match(v)
+                and v not in NOT_SECRET_VALUES
+            ):
                 problems.append(
                     f"{_dotted(here)}: looks like a plaintext secret; allowed: a reference 'env:VARIABLE' or"
                     " 'secret:SECRET-NAME/KEY' (never the value itself)"

@@ -22,7 +22,7 @@ from platform_lib.deploy.release import layer_values
 from platform_lib.deploy.values import namespace_for, release_name, render_values
 from platform_lib.errors import EsdlError
 from platform_lib.paths import repo_root
-from platform_lib.projects import list_projects, load_project
+from platform_lib.projects import list_projects, load_project, parse_project
 
 SPECS = list_projects()
 
@@ -133,6 +133,37 @@ def test_catalog_configmap_refuses_credentials():
     leaked = {
         "catalog": {
             "project": "sources:\n  x:\n    args:\n      storage_options:\n        secret: AbCdEf123456789\n"
+        }
+    }
+    with pytest.raises(EsdlError, match="catalog.project looks like it holds a credential"):
+        render_manifests(leaked, release="x", namespace="esdl-x")
+
+
+def test_a_gcs_token_mode_is_not_taken_for_a_credential():
+    """``token: google_default`` (gcsfs: use the pod's workload identity) passes the spec's secret check
+    and the chart's catalog guard, and reaches the catalog as written; a real token does not."""
+    spec = parse_project(
+        {
+            "name": "gcs-team",
+            "title": "GCS",
+            "admins": ["ada"],
+            "catalog": {
+                "entries": [
+                    {
+                        "name": "cube",
+                        "urlpath": "gs://bucket/cube.zarr",
+                        "storage_options": {"token": "google_default"},
+                    }
+                ]
+            },
+        }
+    )
+    docs = render_manifests(render_values(spec), release="gcs-team", namespace="esdl-gcs-team")
+    configmap = next(d for d in docs if d["kind"] == "ConfigMap")
+    assert "token: google_default" in configmap["data"]["project.yaml"]
+    leaked = {
+        "catalog": {
+            "project": "sources:\n  x:\n    args:\n      storage_options:\n        token: ya29.a0AfB_byC1\n"
         }
     }
     with pytest.raises(EsdlError, match="catalog.project looks like it holds a credential"):
