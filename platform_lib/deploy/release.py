@@ -33,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from platform_lib.deploy.storage_check import StoragePlan, team_storage_plan
 from platform_lib.deploy.values import (
     CHART_DIR,
     ENV_SECRET,
@@ -185,12 +186,20 @@ def helm_commands(
     values_file: str | os.PathLike[str],
     extra_values: Sequence[str | os.PathLike[str]] = (),
     chart_dir: str | os.PathLike[str] = CHART_DIR,
+    *,
+    wait: bool = True,
 ) -> list[list[str]]:
     """The helm invocations of a deploy, in order (``helm`` may be absent: they are printed then).
 
+    With ``wait`` the upgrade waits for the release and rolls back when it fails (``--atomic``); without
+    it (a team claim that binds only when a user pod uses it, see ``storage_check``) it does neither.
+
     >>> from platform_lib.projects import load_project
-    >>> helm_commands(load_project("demo"), "v.yaml")[-1][:4]
-    ['helm', 'upgrade', '--install', 'demo']
+    >>> upgrade = helm_commands(load_project("demo"), "v.yaml")[-1]
+    >>> upgrade[:4], "--atomic" in upgrade
+    (['helm', 'upgrade', '--install', 'demo'], True)
+    >>> "--wait" in helm_commands(load_project("demo"), "v.yaml", wait=False)[-1]
+    False
     """
     chart = str(chart_dir)
     build = ["helm", "dependency", "build" if (Path(chart_dir) / "Chart.lock").is_file() else "update", chart]
@@ -198,7 +207,7 @@ def helm_commands(
     upgrade += ["--values", str(values_file)]
     for extra in extra_values:
         upgrade += ["--values", str(extra)]
-    upgrade += ["--wait", "--timeout", HELM_TIMEOUT]
+    upgrade += ["--atomic", "--wait", "--timeout", HELM_TIMEOUT] if wait else ["--timeout", HELM_TIMEOUT]
     repos = [["helm", "repo", "add", "--force-update", n, url] for n, url in HELM_REPOSITORIES.items()]
     return [*repos, build, upgrade]
 
@@ -217,6 +226,17 @@ def _kube(context: str | None) -> Any:
                 " (for k3s: /etc/rancher/k3s/k3s.yaml) or pass --kube-context"
             ) from None
     return kubernetes.client.CoreV1Api()
+
+
+def _storage_plan(spec: ProjectSpec, kube_context: str | None) -> StoragePlan:
+    """The team folder's StorageClass checked against the cluster's (``storage_check``)."""
+    kubernetes = import_extra("kubernetes", "deploy", "talking to the cluster")
+    _kube(kube_context)  # loads the same configuration
+    api = kubernetes.client.ApiClient()
+    classes = kubernetes.client.StorageV1Api(api).list_storage_class().items
+    return team_storage_plan(
+        [api.sanitize_for_serialization(sc) for sc in classes], spec.storage.storage_class
+    )
 
 
 def _api_exception() -> type[Exception]:
@@ -279,6 +299,7 @@ def deploy(
     refs = secret_refs(spec)
     env_data = _env_secret_data(refs, environ)
     mode = "[dry-run] " if dry_run else ""
+    wait = True
     try:
         core = _kube(kube_context)
     except EsdlError as exc:
@@ -311,12 +332,21 @@ def deploy(
             out(f"{mode}storing {', '.join(env_data)} in Secret {namespace}/{ENV_SECRET}")
             if not dry_run:
                 _apply_secret(core, namespace, ENV_SECRET, env_data)
+        storage = _storage_plan(spec, kube_context)
+        for note in storage.notes:
+            out(f"{mode}note: {note}")
+        if storage.problems:
+            message = "the team folder cannot be served:\n  - " + "\n  - ".join(storage.problems)
+            if not dry_run:
+                raise EsdlError(message)
+            out(f"{mode}{message}")
+        wait = storage.wait
     # helm downloads the subcharts into the chart's charts/ folder: build in a copy, not in the repository
     chart_copy = files["values"].parent / "chart"
     if chart_copy.exists():
         shutil.rmtree(chart_copy)
     shutil.copytree(CHART_DIR, chart_copy, ignore=shutil.ignore_patterns("charts"))
-    commands = helm_commands(spec, files["values"], extra_values, chart_copy)
+    commands = helm_commands(spec, files["values"], extra_values, chart_copy, wait=wait)
     if dry_run:
         commands[-1] = [*commands[-1], "--dry-run=server" if core is not None else "--dry-run=client"]
     helm = shutil.which("helm")
