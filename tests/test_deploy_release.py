@@ -152,16 +152,42 @@ def test_extra_values_files_are_layered_and_must_exist(state, no_cluster, tmp_pa
         deploy(spec, dry_run=True, extra_values=[tmp_path / "missing.yaml"], out=lambda _: None)
 
 
-def test_diff_without_a_cluster_compares_with_the_last_render(state, no_cluster, tmp_path, capsys):
+def test_diff_without_a_cluster_compares_nothing_and_exits_2(state, no_cluster, tmp_path, capsys):
+    path = write_spec(tmp_path, GOOD)
+    write_release(load_project(path))
+    assert main(["project", "diff", str(path)]) == 2
+    out = capsys.readouterr().out
+    assert "cannot read the cluster" in out and "nothing was compared" in out and "no changes" not in out
+    assert f"esdl project diff {load_project(path).name} --last-render" in out
+
+
+def test_manifest_changes_name_each_object_and_ignore_generated_secret_values():
+    from platform_lib.deploy.chart import render_manifests
+    from platform_lib.deploy.release import manifest_changes
+
+    spec = load_project("demo")
+    docs = render_manifests(render_values(spec), release="demo", namespace="esdl-demo", subcharts=True)
+    again = render_manifests(render_values(spec), release="demo", namespace="esdl-demo", subcharts=True)
+    hub_secret = lambda d: d["kind"] == "Secret" and d["metadata"]["name"] == "hub"  # noqa: E731
+    assert [d["data"] for d in docs if hub_secret(d)] != [d["data"] for d in again if hub_secret(d)]  # random
+    deployed = yaml.safe_dump_all(docs)
+    assert manifest_changes(deployed, again) == []
+    bigger = {**render_values(spec), "quota": {"cpu": "99"}}
+    changed = render_manifests(bigger, release="demo", namespace="esdl-demo", subcharts=True)
+    assert manifest_changes(deployed, changed) == ["changed ResourceQuota/esdl-project-quota"]
+    assert manifest_changes(deployed, changed[1:])[0].startswith("removed ")
+
+
+def test_diff_with_the_last_render(state, no_cluster, tmp_path, capsys):
     data = {**GOOD, "quota": {"cpu": 64, "memory": "128Gi"}}
     path = write_spec(tmp_path, data)
     with pytest.raises(EsdlError, match="no earlier render"):
-        diff(load_project(path), out=lambda _: None)
+        diff(load_project(path), last_render=True, out=lambda _: None)
     write_release(load_project(path))
-    assert main(["project", "diff", str(path)]) == 0
+    assert main(["project", "diff", str(path), "--last-render"]) == 0
     assert "no changes" in capsys.readouterr().out
     write_spec(tmp_path, {**data, "title": "Tiny project, renamed", "quota": {"cpu": 96, "memory": "128Gi"}})
-    assert main(["project", "diff", str(path)]) == 1
+    assert main(["project", "diff", str(path), "--last-render"]) == 1
     out = capsys.readouterr().out
     assert "-  title: Tiny project\n+  title: Tiny project, renamed" in out
     assert "-  cpu: '64'\n+  cpu: '96'" in out
@@ -169,12 +195,14 @@ def test_diff_without_a_cluster_compares_with_the_last_render(state, no_cluster,
     write_release(load_project(path))
     site = tmp_path / "site.yaml"
     site.write_text("jupyterhub:\n  proxy:\n    service:\n      type: NodePort\n")
-    assert main(["project", "diff", str(path), "-f", str(site)]) == 0  # the render on disk gets it too
+    assert (
+        main(["project", "diff", str(path), "-f", str(site), "--last-render"]) == 0
+    )  # the render gets it too
     assert "no changes" in capsys.readouterr().out
     assert diff(load_project(path), extra_values=[site], against=render_values(load_project(path))) == 1
     site.write_text("- not a mapping\n")
     with pytest.raises(EsdlError, match="must be a mapping of values, not a list"):
-        diff(load_project(path), extra_values=[site])
+        diff(load_project(path), extra_values=[site], last_render=True)
 
 
 def test_delete_dry_run_without_helm_names_the_command_and_keeps_team_storage(no_cluster):

@@ -50,12 +50,21 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     deploy.add_argument("--kube-context", metavar="NAME", help="kubeconfig context (default: current)")
     deploy.set_defaults(func=run_deploy)
 
-    diff = sub.add_parser("diff", help="show how the rendered values differ from the deployed release")
+    diff = sub.add_parser(
+        "diff",
+        help="show how the rendered values and objects differ from the deployed release; exit 0 same, 1 different,"
+        " 2 cluster not read",
+    )
     diff.add_argument("spec", metavar="NAME|PATH", help="project name or spec file")
     diff.add_argument(
         "-f", "--values", action="append", default=[], metavar="FILE", help="the extra values deploy gets"
     )
     diff.add_argument("--kube-context", metavar="NAME", help="kubeconfig context (default: current)")
+    diff.add_argument(
+        "--last-render",
+        action="store_true",
+        help="compare with the last `render` on disk instead of the cluster (values only)",
+    )
     diff.add_argument(
         "--dry-run", action="store_true", help="accepted for symmetry: diff never changes anything"
     )
@@ -120,7 +129,12 @@ def run_diff(args: argparse.Namespace) -> int:
     from platform_lib.deploy.release import diff
     from platform_lib.projects import load_project
 
-    return diff(load_project(args.spec), extra_values=args.values, kube_context=args.kube_context)
+    return diff(
+        load_project(args.spec),
+        extra_values=args.values,
+        kube_context=args.kube_context,
+        last_render=args.last_render,
+    )
 
 
 def run_delete(args: argparse.Namespace) -> int:

@@ -27,7 +27,7 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -390,9 +390,9 @@ def _apply_secret(core: Any, namespace: str, name: str, data: dict[str, str]) ->
         core.create_namespaced_secret(namespace, body)
 
 
-def deployed_values(core: Any, spec: ProjectSpec) -> dict[str, Any] | None:
-    """The values of the latest deployed revision of the project's release (from Helm's release
-    Secret: base64, gzip, JSON), or ``None`` when it is not installed."""
+def deployed_release(core: Any, spec: ProjectSpec) -> dict[str, Any] | None:
+    """The latest deployed revision of the project's release as Helm stores it (its release Secret:
+    base64, gzip, JSON with ``config``, the values, and ``manifest``), or ``None`` when not installed."""
     namespace = namespace_for(spec)
     secrets = core.list_namespaced_secret(namespace, label_selector=f"owner=helm,name={release_name(spec)}")
     latest = max(secrets.items, key=lambda s: int((s.metadata.labels or {}).get("version", 0)), default=None)
@@ -401,7 +401,42 @@ def deployed_values(core: Any, spec: ProjectSpec) -> dict[str, Any] | None:
     payload = base64.b64decode(base64.b64decode(latest.data["release"]))
     if payload[:2] == b"\x1f\x8b":
         payload = gzip.decompress(payload)
-    return json.loads(payload).get("config") or {}
+    return json.loads(payload)
+
+
+def manifest_changes(deployed_manifest: str, rendered: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per object that a deploy would add, remove or change, comparing Helm's stored manifest
+    with ``rendered`` objects. Secrets compare by their keys only, and pod templates without their
+    ``checksum/`` annotations: the charts generate tokens at render time (and keep the deployed ones), so
+    those differ on every render.
+
+    >>> cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1"}}
+    >>> manifest_changes(yaml.safe_dump(cm), [{**cm, "data": {"a": "2"}}])
+    ['changed ConfigMap/c']
+    """
+
+    def key(doc: Mapping[str, Any]) -> str:
+        return f"{doc.get('kind')}/{(doc.get('metadata') or {}).get('name')}"
+
+    def comparable(doc: Mapping[str, Any]) -> Any:
+        if doc.get("kind") == "Secret":
+            return sorted({**(doc.get("data") or {}), **(doc.get("stringData") or {})})
+        plain = json.loads(json.dumps(doc, sort_keys=True, default=str))
+        template = (plain.get("spec") or {}).get("template") if isinstance(plain.get("spec"), dict) else None
+        annotations = ((template or {}).get("metadata") or {}).get("annotations")
+        if annotations:  # checksums of those Secrets: they follow the same generated values
+            template["metadata"]["annotations"] = {
+                k: v for k, v in annotations.items() if not k.startswith("checksum/")
+            }
+        return plain
+
+    old = {key(d): comparable(d) for d in yaml.safe_load_all(deployed_manifest or "") if d}
+    new = {key(d): comparable(d) for d in rendered if d}
+    return (
+        [f"added {k}" for k in sorted(set(new) - set(old))]
+        + [f"removed {k}" for k in sorted(set(old) - set(new))]
+        + [f"changed {k}" for k in sorted(set(old) & set(new)) if old[k] != new[k]]
+    )
 
 
 def diff(
@@ -410,41 +445,62 @@ def diff(
     extra_values: Sequence[str | os.PathLike[str]] = (),
     kube_context: str | None = None,
     against: dict[str, Any] | None = None,
+    last_render: bool = False,
     out: Printer = print,
 ) -> int:
-    """Show what a deploy would change in the release's values (unified diff); return 1 if anything.
+    """Show what a deploy would change: the release's values (unified diff) and its objects. Returns 0
+    when nothing would change, 1 when something would, 2 when the cluster could not be read (then nothing
+    was compared, and it says so: never "no changes" for a cluster it did not read).
 
     The rendered values, with ``extra_values`` files layered on top as ``deploy -f`` does, are compared
-    with the deployed release (read from the cluster) or, with ``against``, with those values. With no
-    cluster configured, the comparison is with the last ``render`` on disk.
+    with the deployed release (its values and manifests, read from the cluster); with ``last_render``, with
+    the last ``render`` on disk instead (values only), and with ``against``, with those values.
     """
     new = layer_values(render_values(spec), *extra_values)
+    changes: list[str] = []
     if against is not None:
         old, where = against, "the given values"
+    elif last_render:
+        path = release_dir(spec) / "values.yaml"
+        if not path.is_file():
+            raise EsdlError(
+                f"there is no earlier render at {path} to compare with; run `esdl project render`"
+            )
+        old, where = (
+            layer_values(yaml.safe_load(path.read_text()) or {}, *extra_values),
+            f"the last render ({path})",
+        )
     else:
         try:
-            core = _kube(kube_context)
-        except EsdlError as exc:
-            path = release_dir(spec) / "values.yaml"
-            if not path.is_file():
-                raise EsdlError(f"{exc}; and there is no earlier render at {path} to compare with") from None
-            old, where = layer_values(yaml.safe_load(path.read_text()) or {}, *extra_values), str(path)
-            out(f"no cluster configured; comparing with the last render ({path})")
-        else:
-            deployed = deployed_values(core, spec)
-            old = deployed or {}
-            where = (
-                f"release {release_name(spec)} in {namespace_for(spec)}"
-                if deployed
-                else "nothing (not installed)"
+            deployed = deployed_release(_kube(kube_context), spec)
+        except Exception as exc:  # noqa: BLE001 - no configuration, refused, timed out, forbidden: all "not read"
+            out(
+                f"cannot read the cluster ({str(exc).splitlines()[0]}); nothing was compared. Point KUBECONFIG at the"
+                f" cluster, or compare with the last render on disk: esdl project diff {spec.name} --last-render"
             )
+            return 2
+        where = (
+            f"release {release_name(spec)} in {namespace_for(spec)}"
+            if deployed
+            else "nothing (not installed)"
+        )
+        old = (deployed or {}).get("config") or {}
+        from platform_lib.deploy.chart import render_manifests
+
+        rendered = render_manifests(
+            new, release=release_name(spec), namespace=namespace_for(spec), subcharts=True
+        )
+        changes = manifest_changes((deployed or {}).get("manifest", ""), rendered)
     a = _dump(old).splitlines(keepends=True)
     b = _dump(new).splitlines(keepends=True)
     lines = list(difflib.unified_diff(a, b, fromfile=where, tofile=f"projects/{spec.name}.yaml (rendered)"))
-    if not lines:
+    if not lines and not changes:
         out(f"no changes: {where} matches projects/{spec.name}.yaml")
         return 0
-    out("".join(lines).rstrip("\n"))
+    if lines:
+        out("".join(lines).rstrip("\n"))
+    if changes:
+        out("objects a deploy would change:\n  " + "\n  ".join(changes))
     return 1
 
 
