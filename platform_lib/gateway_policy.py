@@ -280,15 +280,67 @@ def local_backend_class() -> type:
 
 def kube_backend_class(base: type | None = None) -> type:
     """dask-gateway's ``KubeBackend`` (or ``base``, a subclass of it) with the policy applied; admins'
-    workers also get read-write ``admin_writable_mounts`` (members' are read-only where the project says so).
+    workers also get read-write ``admin_writable_mounts`` (members' are read-only where the project says so),
+    and the gateway watches its own namespace only (``own_namespace_only``).
 
     >>> kube_backend_class().__mro__[1].__name__
     'PolicyKubeBackend'
     """
+    import asyncio
+    from collections import defaultdict
+
+    from traitlets import Bool
+
     if base is None:
         from dask_gateway_server.backends.kubernetes import KubeBackend as base
 
     class ProjectKubeBackend(_with_policy(base)):
+        own_namespace_only = Bool(
+            True,
+            help="Watch the DaskClusters of the gateway's own namespace only (upstream lists them cluster-wide),"
+            " so a Role in that namespace is all the gateway's account needs.",
+        ).tag(config=True)
+
+        async def setup(self, app):
+            if not self.own_namespace_only:
+                return await super().setup(app)
+            # KubeBackend.setup of dask-gateway-server 2026.3.0, but for the informer's namespaced list
+            from dask_gateway_server.backends.base import Backend
+            from dask_gateway_server.backends.kubernetes.utils import Informer
+            from dask_gateway_server.utils import Flag
+            from dask_gateway_server.workqueue import WorkQueue
+            from kubernetes_asyncio import client, config
+
+            await Backend.setup(self, app)
+            try:
+                config.load_incluster_config()
+            except config.ConfigException:
+                await config.load_kube_config()
+            self.api_client = client.ApiClient()
+            self.core_client = client.CoreV1Api(api_client=self.api_client)
+            self.custom_client = client.CustomObjectsApi(api_client=self.api_client)
+            self.cluster_waiters = defaultdict(Flag)
+            self.clusters = {}
+            self.username_to_clusters = defaultdict(dict)
+            self.queue = WorkQueue()
+            self.informer = Informer(
+                parent=self,
+                name="cluster",
+                client=self.custom_client,
+                method="list_namespaced_custom_object",
+                method_kwargs=dict(
+                    namespace=self.cluster_config_class(parent=self).namespace,
+                    group="gateway.dask.org",
+                    version=self.crd_version,
+                    plural="daskclusters",
+                    label_selector=self.label_selector,
+                ),
+                on_update=self.on_cluster_event,
+                on_delete=self.on_cluster_event,
+            )
+            await self.informer.start()
+            self.sync_task = asyncio.ensure_future(self.sync_clusters_loop())
+
         async def process_cluster_options(self, user, request):
             options, config = await super().process_cluster_options(user, request)
             if getattr(user, "admin", False) and self.policy.admin_writable_mounts:

