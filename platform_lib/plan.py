@@ -33,6 +33,9 @@ __all__ = [
     "GATEWAY_PREFIX",
     "GATEWAY_SCOPE",
     "GATEWAY_SERVICE",
+    "HEALTH_SCOPES",
+    "HEALTH_SERVICE",
+    "HEALTH_USER",
     "gateway_fullname",
     "kubernetes_placement",
     "LoginPlan",
@@ -52,6 +55,16 @@ GATEWAY_SERVICE = "dask-gateway"
 GATEWAY_PREFIX = f"/services/{GATEWAY_SERVICE}"
 #: the scope a user's token needs for the gateway (in the ``user`` role and the server token)
 GATEWAY_SCOPE = f"access:services!service={GATEWAY_SERVICE}"
+#: the hub service whose token ``esdl project health`` uses, and the user it runs its checks as
+HEALTH_SERVICE = "esdl-health"
+HEALTH_USER = "esdl-health"
+#: what that service may do: the health user only (create it, start and stop its server, give it a token)
+HEALTH_SCOPES = [
+    f"admin:users!user={HEALTH_USER}",
+    f"servers!user={HEALTH_USER}",
+    f"tokens!user={HEALTH_USER}",
+    f"access:servers!user={HEALTH_USER}",
+]
 #: the team storage volume (Kubernetes) whose mount admins may write where members may not
 TEAM_VOLUME = "esdl-team-storage"
 #: the Kubernetes Secret that ``esdl project deploy`` fills from the deployer's environment (``env:VAR``)

@@ -116,7 +116,7 @@ LAYERS = {
     "projects": 1, "catalog": 1, "team": 1, "plan": 1, "demo": 1, "regional": 1, "rechunk": 1, "gateway": 1,
     "compute": 2,
     "analysis": 3, "ml": 3, "viz": 3,
-    "local": 4, "deploy": 4,
+    "local": 4, "deploy": 4, "health": 4,
     "cli": 5,
 }  # fmt: skip
 #: modules that run inside the hub or the gateway (loaded by path or inlined): no platform_lib at all

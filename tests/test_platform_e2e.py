@@ -307,3 +307,34 @@ def test_files_and_servers_survive_kill9_and_down_up(platform: PlatformEnv):
     assert "shared.txt" in alice.list_dir("team")
     content = alice.server_api("GET", "contents/00-welcome.ipynb").json()["content"]
     assert content["metadata"] == {"edited_by": "alice"}
+
+
+def test_the_health_check_runs_end_to_end_and_reaches_only_its_own_user(platform: PlatformEnv):
+    result = platform.esdl("project", "health", "alpha", timeout=600)
+    lines = result.stdout.splitlines()
+    steps = [line.split()[1:-3] for line in lines if line.startswith("  ok ")]
+    assert len(steps) == 7 and lines[-1] == "healthy", result.stdout
+    assert any("2 workers" in line for line in lines), result.stdout
+    assert platform.esdl("project", "health", "alpha").returncode == 0  # again: the user and token exist
+    # the service's token reaches the health user only: not alice's server, not the user list
+    import requests
+
+    token = platform.layout("alpha").read_secret("health_token")
+    headers = {"Authorization": f"token {token}"}
+    url = platform.url("alpha")
+    assert requests.post(f"{url}/hub/api/users/alice/server", headers=headers, timeout=30).status_code in (
+        403,
+        404,
+    )
+    assert requests.post(
+        f"{url}/hub/api/users/alice/tokens", headers=headers, json={}, timeout=30
+    ).status_code in (403, 404)
+    listed = requests.get(f"{url}/hub/api/users", headers=headers, timeout=30)
+    assert listed.status_code == 200 and [u["name"] for u in listed.json()] == ["esdl-health"]
+    # a wrong token fails at the first step, with exit code 1
+    platform.layout("alpha").secret_file("health_token").write_text("not-the-token")
+    try:
+        bad = platform.esdl("project", "health", "alpha", check=False)
+    finally:
+        platform.layout("alpha").secret_file("health_token").write_text(token)
+    assert bad.returncode == 1 and "FAIL hub API" in bad.stdout and "unhealthy" in bad.stdout

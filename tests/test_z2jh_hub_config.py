@@ -22,6 +22,7 @@ from test_helm_releases import SPECS
 
 from platform_lib.deploy.chart import render_manifests
 from platform_lib.deploy.values import namespace_for, release_name, render_values
+from platform_lib.plan import HEALTH_SCOPES
 
 HERE = Path(__file__).resolve().parent
 HUB_PYTHON = HERE.parent / ".venv-hub" / "bin" / "python"
@@ -118,7 +119,9 @@ def test_only_the_specs_people_log_in_and_its_admins_are_admins(name, tmp_path):
     assert report["allow_existing_users"] is False  # someone removed from the spec loses access
     assert report["member_allowed"] is True
     culler = ["jupyterhub-idle-culler"] if spec.servers.cull_idle_minutes else []
-    assert report["services"] == ["dask-gateway", *culler]
+    assert report["services"] == ["dask-gateway", "esdl-health", *culler]
+    # the health check's service reaches its own user only (esdl project health)
+    assert report["service_scopes"]["esdl-health"] == sorted(HEALTH_SCOPES)
     assert report["modify_pod_hook"] == "admin_writable_mounts_hook"
     assert "access:services!service=dask-gateway" in report["server_token_scopes"]
     admins = {user for user, admin in report["users"].items() if admin}

@@ -5,7 +5,7 @@ and delete their Kubernetes releases (:mod:`platform_lib.cli.project_deploy`).
 >>> sub = argparse.ArgumentParser().add_subparsers()
 >>> register(sub)
 >>> sorted(sub.choices["project"]._subparsers._group_actions[0].choices)
-['delete', 'deploy', 'diff', 'list', 'render', 'validate']
+['delete', 'deploy', 'diff', 'health', 'list', 'render', 'validate']
 """
 
 from __future__ import annotations
@@ -31,6 +31,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     listing = sub.add_parser("list", help="list the project specs in projects/")
     listing.set_defaults(func=run_list)
+
+    health = sub.add_parser(
+        "health",
+        help="check a project's hub end to end: a server, a catalog cube, a 2-worker gateway cluster (exit 1 on"
+        " the first failure)",
+    )
+    health.add_argument("spec", metavar="NAME|PATH", help="project name or spec file")
+    where = health.add_mutually_exclusive_group()
+    where.add_argument(
+        "--local", action="store_true", help="the embedded platform (default when it runs here)"
+    )
+    where.add_argument("--kubernetes", action="store_true", help="the project's release on Kubernetes")
+    health.add_argument(
+        "--url", help="the hub's public address (Kubernetes; default: the proxy-public Service's)"
+    )
+    health.add_argument("--kube-context", metavar="NAME", help="kubeconfig context (default: current)")
+    health.set_defaults(func=run_health)
 
     add_deploy_subcommands(sub)  # render, deploy, diff, delete: platform_lib/cli/project_deploy.py
 
@@ -83,3 +100,14 @@ def run_list(args: argparse.Namespace) -> int:
             continue
         print(f"{name:<{width}}  {spec.title}  [{len(spec.users)} people, login {spec.login.method}]")
     return 0
+
+
+def run_health(args: argparse.Namespace) -> int:
+    from platform_lib.health import check_health, kubernetes_target, local_target
+    from platform_lib.local.supervisor import status
+    from platform_lib.projects import load_project
+
+    spec = load_project(args.spec)
+    local = args.local or (not args.kubernetes and any(s.state == "running" for s in status([spec.name])))
+    target = local_target(spec.name) if local else kubernetes_target(spec, args.kube_context, args.url)
+    return check_health(target)

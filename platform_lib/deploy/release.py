@@ -212,7 +212,7 @@ def helm_commands(
     return [*repos, build, upgrade]
 
 
-def _kube(context: str | None) -> Any:
+def kube_core(context: str | None = None) -> Any:
     """The CoreV1Api of the configured cluster, or a clear error naming how to configure one."""
     kubernetes = import_extra("kubernetes", "deploy", "talking to the cluster")
     try:
@@ -231,7 +231,7 @@ def _kube(context: str | None) -> Any:
 def _storage_plan(spec: ProjectSpec, kube_context: str | None) -> StoragePlan:
     """The team folder's StorageClass checked against the cluster's (``storage_check``)."""
     kubernetes = import_extra("kubernetes", "deploy", "talking to the cluster")
-    _kube(kube_context)  # loads the same configuration
+    kube_core(kube_context)  # loads the same configuration
     api = kubernetes.client.ApiClient()
     classes = kubernetes.client.StorageV1Api(api).list_storage_class().items
     return team_storage_plan(
@@ -301,7 +301,7 @@ def deploy(
     mode = "[dry-run] " if dry_run else ""
     wait = True
     try:
-        core = _kube(kube_context)
+        core = kube_core(kube_context)
     except EsdlError as exc:
         if not dry_run:
             raise
@@ -472,7 +472,7 @@ def diff(
         )
     else:
         try:
-            deployed = deployed_release(_kube(kube_context), spec)
+            deployed = deployed_release(kube_core(kube_context), spec)
         except Exception as exc:  # noqa: BLE001 - no configuration, refused, timed out, forbidden: all "not read"
             out(
                 f"cannot read the cluster ({str(exc).splitlines()[0]}); nothing was compared. Point KUBECONFIG at the"
@@ -533,7 +533,7 @@ def delete(
     if delete_namespace:
         out(f"{mode}deleting namespace {namespace} (and the team storage claim in it)")
         if not dry_run:
-            core = _kube(kube_context)
+            core = kube_core(kube_context)
             try:
                 core.delete_namespace(namespace)
             except _api_exception() as exc:

@@ -29,6 +29,8 @@ from platform_lib.plan import (
     ENV_SECRET,
     GATEWAY_POLICY_FILE,
     GATEWAY_PREFIX,
+    HEALTH_SCOPES,
+    HEALTH_SERVICE,
     TEAM_VOLUME,
     ProjectPlan,
     Raw,
@@ -275,8 +277,13 @@ def render_values(spec: ProjectSpec, *, shared_catalog: str | Path | None = None
     hub: dict[str, Any] = {
         "config": plan.login.hub_config(),
         "extraConfig": {"esdl-hooks.py": _hub_config(plan)},
-        # the release's own gateway (its traefik Service is named after the release)
-        "services": {"dask-gateway": {"url": where.gateway_address.removesuffix(GATEWAY_PREFIX)}},
+        # the release's own gateway (its traefik Service is named after the release), and the health check's
+        # service (z2jh generates its token into the Secret `hub`, key hub.services.esdl-health.apiToken)
+        "services": {
+            "dask-gateway": {"url": where.gateway_address.removesuffix(GATEWAY_PREFIX)},
+            HEALTH_SERVICE: {"display": False},
+        },
+        "loadRoles": {HEALTH_SERVICE: {"services": [HEALTH_SERVICE], "scopes": HEALTH_SCOPES}},
     }
     hub_env = {r.env: {"valueFrom": r.env_var()["valueFrom"]} for r in refs if r.used_by == "hub"}
     if hub_env:

@@ -37,6 +37,8 @@ from platform_lib.plan import (
     GATEWAY_PREFIX,
     GATEWAY_SCOPE,
     GATEWAY_SERVICE,
+    HEALTH_SCOPES,
+    HEALTH_SERVICE,
     Placement,
     ProjectPlan,
     Raw,
@@ -246,7 +248,11 @@ def hub_config_text(s: PlatformSettings) -> str:
         "ProjectNativeAuthenticator.credentials_file": str(layout.credentials_file),
         **login,
         "JupyterHub.load_groups": {spec.name: {"users": list(spec.users)}},
-        "JupyterHub.load_roles": [{"name": "user", "scopes": ["self", GATEWAY_SCOPE]}, *culler_roles],
+        "JupyterHub.load_roles": [
+            {"name": "user", "scopes": ["self", GATEWAY_SCOPE]},
+            {"name": HEALTH_SERVICE, "services": [HEALTH_SERVICE], "scopes": HEALTH_SCOPES},
+            *culler_roles,
+        ],
         "JupyterHub.services": [
             {
                 "name": GATEWAY_SERVICE,
@@ -254,6 +260,7 @@ def hub_config_text(s: PlatformSettings) -> str:
                 "api_token": Raw("_secret('gateway_token')"),
                 "display": False,
             },
+            {"name": HEALTH_SERVICE, "api_token": Raw("_secret('health_token')"), "display": False},
             *culler_services,
         ],
         # SimpleLocalProcessSpawner that hands the server to the hub once it answers (see spawner.py)

@@ -36,6 +36,10 @@ async def main(member: str, outsider: str) -> dict:
             await _maybe(auth.check_allowed(outsider, {"name": outsider, "admin": False, "auth_state": {}}))
         ),
         "services": sorted(s.name for s in app.db.query(orm.Service)),
+        "service_scopes": {
+            s.name: sorted(scope for role in s.roles for scope in role.scopes)
+            for s in app.db.query(orm.Service)
+        },
         "modify_pod_hook": getattr(app.config.KubeSpawner.get("modify_pod_hook"), "__name__", None),
         "server_token_scopes": list(app.config.KubeSpawner.get("server_token_scopes", [])),
     }
