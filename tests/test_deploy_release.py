@@ -15,9 +15,9 @@ import yaml
 from platform_lib.cli import main
 from platform_lib.deploy.chart import validate_manifests
 from platform_lib.deploy.release import delete, deploy, diff, helm_commands, write_release
-from platform_lib.deploy.values import ENV_SECRET, render_values
+from platform_lib.deploy.values import ENV_SECRET, namespace_for, render_values
 from platform_lib.errors import EsdlError
-from platform_lib.projects import load_project, project_path
+from platform_lib.projects import load_project
 
 GOOD = {
     "name": "tiny",
@@ -71,7 +71,7 @@ def test_render_writes_private_files_that_match_the_spec(state, capsys):
 def test_render_check_and_dry_run(state, capsys):
     assert main(["project", "render", "demo", "--check", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "checked 6 manifests and the values of 3 charts: 0 problem(s)" in out
+    assert "checked 9 manifests and the values of 3 charts: 0 problem(s)" in out
     assert yaml.safe_load(out.split("problem(s)\n", 1)[1])["project"]["name"] == "demo"
     assert not (state / "deploy" / "demo").exists()  # a dry run writes nothing
 
@@ -220,40 +220,80 @@ def test_delete_dry_run_without_helm_names_the_command_and_keeps_team_storage(no
 
 
 def _cluster_reason() -> str | None:
+    """Why the live-cluster test cannot run here, naming exactly what it needs; None when it can."""
     kubeconfig = os.environ.get("KUBECONFIG")
     if not kubeconfig or not all(Path(p).is_file() for p in kubeconfig.split(os.pathsep) if p):
-        return "needs a live Kubernetes cluster: KUBECONFIG does not point at a kubeconfig file"
+        return (
+            "needs a live Kubernetes cluster: KUBECONFIG pointing at a kubeconfig file, the helm CLI on PATH,"
+            " a ReadWriteMany StorageClass (ESDL_TEST_STORAGE_CLASS or the default) and nodes reachable from"
+            " here on NodePorts"
+        )
     if shutil.which("helm") is None:
-        return "needs the helm CLI on PATH to install the release"
+        return "needs the helm CLI on PATH to install the releases"
     try:
         import kubernetes
 
         kubernetes.config.load_kube_config()
         kubernetes.client.CoreV1Api().list_namespace(limit=1, _request_timeout=10)
+        classes = kubernetes.client.StorageV1Api().list_storage_class().items
     except Exception as exc:  # noqa: BLE001 - any failure means there is no usable cluster
         return f"needs a live Kubernetes cluster: the one in KUBECONFIG does not answer ({exc.__class__.__name__})"
+    from platform_lib.deploy.storage_check import team_storage_plan
+
+    api = kubernetes.client.ApiClient()
+    plan = team_storage_plan(
+        [api.sanitize_for_serialization(c) for c in classes], os.environ.get("ESDL_TEST_STORAGE_CLASS")
+    )
+    if plan.problems:
+        return f"needs a ReadWriteMany StorageClass (set ESDL_TEST_STORAGE_CLASS): {plan.problems[0]}"
     return None
+
+
+def _node_url(core, namespace: str) -> str:
+    """The hub through the proxy-public NodePort of the first node's internal address."""
+    service = core.read_namespaced_service("proxy-public", namespace)
+    port = next(p.node_port for p in service.spec.ports if p.node_port)
+    node = core.list_node().items[0]
+    address = next(a.address for a in node.status.addresses if a.type == "InternalIP")
+    return f"http://{address}:{port}"
 
 
 @pytest.mark.cluster
 @pytest.mark.skipif(_cluster_reason() is not None, reason=str(_cluster_reason()))
-def test_deploy_diff_delete_on_a_live_cluster(state, tmp_path, monkeypatch):
+def test_two_projects_deploy_pass_health_and_one_is_deleted_without_touching_the_other(
+    state, tmp_path, monkeypatch
+):
     import kubernetes
 
-    name = f"esdl-test-{uuid.uuid4().hex[:6]}"
-    data = {**GOOD, "name": name, "storage": {"team_size": "1Gi", "home_size": "1Gi"}}
+    from platform_lib.health import check_health, kubernetes_target
+
+    run = uuid.uuid4().hex[:6]
     monkeypatch.setenv("ESDL_PROJECTS_DIR", str(tmp_path))
-    write_spec(tmp_path, data)
-    spec = load_project(name)
-    assert project_path(name).parent == tmp_path
+    site = tmp_path / "site.yaml"
+    site.write_text("jupyterhub:\n  proxy:\n    service:\n      type: NodePort\n")
+    storage = {"team_size": "1Gi", "home_size": "1Gi"}
+    if os.environ.get("ESDL_TEST_STORAGE_CLASS"):
+        storage["storage_class"] = os.environ["ESDL_TEST_STORAGE_CLASS"]
+    specs = []
+    for part in ("a", "b"):
+        name = f"esdl-test-{run}-{part}"
+        write_spec(tmp_path, {**GOOD, "name": name, "storage": storage})
+        specs.append(load_project(name))
     core = kubernetes.client.CoreV1Api()
     try:
-        assert deploy(spec, dry_run=True) == 0
-        assert deploy(spec) == 0
-        assert core.read_namespace(f"esdl-{name}").metadata.labels["esdl.io/project"] == name
-        pods = core.list_namespaced_pod(f"esdl-{name}", label_selector="component=hub").items
-        assert pods and pods[0].status.phase == "Running"
-        assert diff(spec) == 0  # nothing to change right after a deploy
+        for spec in specs:
+            assert deploy(spec, dry_run=True, extra_values=[site]) == 0
+            assert deploy(spec, extra_values=[site]) == 0
+            assert core.read_namespace(namespace_for(spec)).metadata.labels["esdl.io/project"] == spec.name
+            assert diff(spec, extra_values=[site]) == 0  # nothing to change right after a deploy
+        urls = {spec.name: _node_url(core, namespace_for(spec)) for spec in specs}
+        for spec in specs:
+            assert check_health(kubernetes_target(spec, url=urls[spec.name])) == 0
+        assert delete(specs[0], delete_namespace=True) == 0
+        assert (
+            check_health(kubernetes_target(specs[1], url=urls[specs[1].name])) == 0
+        )  # the other still works
     finally:
-        assert delete(spec, delete_namespace=True) == 0
+        for spec in specs:
+            delete(spec, delete_namespace=True)
     assert ENV_SECRET == "esdl-env"

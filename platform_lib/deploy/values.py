@@ -303,7 +303,7 @@ def render_values(spec: ProjectSpec, *, shared_catalog: str | Path | None = None
 
     worker_container: dict[str, Any] = {
         "volumeMounts": [
-            team_mount,
+            dict(team_mount),  # a copy: the dumped values have no YAML anchors
             {"name": "esdl-catalog", "mountPath": "/etc/esdl/catalog", "readOnly": True},
         ]
     }
