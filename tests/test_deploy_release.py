@@ -297,3 +297,25 @@ def test_two_projects_deploy_pass_health_and_one_is_deleted_without_touching_the
         for spec in specs:
             delete(spec, delete_namespace=True)
     assert ENV_SECRET == "esdl-env"
+
+
+def test_helm_versions_and_the_crds_a_deploy_applies(tmp_path):
+    import tarfile
+
+    from platform_lib.deploy.chart import umbrella_chart
+    from platform_lib.deploy.release import chart_crds, check_helm_version
+
+    assert check_helm_version("v3.8.0") == (3, 8) and check_helm_version("v4.0.1\n") == (4, 0)
+    for bad in ("v3.7.2", "v2.17.0", "", "garbage", "v5.0.0"):
+        with pytest.raises(EsdlError, match="install helm 3.8 or newer"):
+            check_helm_version(bad)
+    unpacked = chart_crds(umbrella_chart(tmp_path / "chart"))
+    groups = {c["spec"]["group"] for c in unpacked}
+    assert groups == {"gateway.dask.org", "traefik.io"}
+    # what `helm dependency build` leaves: the subcharts as archives
+    charts = tmp_path / "built" / "charts"
+    charts.mkdir(parents=True)
+    with tarfile.open(charts / "dask-gateway-2026.3.0.tgz", "w:gz") as tar:
+        tar.add(tmp_path / "chart" / "charts" / "dask-gateway", arcname="dask-gateway")
+    archived = chart_crds(tmp_path / "built")
+    assert [c["metadata"]["name"] for c in archived] == [c["metadata"]["name"] for c in unpacked]

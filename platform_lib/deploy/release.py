@@ -25,6 +25,7 @@ import difflib
 import gzip
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -359,10 +360,93 @@ def deploy(
             "the helm CLI is not on PATH: install it (https://helm.sh/docs/intro/install/), then run"
             f" `esdl project deploy {spec.name}` again, or run these commands yourself:\n{text}"
         )
+    check_helm_version(
+        subprocess.run([helm, "version", "--template", "{{.Version}}"], capture_output=True, text=True).stdout
+    )
     for command in commands:  # in a dry run too: helm needs the subcharts to render (local changes only)
+        if command is commands[-1] and core is not None:
+            # helm installs a chart's CRDs once and never upgrades them: apply this version's explicitly.
+            # Only dask-gateway's own are replaced; traefik.io ones may belong to the cluster's Traefik
+            # (k3s), so they are created where missing and otherwise left as they are.
+            for crd in chart_crds(chart_copy):
+                replace = crd["spec"]["group"] == "gateway.dask.org"
+                out(f"{mode}{'applying' if replace else 'creating if missing'} CRD {crd['metadata']['name']}")
+                if not dry_run:
+                    apply_crd(crd, replace=replace)
         out(f"{mode}$ {' '.join(command)}")
         _run(helm, command)
     return 0
+
+
+#: the helm releases a deploy works with (``--atomic``, OCI and the v3 chart API; Helm 4 keeps them)
+HELM_VERSIONS = ((3, 8), (5, 0))
+
+
+def check_helm_version(version: str) -> tuple[int, int]:
+    """``(major, minor)`` of ``helm version --template {{.Version}}``'s answer, or an error naming the
+    versions a deploy works with.
+
+    >>> check_helm_version("v3.16.2")
+    (3, 16)
+    >>> check_helm_version("v2.17.0")
+    Traceback (most recent call last):
+    ...
+    platform_lib.errors.EsdlError: helm v2.17.0 is not supported; install helm 3.8 or newer (3.x or 4.x): https://helm.sh/docs/intro/install/
+    """
+    match = re.match(r"^v?(\d+)\.(\d+)", version.strip())
+    low, high = HELM_VERSIONS
+    if not match or not (low <= (int(match.group(1)), int(match.group(2))) < high):
+        raise EsdlError(
+            f"helm {version.strip() or '(no version)'} is not supported; install helm {low[0]}.{low[1]} or newer"
+            " (3.x or 4.x): https://helm.sh/docs/intro/install/"
+        )
+    return int(match.group(1)), int(match.group(2))
+
+
+def chart_crds(chart_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The CustomResourceDefinitions of the subcharts in ``chart_dir/charts`` (folders or the ``.tgz``
+    files ``helm dependency build`` downloads).
+
+    >>> import tempfile
+    >>> from platform_lib.deploy.chart import umbrella_chart
+    >>> [c["metadata"]["name"] for c in chart_crds(umbrella_chart(Path(tempfile.mkdtemp()) / "c"))][:2]
+    ['daskclusters.gateway.dask.org', 'ingressroutes.traefik.io']
+    """
+    import tarfile
+
+    texts: list[str] = []
+    charts = Path(chart_dir) / "charts"
+    for path in sorted(charts.glob("*/crds/*.yaml")):
+        texts.append(path.read_text())
+    for archive in sorted(charts.glob("*.tgz")):
+        with tarfile.open(archive) as tar:
+            for member in sorted(tar.getmembers(), key=lambda m: m.name):
+                parts = member.name.split("/")
+                if len(parts) == 3 and parts[1] == "crds" and member.name.endswith(".yaml"):
+                    texts.append(tar.extractfile(member).read().decode())
+    return [
+        d
+        for text in texts
+        for d in yaml.safe_load_all(text)
+        if d and d.get("kind") == "CustomResourceDefinition"
+    ]
+
+
+def apply_crd(crd: dict[str, Any], *, replace: bool = True) -> None:
+    """Create a CustomResourceDefinition, or (with ``replace``) replace the one on the cluster with it."""
+    kubernetes = import_extra("kubernetes", "deploy", "talking to the cluster")
+    api = kubernetes.client.ApiextensionsV1Api()
+    try:
+        current = api.read_custom_resource_definition(crd["metadata"]["name"])
+    except _api_exception() as exc:
+        if exc.status != 404:
+            raise
+        api.create_custom_resource_definition(crd)
+        return
+    if not replace:
+        return
+    body = {**crd, "metadata": {**crd["metadata"], "resourceVersion": current.metadata.resource_version}}
+    api.replace_custom_resource_definition(crd["metadata"]["name"], body)
 
 
 def _run(helm: str, command: list[str]) -> None:
