@@ -14,7 +14,7 @@ HUB_VENV := .venv-hub
 HUB_STAMP := $(HUB_VENV)/.installed
 PROJECT  ?= demo
 
-.PHONY: setup up test lint lock demo-cubes bench help
+.PHONY: setup up test lint lock chart-lock demo-cubes bench help
 
 help:
 	@echo "make up      set up, generate the demo cubes if missing, run the embedded platform (PROJECT=$(PROJECT)); Ctrl-C stops it"
@@ -66,6 +66,10 @@ lint: setup
 # re-resolve the image's exact versions after a dependency change in pyproject.toml
 lock: setup
 	$(PY) images/notebook/lock.py
+
+# helm/esdl-project/Chart.lock after a change of the chart's dependencies (tests/test_helm_chart.py checks it)
+chart-lock: setup
+	$(PY) -c "from platform_lib.deploy.chart import chart_lock; open('helm/esdl-project/Chart.lock', 'w').write(chart_lock())"
 
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

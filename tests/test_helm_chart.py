@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+import yaml
 
 from platform_lib.deploy.chart import (
     SUBCHARTS,
@@ -186,3 +187,27 @@ def test_the_site_values_example_in_the_docs_is_valid(tmp_path):
     hub = subchart_values(layered, "jupyterhub")
     assert hub["proxy"]["https"]["hosts"] == ["extremes-lab.esdl.example.org"]
     assert hub["hub"]["config"]["GitHubOAuthenticator"]["client_id"] == "Iv1.8a61f9b3a7aba766"  # kept
+
+
+def test_the_chart_lock_pins_the_subcharts_and_helm_accepts_it(tmp_path):
+    """Helm's own check (dependency build) finds Chart.lock in sync with Chart.yaml; it then fails only
+    where it would download the subcharts (no network here), and a wrong digest is refused."""
+    import shutil
+
+    import helm_python
+
+    from platform_lib.deploy.chart import CHART_DIR, SUBCHARTS, chart_lock
+
+    committed = (CHART_DIR / "Chart.lock").read_text()
+    assert committed == chart_lock(), "Chart.lock is stale: run `make chart-lock`"
+    locked = {d["name"]: d["version"] for d in yaml.safe_load(committed)["dependencies"]}
+    assert locked == {name: version for name, (_, version) in SUBCHARTS.items()}
+    for digest, out_of_sync in ((None, False), ("sha256:" + "0" * 64, True)):
+        chart = tmp_path / f"chart-{out_of_sync}"
+        shutil.copytree(CHART_DIR, chart)
+        if digest:
+            lock = yaml.safe_load(committed)
+            (chart / "Chart.lock").write_text(yaml.safe_dump({**lock, "digest": digest}, sort_keys=False))
+        with pytest.raises(helm_python.HelmError) as caught:
+            helm_python.dependency_build(str(chart), skip_refresh=True)
+        assert ("out of sync" in str(caught.value)) is out_of_sync, caught.value

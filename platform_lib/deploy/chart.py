@@ -16,6 +16,7 @@ checked against their published values schemas, kept beside the repository in ``
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import shutil
@@ -32,6 +33,7 @@ from platform_lib.paths import repo_root
 
 __all__ = [
     "SUBCHARTS",
+    "chart_lock",
     "check_values",
     "custom_resource_schemas",
     "kubernetes_versions",
@@ -104,6 +106,24 @@ def render_manifests(
             continue
         docs += [d for d in yaml.safe_load_all(text) if d]
     return docs
+
+
+def chart_lock(chart_dir: str | os.PathLike[str] = CHART_DIR, generated: str = "2026-12-04T00:00:00Z") -> str:
+    """``Chart.lock`` for the chart's dependencies as ``Chart.yaml`` declares them (exact versions), with
+    the digest Helm checks (sha256 of the JSON of the declared and the locked dependencies): the file that
+    ``helm dependency build`` needs to fetch exactly these subcharts. ``make chart-lock`` writes it.
+
+    >>> chart_lock().splitlines()[-2].startswith("digest: sha256:")
+    True
+    """
+    meta = yaml.safe_load((Path(chart_dir) / "Chart.yaml").read_text())
+    deps = [
+        {"name": d["name"], "version": d["version"], "repository": d["repository"]}
+        for d in meta["dependencies"]
+    ]
+    digest = hashlib.sha256(json.dumps([deps, deps], separators=(",", ":")).encode()).hexdigest()
+    lock = {"dependencies": deps, "digest": f"sha256:{digest}", "generated": generated}
+    return yaml.safe_dump(lock, sort_keys=False)
 
 
 def kubernetes_versions() -> list[str]:
