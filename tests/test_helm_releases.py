@@ -122,6 +122,9 @@ def test_each_release_has_its_own_gateway_instance(releases):
             a.split("=", 1)[1] for a in args if a.startswith("--providers.kubernetescrd.labelselector=")
         ]
         assert selectors == [f"{INSTANCE}={instances[release]}"]
+        # ... in its own namespace
+        watched = [a.split("=", 1)[1] for a in args if a.startswith("--providers.kubernetescrd.namespaces=")]
+        assert watched == [namespace_for(SPECS[release])]
     assert len(set(instances.values())) == len(instances)
 
 

@@ -326,6 +326,10 @@ def render_values(spec: ProjectSpec, *, shared_catalog: str | Path | None = None
         "networkPolicy": {"objectStorage": {"ports": _object_storage_ports(spec)}},
         "jupyterhub": {"hub": hub, "singleuser": singleuser, "cull": cull_values},
         "dask-gateway": {
+            # traefik reads the routes (and their services and secrets) of this namespace only
+            "traefik": {
+                "additionalArguments": [f"--providers.kubernetescrd.namespaces={namespace_for(spec)}"]
+            },
             "gateway": {
                 "extraConfig": {"esdl-policy": _gateway_config(plan)},
                 "backend": {
@@ -333,6 +337,6 @@ def render_values(spec: ProjectSpec, *, shared_catalog: str | Path | None = None
                     "environment": plan.worker_environment(where),
                     "worker": {"extraContainerConfig": worker_container},
                 },
-            }
+            },
         },
     }
