@@ -84,6 +84,9 @@ class Placement:
     gateway_address: str
     gateway_proxy_address: str
     image_option: str
+    #: distributed's dashboard link for clusters a person starts in their own server: through the server's
+    #: jupyter-server-proxy (as the backend's spawner passes environment templates through)
+    dashboard_link: str = "{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status"
 
     @property
     def team_catalog(self) -> str:
@@ -121,6 +124,7 @@ def kubernetes_placement(release: str) -> Placement:
         gateway_address=f"http://{traefik}{GATEWAY_PREFIX}",
         gateway_proxy_address=f"gateway://{traefik}:80",
         image_option="{{JUPYTER_IMAGE_SPEC}}",
+        dashboard_link="{{JUPYTERHUB_SERVICE_PREFIX}}proxy/{{port}}/status",  # KubeSpawner formats {{ -> {
     )
 
 
@@ -305,6 +309,7 @@ class ProjectPlan:
             "DASK_GATEWAY__PUBLIC_ADDRESS": f"{GATEWAY_PREFIX}/",
             "DASK_GATEWAY__AUTH__TYPE": "jupyterhub",
             "DASK_GATEWAY__CLUSTER__OPTIONS__IMAGE": where.image_option,
+            "DASK_DISTRIBUTED__DASHBOARD__LINK": where.dashboard_link,
         }
 
     def secrets_for(self, where: Placement) -> list[SecretRef]:

@@ -374,6 +374,13 @@ def test_user_pods_mount_team_storage_and_catalog_and_admins_may_write(release, 
             env["DASK_GATEWAY__CLUSTER__OPTIONS__IMAGE"] == "{JUPYTER_IMAGE_SPEC}"
         )  # for the gateway client
         assert env["JUPYTER_IMAGE_SPEC"] == release.image
+        # a cluster the person starts in their server links its dashboard through their server's proxy
+        from distributed.utils import format_dashboard_link  # (its import adds distributed's defaults)
+
+        link = {"distributed.dashboard.link": env["DASK_DISTRIBUTED__DASHBOARD__LINK"]}
+        with dask.config.set(link), pytest.MonkeyPatch.context() as mp:
+            mp.setenv("JUPYTERHUB_SERVICE_PREFIX", "/user/ada/")
+            assert format_dashboard_link("127.0.0.1", 8787) == "/user/ada/proxy/8787/status"
 
 
 def test_every_profile_applies_to_a_real_user_pod(release, kubeconfig):

@@ -177,3 +177,14 @@ def test_ungenerated_shared_cubes_are_named(tmp_path: Path):
     s = settings_for(tmp_path)
     s.base_catalogs = [str(catalog), str(tmp_path / "no-such-catalog.yaml")]
     assert ungenerated_shared_cubes(s) == ["absent"]
+
+
+def test_dask_dashboards_of_a_persons_own_clusters_go_through_their_server(tmp_path: Path, monkeypatch):
+    from distributed.utils import format_dashboard_link
+
+    link = settings_for(tmp_path).user_environment()["DASK_DISTRIBUTED__DASHBOARD__LINK"]
+    monkeypatch.setenv("JUPYTERHUB_SERVICE_PREFIX", "/user/ada/")
+    import dask
+
+    with dask.config.set({"distributed.dashboard.link": link}):
+        assert format_dashboard_link("127.0.0.1", 40123) == "/user/ada/proxy/40123/status"
