@@ -48,6 +48,7 @@ from pathlib import Path
 
 import psutil
 
+from platform_lib.cli.platform import printed_logins
 from platform_lib.gateway import close_gateway, gateway_cluster, open_gateway
 from platform_lib.local.client import HubClient
 from platform_lib.local.configs import TAG_VARIABLE, proxy_executable, venv_bin
@@ -158,7 +159,8 @@ def run_ours(root: Path) -> dict[str, float]:
         ports = layout.saved_ports()
         base = f"http://127.0.0.1:{ports['public']}"
         try:
-            spawn, client = time_spawn(base, "alice", layout.stored_credentials()["alice"])
+            password = printed_logins(up.stdout)[("demo", "alice")]  # printed once; only its hash is kept
+            spawn, client = time_spawn(base, "alice", password)
             cluster = time_cluster(base, ports["gateway_tcp"], client.api_token())
         except Exception as exc:
             raise RepetitionFailed(f"{exc}\n  end of hub.log:\n{log_tail(layout.log_file('hub'))}") from exc

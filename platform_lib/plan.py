@@ -249,8 +249,8 @@ class LoginPlan:
                 enable_signup=False,  # no sign-up page: an account in allowed_users cannot be claimed
                 open_signup=False,
                 minimum_password_length=10,
-                allowed_failed_logins=10,
-                seconds_before_next_try=60,
+                # no lock-out after failed logins: anyone who knows a name could lock its owner out
+                allowed_failed_logins=0,
             )
         return {"JupyterHub": {"authenticator_class": entry_point}, section: settings}
 

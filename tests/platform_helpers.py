@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from platform_lib.cli.platform import printed_logins
 from platform_lib.local.layout import ProjectLayout
 from platform_lib.local.supervisor import tagged_processes
 
@@ -44,6 +44,8 @@ class PlatformEnv:
 
     root: Path
     env: dict[str, str]
+    #: (project, user) -> password, as `esdl up` / `esdl passwd` printed them (only hashes are kept)
+    passwords: dict[tuple[str, str], str] = field(default_factory=dict)
 
     @classmethod
     def create(cls, root: Path) -> PlatformEnv:
@@ -77,6 +79,7 @@ class PlatformEnv:
             raise AssertionError(
                 f"esdl {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
             )
+        self.passwords.update(printed_logins(proc.stdout))
         return proc
 
     def layout(self, project: str) -> ProjectLayout:
@@ -86,7 +89,11 @@ class PlatformEnv:
         return f"http://127.0.0.1:{self.layout(project).saved_ports()['public']}"
 
     def password(self, project: str, user: str) -> str:
-        return json.loads(self.layout(project).credentials_file.read_text())[user]["password"]
+        """The password ``esdl up`` (or ``esdl passwd``) printed for ``user``: the only place it exists."""
+        try:
+            return self.passwords[(project, user)]
+        except KeyError:
+            raise AssertionError(f"no password of {user!r} in {project!r} was printed to this test") from None
 
     def processes(self, project: str) -> list:
         return tagged_processes(str(self.layout(project).root.resolve()))

@@ -45,7 +45,10 @@ def platform(tmp_path_factory, demo_catalog):
     try:
         out = penv.esdl("up", "--project", "alpha", "--project", "beta", "--port", "0").stdout
         assert "alpha: ready at http://localhost:" in out and "beta: ready at" in out, out
-        assert f"alice            {penv.password('alpha', 'alice')}" in out  # new logins printed once
+        # every person's new password is printed once (and logs in: the tests below use them)
+        assert {("alpha", "alice"), ("alpha", "bob"), ("beta", "dave"), ("beta", "erin")} <= set(
+            penv.passwords
+        )
         yield penv
     finally:
         penv.esdl("down", check=False)
@@ -63,7 +66,10 @@ def test_status_ports_and_owner_only_state(platform: PlatformEnv):
     status = platform.esdl("status").stdout
     for project in ("alpha", "beta"):
         assert f"{project}: running" in status
-        assert platform.password(project, "alice" if project == "alpha" else "dave") in status
+        admin = "alice" if project == "alpha" else "dave"
+        assert platform.password(project, admin) not in status and f"accounts {admin}, " in status
+        credentials = platform.layout(project).credentials_file.read_text()
+        assert platform.password(project, admin) not in credentials  # only its hash is kept
     assert status.count("  hub      running (pid") == 2
     assert platform.url("alpha") != platform.url("beta")
     for project in ("alpha", "beta"):
@@ -303,6 +309,13 @@ def test_files_and_servers_survive_kill9_and_down_up(platform: PlatformEnv):
     assert "new logins" not in again and platform.password("alpha", "alice") not in again
     alice = login(platform, "alpha", "alice")  # same generated password after down/up
     alice.open_lab()
+    # a new password takes effect at the next login, without a restart; the old one stops working
+    old = platform.password("alpha", "bob")
+    platform.esdl("passwd", "bob", "--project", "alpha")
+    assert platform.password("alpha", "bob") != old
+    with pytest.raises(LoginFailed):
+        HubClient(platform.url("alpha")).login("bob", old)
+    login(platform, "alpha", "bob")
     assert {"mine.txt", "team", "00-welcome.ipynb"} <= set(alice.list_dir())
     assert "shared.txt" in alice.list_dir("team")
     content = alice.server_api("GET", "contents/00-welcome.ipynb").json()["content"]

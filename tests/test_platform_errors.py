@@ -148,7 +148,8 @@ def short_fuse(tmp_path_factory):
             mp.setenv(key, penv.env[key])
         mp.setattr(supervisor, "components", with_overrides)
         try:
-            supervisor.up(["alpha"], port=0, echo=lambda line: None)
+            for p in supervisor.up(["alpha"], port=0, echo=lambda line: None):
+                penv.passwords.update({("alpha", u): pw for u, pw in p.new_logins.items()})
             yield penv
         finally:
             supervisor.down(["alpha"], echo=lambda line: None)

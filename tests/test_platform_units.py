@@ -54,12 +54,22 @@ def test_credentials_are_kept_owner_only_and_follow_the_spec(tmp_path: Path):
     first = layout.credentials(["ada", "bo"])
     assert set(first) == {"ada", "bo"} and first["ada"] != first["bo"] and len(first["ada"]) == 20
     assert stat.S_IMODE(layout.credentials_file.stat().st_mode) == 0o600
-    assert layout.credentials(["ada", "bo", "cy"]) == {**first, "cy": layout.stored_credentials()["cy"]}
-    assert layout.credentials(["bo"]) == {"bo": first["bo"]}  # removed people lose their password
     import bcrypt
 
-    stored = json.loads(layout.credentials_file.read_text())["bo"]
-    assert bcrypt.checkpw(first["bo"].encode(), stored["bcrypt"].encode())
+    text = layout.credentials_file.read_text()
+    assert first["ada"] not in text and first["bo"] not in text  # only hashes are kept
+    added = layout.credentials(["ada", "bo", "cy"])  # only the new person's password is made (and shown)
+    assert list(added) == ["cy"] and layout.accounts() == ["ada", "bo", "cy"]
+    assert layout.credentials(["bo"]) == {} and layout.accounts() == [
+        "bo"
+    ]  # removed people lose their account
+    stored = json.loads(layout.credentials_file.read_text())
+    assert stored == {"bo": {"bcrypt": stored["bo"]["bcrypt"]}}
+    assert bcrypt.checkpw(first["bo"].encode(), stored["bo"]["bcrypt"].encode())
+    new = layout.reset_password("bo")
+    assert new != first["bo"] and new not in layout.credentials_file.read_text()
+    hashed = json.loads(layout.credentials_file.read_text())["bo"]["bcrypt"].encode()
+    assert bcrypt.checkpw(new.encode(), hashed) and not bcrypt.checkpw(first["bo"].encode(), hashed)
     for name in ("cookie_secret", "proxy_token", "gateway_token"):
         assert stat.S_IMODE(layout.secret_file(name).stat().st_mode) == 0o600
     assert stat.S_IMODE(layout.secrets_dir.stat().st_mode) == 0o700

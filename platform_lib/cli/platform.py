@@ -1,10 +1,11 @@
-"""``esdl up`` / ``esdl down`` / ``esdl status``: the embedded platform of one or more projects.
+"""``esdl up`` / ``esdl down`` / ``esdl status`` / ``esdl passwd``: the embedded platform of one or more
+projects.
 
 >>> import argparse
 >>> sub = argparse.ArgumentParser().add_subparsers()
 >>> register(sub)
 >>> sorted(sub.choices)
-['down', 'status', 'up']
+['down', 'passwd', 'status', 'up']
 """
 
 from __future__ import annotations
@@ -36,12 +37,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     down.set_defaults(func=run_down)
 
-    status = subparsers.add_parser("status", help="components, users, clusters and passwords of each project")
+    status = subparsers.add_parser(
+        "status", help="components, servers, clusters and accounts of each project"
+    )
     status.add_argument(
         "--project", "-p", action="append", metavar="NAME", help="only this project (repeatable)"
     )
-    status.add_argument("--hide-passwords", action="store_true", help="do not print the generated passwords")
     status.set_defaults(func=run_status)
+
+    passwd = subparsers.add_parser(
+        "passwd",
+        help="give a person of a project a new password (printed once; only its hash is kept)",
+        description="Make a new password for USER of the project's embedded platform and print it once. Only"
+        " its bcrypt hash is kept; the running hub takes it at the person's next login.",
+    )
+    passwd.add_argument("user", metavar="USER", help="the person (as listed in the spec)")
+    passwd.add_argument("--project", "-p", default="demo", metavar="NAME", help="the project (default: demo)")
+    passwd.set_defaults(func=run_passwd)
 
 
 def _project_names(values: list[str] | None) -> list[str]:
@@ -61,11 +73,13 @@ def run_up(args: argparse.Namespace) -> int:
         spec = p.settings.spec
         for note in kubernetes_only_settings(spec):
             print(f"  note: {spec.name}: {note}")
-        print(f"  {spec.name}: log in at {p.url} as one of {', '.join(spec.users)}; passwords: `esdl status`")
+        print(f"  {spec.name}: log in at {p.url} as one of {', '.join(spec.users)}")
         if p.new_logins:
-            print(f"  {spec.name}: new logins (kept in the state folder, owner-only):")
+            print(
+                f"  {spec.name}: new logins (shown once: only their hashes are kept; `esdl passwd USER` resets one):"
+            )
             for user, password in p.new_logins.items():
-                print(f"    {user:<16} {password}")
+                print(login_line(user, password))
         missing = ungenerated_shared_cubes(p.settings)
         if missing:
             print(f"  note: {', '.join(missing)} not generated yet; run `esdl cubes generate` (make up does)")
@@ -98,9 +112,52 @@ def run_status(args: argparse.Namespace) -> int:
             print(f"  {comp:<8} {state}{pid}{hint}")
         print(f"  servers  {', '.join(r.user_servers) or 'none'}")
         print(f"  clusters {r.clusters}")
-        if r.credentials:
-            print("  logins (state folder, owner-only):")
-            for user, password in r.credentials.items():
-                print(f"    {user:<16} {'********' if args.hide_passwords else password}")
+        if r.accounts:
+            print(
+                f"  accounts {', '.join(r.accounts)}  (passwords are shown once; `esdl passwd USER` resets one)"
+            )
         print(f"  state    {r.state_dir}")
     return 1 if degraded else 0
+
+
+def run_passwd(args: argparse.Namespace) -> int:
+    from platform_lib.local.layout import ProjectLayout
+
+    project = _project_names([args.project])[0]
+    layout = ProjectLayout.for_project(project)
+    password = layout.reset_password(args.user)
+    print(f"  {project}: new password (shown once; the hub takes it at the next login):")
+    print(login_line(args.user, password))
+    return 0
+
+
+def login_line(user: str, password: str) -> str:
+    """How ``esdl up`` and ``esdl passwd`` print a password, the one time they do.
+
+    >>> login_line("ada", "s3cret-s3cret")
+    '    ada              s3cret-s3cret'
+    """
+    return f"    {user:<16} {password}"
+
+
+def printed_logins(text: str) -> dict[tuple[str, str], str]:
+    r"""``(project, user) -> password`` from what ``esdl up`` / ``esdl passwd`` printed (for scripts and tests).
+
+    >>> printed_logins("  demo: new logins (shown once):\n" + login_line("ada", "pw-1") + "\nnext line")
+    {('demo', 'ada'): 'pw-1'}
+    """
+    import re
+
+    found: dict[tuple[str, str], str] = {}
+    project = None
+    for line in text.splitlines():
+        header = re.match(r"^  (\S+): new (?:logins|password)\b", line)
+        if header:
+            project = header.group(1)
+            continue
+        entry = re.match(r"^    (\S+) +(\S+)$", line)
+        if project and entry:
+            found[(project, entry.group(1))] = entry.group(2)
+        elif not line.startswith("    "):
+            project = None
+    return found

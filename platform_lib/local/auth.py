@@ -1,36 +1,57 @@
 """Per-person logins for the embedded platform: NativeAuthenticator with accounts made from the spec.
 
-The hub runs :class:`ProjectNativeAuthenticator`: at start-up it makes the hub's account table match
-``credentials.json`` in the state folder (one generated password per admin and member of the spec, see
-:meth:`platform_lib.local.layout.ProjectLayout.credentials`). Sign-up and the password-change pages are
-closed (JupyterHub's own login form is used), so that file stays the one source of truth; people not in the spec have no account and are not
-in ``allowed_users``, so they cannot log in. Loaded by the hub from this file (see ``configs.PROCESS_MODULES``): it may import only the standard
-library and the hub's own packages, never ``platform_lib``.
+The hub runs :class:`ProjectNativeAuthenticator`: it makes the hub's account table match
+``credentials.json`` in the state folder (the bcrypt hash of one generated password per admin and member of
+the spec, see :meth:`platform_lib.local.layout.ProjectLayout.credentials`) at start-up and whenever the file
+changes (``esdl passwd``). Sign-up and the password-change pages are closed (JupyterHub's own login form is
+used), so that file stays the one source of truth; people not in the spec have no account and are not in
+``allowed_users``, so they cannot log in. A failed login is answered after a delay (no lock-out that a
+guesser could use against the owner). Loaded by the hub from this file (see ``configs.PROCESS_MODULES``): it
+may import only the standard library and the hub's own packages, never ``platform_lib``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 from nativeauthenticator import NativeAuthenticator
 from nativeauthenticator.orm import UserInfo
-from traitlets import Unicode
+from traitlets import Float, Unicode
 
 
 class ProjectNativeAuthenticator(NativeAuthenticator):
     """NativeAuthenticator whose accounts are exactly the people of a project spec."""
 
     credentials_file = Unicode(
-        help="JSON file {user: {password, bcrypt}} (mode 0600) with the accounts to create at start-up.",
+        help="JSON file {user: {bcrypt}} (mode 0600): the accounts, synced at start-up and when it changes.",
+    ).tag(config=True)
+
+    failed_login_delay = Float(
+        1.0, help="Seconds a failed login waits before it is answered: slows guessing, locks nobody out."
     ).tag(config=True)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self._synced = None
         self.sync_accounts()
+
+    async def authenticate(self, handler, data):
+        if self._stamp() != self._synced:  # `esdl passwd` or `esdl up` changed the accounts
+            self.sync_accounts()
+        username = await super().authenticate(handler, data)
+        if not username:
+            await asyncio.sleep(self.failed_login_delay)
+        return username
+
+    def _stamp(self):
+        st = Path(self.credentials_file).stat()
+        return st.st_mtime_ns, st.st_size
 
     def sync_accounts(self) -> None:
         """Create, update or delete rows of the account table so they match :attr:`credentials_file`."""
+        self._synced = self._stamp()
         accounts = json.loads(Path(self.credentials_file).read_text())
         db = self.db
         existing = {info.username: info for info in UserInfo.all_users(db)}

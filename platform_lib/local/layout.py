@@ -4,7 +4,7 @@ Everything lives under ``<state>/platform/<project>/`` (the state folder is git-
 secret file is 0600)::
 
     ports.json           the six ports, chosen once and kept so URLs and running servers stay valid
-    credentials.json     per-person generated passwords (and their bcrypt hashes) for the spec's people
+    credentials.json     the bcrypt hash of each person's password (passwords are printed once, never kept)
     secrets/             cookie secret, proxy token, gateway and health-check service tokens
     hub/                 jupyterhub_config.py, jupyterhub.sqlite (users, servers, tokens)
     gateway/             dask_gateway_config.py, one working folder per running cluster
@@ -258,34 +258,66 @@ class ProjectLayout:
 
     # credentials -----------------------------------------------------------------------------------
     def credentials(self, users: Iterable[str]) -> dict[str, str]:
-        """Each person's password, generated once and kept (0600); people no longer listed are dropped.
+        """Give everyone in ``users`` an account; return the passwords made now (new people only).
 
-        The file also keeps each password's bcrypt hash so the hub need not hash at start-up.
+        Only bcrypt hashes are kept (``credentials.json``, 0600): a password exists in clear only in what
+        this returns, printed once by ``esdl up``; :meth:`reset_password` makes a new one. People no
+        longer listed are dropped (the hub removes their account at its next start).
+
+        >>> import tempfile
+        >>> layout = ProjectLayout.for_project("demo", base=Path(tempfile.mkdtemp())).ensure()
+        >>> sorted(layout.credentials(["ada", "bo"])), layout.credentials(["ada", "bo"])
+        (['ada', 'bo'], {})
+        >>> "password" in layout.credentials_file.read_text(), layout.accounts()
+        (False, ['ada', 'bo'])
         """
-        import bcrypt  # a dependency of jupyterhub (the hub extra)
-
         users = list(users)
-        stored = _read_json(self.credentials_file) or {}
-        changed = set(stored) != set(users)
-        out: dict[str, dict[str, str]] = {}
-        for user in users:
-            entry = stored.get(user)
-            if not isinstance(entry, dict) or "password" not in entry or "bcrypt" not in entry:
-                password = generate_password()
-                # 20 random characters carry ~115 bits: a low bcrypt cost keeps start-up and logins
-                # quick without making a stolen hash guessable
-                hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(BCRYPT_ROUNDS)).decode()
-                entry = {"password": password, "bcrypt": hashed}
-                changed = True
-            out[user] = entry
-        if changed or stored == {}:
-            write_private_json(self.credentials_file, out)
-        return {u: e["password"] for u, e in out.items()}
+        stored = self._hashes()
+        kept = {u: stored[u] for u in users if u in stored}
+        made = {u: generate_password() for u in users if u not in stored}
+        if made or set(kept) != set(stored) or not self.credentials_file.exists():
+            hashes = {**kept, **{u: _bcrypt(pw) for u, pw in made.items()}}
+            write_private_json(self.credentials_file, {u: {"bcrypt": hashes[u]} for u in users})
+        return made
 
-    def stored_credentials(self) -> dict[str, str]:
-        """The passwords kept in the state folder (empty before the first ``esdl up``)."""
+    def reset_password(self, user: str) -> str:
+        """A new password for ``user`` (who must have an account); only its hash is kept.
+
+        >>> import tempfile
+        >>> layout = ProjectLayout.for_project("demo", base=Path(tempfile.mkdtemp())).ensure()
+        >>> _ = layout.credentials(["ada"])
+        >>> len(layout.reset_password("ada")) >= 20
+        True
+        >>> layout.reset_password("mallory")
+        Traceback (most recent call last):
+        ...
+        platform_lib.errors.EsdlError: 'mallory' has no account in project 'demo'; accounts: ada
+        """
+        hashes = self._hashes()
+        if user not in hashes:
+            raise EsdlError(
+                f"{user!r} has no account in project {self.project!r}; accounts: {', '.join(sorted(hashes)) or '(none)'}"
+            )
+        password = generate_password()
+        hashes[user] = _bcrypt(password)
+        write_private_json(self.credentials_file, {u: {"bcrypt": h} for u, h in hashes.items()})
+        return password
+
+    def accounts(self) -> list[str]:
+        """The people with an account (their passwords are not kept; see :meth:`credentials`)."""
+        return sorted(self._hashes())
+
+    def _hashes(self) -> dict[str, str]:
         data = _read_json(self.credentials_file) or {}
-        return {u: e["password"] for u, e in data.items() if isinstance(e, dict) and "password" in e}
+        return {u: e["bcrypt"] for u, e in data.items() if isinstance(e, dict) and "bcrypt" in e}
+
+
+def _bcrypt(password: str) -> str:
+    import bcrypt  # a dependency of jupyterhub (the hub extra)
+
+    # 20 random characters carry ~115 bits: a low bcrypt cost keeps start-up and logins quick without
+    # making a stolen hash guessable
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(BCRYPT_ROUNDS)).decode()
 
 
 def known_layouts(base: Path | None = None) -> list[ProjectLayout]:

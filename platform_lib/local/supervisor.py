@@ -404,9 +404,7 @@ def prepare(
         raise ProjectSpecError(str(spec.source or spec.name), problems)
     layout.ensure()
     settings.ports = layout.assign_ports(port, busy_ok=_running_ports(layout), host=host)
-    before = layout.stored_credentials()
-    passwords = layout.credentials(spec.users)
-    new_logins = {user: pw for user, pw in passwords.items() if before.get(user) != pw}
+    new_logins = layout.credentials(spec.users)
     hashes = write_configs(settings)
     return ProjectPlatform(settings, components(settings), hashes, new_logins)
 
@@ -578,7 +576,7 @@ class ProjectStatus:
     pids: dict[str, int]
     user_servers: list[str]
     clusters: int
-    credentials: dict[str, str]
+    accounts: list[str]
     state_dir: Path
 
     @property
@@ -635,7 +633,7 @@ def project_status(layout: ProjectLayout) -> ProjectStatus:
         elif env.get(ROLE_VARIABLE) == "cluster" and "scheduler" in cmd:
             clusters += 1
     return ProjectStatus(
-        layout.project, url, comps, pids, sorted(servers), clusters, layout.stored_credentials(), layout.root
+        layout.project, url, comps, pids, sorted(servers), clusters, layout.accounts(), layout.root
     )
 
 
