@@ -9,7 +9,9 @@ after an error, so no idle cluster is left holding the project's worker quota::
     with gateway_cluster(workers=2) as (cluster, client):
         value = cube["air_temperature_2m"].mean().compute()
 
-The options are the project's (``worker_cores``, ``worker_memory``, ``idle_timeout_minutes``, ``image``;
+The dashboard link of a gateway cluster answers without a login (dask-gateway's own route; the random
+cluster name is its only secret): do not share it. The options are the project's (``worker_cores``,
+``worker_memory``, ``idle_timeout_minutes``, ``image``;
 see ``Gateway().cluster_options()``), the same on one machine and on Kubernetes
 (``platform_lib/gateway_policy.py``). Needs the hub extra (``pip install 'esdl-platform[hub]'``).
 

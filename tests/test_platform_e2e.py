@@ -45,6 +45,8 @@ def platform(tmp_path_factory, demo_catalog):
     try:
         out = penv.esdl("up", "--project", "alpha", "--project", "beta", "--port", "0").stdout
         assert "alpha: ready at http://localhost:" in out and "beta: ready at" in out, out
+        # as root every server runs as root too: esdl up says that members are not kept apart
+        assert "warning: alpha has 2 people, but esdl up runs as one OS account (root)" in out, out
         # every person's new password is printed once (and logs in: the tests below use them)
         assert {("alpha", "alice"), ("alpha", "bob"), ("beta", "dave"), ("beta", "erin")} <= set(
             penv.passwords

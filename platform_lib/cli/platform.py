@@ -29,6 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--ip", default="127.0.0.1", help="address the web port listens on (default 127.0.0.1)")
     up.add_argument("--foreground", action="store_true", help="keep running; Ctrl-C stops everything")
     up.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    up.add_argument(
+        "--shared-account",
+        action="store_true",
+        help="not root: run a project of several people under this one OS account anyway (each member can"
+        " then read every other member's files and tokens)",
+    )
     up.set_defaults(func=run_up)
 
     down = subparsers.add_parser("down", help="stop the embedded platform (all projects by default)")
@@ -68,7 +74,9 @@ def run_up(args: argparse.Namespace) -> int:
     from platform_lib.local.configs import kubernetes_only_settings, ungenerated_shared_cubes
 
     names = args.project or ["demo"]
-    prepared = up(names, port=args.port, host=args.ip, log_level=args.log_level)
+    prepared = up(
+        names, port=args.port, host=args.ip, log_level=args.log_level, shared_account=args.shared_account
+    )
     for p in prepared:
         spec = p.settings.spec
         for note in kubernetes_only_settings(spec):

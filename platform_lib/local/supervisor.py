@@ -473,6 +473,44 @@ def _start_project(p: ProjectPlatform, echo: Callable[[str], None]) -> list[str]
     return todo
 
 
+def trust_domain_notes(specs: Sequence[ProjectSpec], *, euid: int, shared_account: bool = False) -> list[str]:
+    """What ``esdl up`` must say about who can reach whom, or an error when it must not start.
+
+    Not root (a laptop): every server, kernel and dask worker runs as this one OS account, so it is one
+    trust domain; a project of several people starts only with ``shared_account``, and then with a
+    warning that says why it is unsafe. As root, the same holds today (all servers run as root).
+
+    >>> from platform_lib.projects import parse_project
+    >>> solo = parse_project({"name": "solo", "title": "Solo", "admins": ["ada"]})
+    >>> team = parse_project({"name": "team", "title": "Team", "admins": ["ada"], "members": ["bo"]})
+    >>> trust_domain_notes([solo], euid=1000)[0][:58]
+    'solo: runs as this OS account, one trust domain: fine for '
+    >>> trust_domain_notes([team], euid=1000)
+    Traceback (most recent call last):
+    ...
+    platform_lib.errors.EsdlError: team has 2 people, but esdl up runs as one OS account (not root): every member's server, kernels and dask workers would run as that account, so each member could read the others' files, notebooks and server tokens and act as them. Give each person a machine of their own, or pass --shared-account if all of them trust each other with everything they do here.
+    """
+    notes = []
+    for spec in specs:
+        people = len(spec.users)
+        if people == 1:
+            notes.append(f"{spec.name}: runs as this OS account, one trust domain: fine for one person")
+            continue
+        unsafe = (
+            f"{spec.name} has {people} people, but esdl up runs as one OS account"
+            f"{' (root)' if euid == 0 else ' (not root)'}: every member's server, kernels and dask workers would"
+            " run as that account, so each member could read the others' files, notebooks and server tokens and"
+            " act as them."
+        )
+        if euid != 0 and not shared_account:
+            raise EsdlError(
+                unsafe + " Give each person a machine of their own, or pass --shared-account if all of them"
+                " trust each other with everything they do here."
+            )
+        notes.append("warning: " + unsafe.replace(" would run", " run").replace(" could ", " can "))
+    return notes
+
+
 def up(
     projects: Sequence[str] = ("demo",),
     *,
@@ -480,6 +518,7 @@ def up(
     host: str = "127.0.0.1",
     log_level: str = "INFO",
     echo: Callable[[str], None] = print,
+    shared_account: bool = False,
 ) -> list[ProjectPlatform]:
     """Start (or repair) the platform of each project; return when every login page answers.
 
@@ -501,6 +540,8 @@ def up(
         raise EsdlError(f"a project is named twice: {list(projects)}")
     check_requirements()
     specs = [load_project(name) for name in projects]  # every spec is valid before anything starts
+    for note in trust_domain_notes(specs, euid=os.geteuid(), shared_account=shared_account):
+        echo(f"  {note}")
     prepared = [prepare(spec, port=port, host=host, log_level=log_level) for spec in specs]
     publics = [p.settings.ports["public"] for p in prepared]
     if len(set(publics)) != len(publics):
