@@ -209,3 +209,30 @@ def test_a_user_server_that_exits_while_starting_is_reported_with_its_exit_code(
         f"{client.base_url}/hub/api/users/bob", headers={"Authorization": f"token {token}"}, timeout=30
     ).json()
     assert user["servers"] == {}  # the hub gave up on it at once and is ready for another try
+
+
+def test_esdl_down_from_another_terminal_ends_the_foreground_watch(penv: PlatformEnv):
+    penv.write_spec(small_spec("alpha", ["alice"], ["bob"]))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "platform_lib.cli", "up", "--project", "alpha", "--port", "0", "--foreground"],
+        env=penv.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    try:
+        while not any("Press Ctrl-C to stop." in line for line in lines):
+            assert proc.poll() is None, "".join(lines)
+            lines.append(proc.stdout.readline())
+        url = penv.url("alpha")
+        penv.esdl("down")  # the second terminal
+        assert proc.wait(timeout=60) == 0, "".join(lines)  # the watcher ends instead of restarting
+        time.sleep(12)  # longer than the watcher's restart check (2 s) and a restart would take
+        assert not http_ok(f"{url}/hub/login")
+        assert_nothing_running(penv, "alpha")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            penv.esdl("down", check=False)
+    assert "alpha: stopped by `esdl down`; no longer watched" in "".join(lines) + proc.stdout.read()

@@ -403,6 +403,7 @@ def prepare(
     if problems:
         raise ProjectSpecError(str(spec.source or spec.name), problems)
     layout.ensure()
+    _down_marker(layout).unlink(missing_ok=True)
     settings.ports = layout.assign_ports(port, busy_ok=_running_ports(layout), host=host)
     new_logins = layout.credentials(spec.users)
     hashes = write_configs(settings)
@@ -600,6 +601,8 @@ def down(projects: Sequence[str] | None = None, echo: Callable[[str], None] = pr
     for layout in layouts:
         if not layout.exists():
             raise EsdlError(f"project {layout.project!r} has never been started (no state in {layout.root})")
+    for layout in layouts:
+        _down_marker(layout).touch()
     with ThreadPoolExecutor(max_workers=max(len(layouts), 1)) as pool:
         counts = list(pool.map(stop_project, layouts))
     for layout, n in zip(layouts, counts, strict=True):
@@ -711,11 +714,16 @@ def run_foreground(
         raise _Stop()
 
     old = signal.signal(signal.SIGTERM, on_term)
+    watched = list(prepared)
     try:
         echo("Press Ctrl-C to stop.")
-        while True:
+        while watched:
             time.sleep(interval)
-            for p in prepared:
+            for p in list(watched):
+                if _down_requested(p.settings.layout):  # `esdl down` from another terminal: leave it down
+                    watched.remove(p)
+                    echo(f"{p.name}: stopped by `esdl down`; no longer watched")
+                    continue
                 todo = _plan(p)
                 if todo:
                     echo(f"{p.name}: {', '.join(todo)} not running or not answering; restarting")
@@ -725,7 +733,17 @@ def run_foreground(
         echo("\nStopping ...")
     finally:
         signal.signal(signal.SIGTERM, old)
-        for p in prepared:
+        for p in watched:
             n = stop_project(p.settings.layout)
             echo(f"{p.name}: stopped ({n} process(es))")
         sys.stdout.flush()
+
+
+def _down_marker(layout: ProjectLayout) -> Path:
+    """Written by :func:`down`, removed by :func:`prepare`: a watcher (``esdl up --foreground``) of the
+    project stops watching it instead of restarting what ``down`` stopped."""
+    return layout.run_dir / "down-requested"
+
+
+def _down_requested(layout: ProjectLayout) -> bool:
+    return _down_marker(layout).exists()
