@@ -353,3 +353,23 @@ def test_the_health_check_runs_end_to_end_and_reaches_only_its_own_user(platform
     finally:
         platform.layout("alpha").secret_file("health_token").write_text(token)
     assert bad.returncode == 1 and "FAIL hub API" in bad.stdout and "unhealthy" in bad.stdout
+
+
+def test_status_names_a_persons_dead_server_and_exits_1(platform: PlatformEnv):
+    import psutil
+
+    erin = login(platform, "beta", "erin")
+    erin.open_lab()
+    assert platform.esdl("status", "--project", "beta").returncode == 0
+    server = next(
+        p
+        for p in platform.processes("beta")
+        if "jupyterhub-singleuser" in " ".join(p.cmdline()) and p.environ().get("JUPYTERHUB_USER") == "erin"
+    )
+    server.kill()  # SIGKILL: the hub still lists it until its next poll
+    psutil.wait_procs([server], timeout=10)
+    result = platform.esdl("status", "--project", "beta", check=False)
+    assert result.returncode == 1, result.stdout
+    assert "dead     servers of erin" in result.stdout and "beta: degraded" in result.stdout
+    erin.stop_server()  # the hub forgets it; status is clean again
+    assert platform.esdl("status", "--project", "beta").returncode == 0

@@ -119,6 +119,11 @@ def run_status(args: argparse.Namespace) -> int:
             hint = "  <- run `esdl up` to restart it" if state in ("dead", "not answering") else ""
             print(f"  {comp:<8} {state}{pid}{hint}")
         print(f"  servers  {', '.join(r.user_servers) or 'none'}")
+        if r.dead_servers:
+            print(
+                f"  dead     servers of {', '.join(r.dead_servers)}: the hub lists them but their processes are gone"
+                " (each restarts at its person's next visit; an admin can stop it from the hub's admin page)"
+            )
         print(f"  clusters {r.clusters}")
         if r.accounts:
             print(

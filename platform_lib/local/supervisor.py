@@ -620,6 +620,8 @@ class ProjectStatus:
     pids: dict[str, int]
     user_servers: list[str]
     clusters: int
+    #: people whose server the hub lists as running but whose process is gone
+    dead_servers: list[str]
     accounts: list[str]
     state_dir: Path
 
@@ -627,7 +629,7 @@ class ProjectStatus:
     def state(self) -> str:
         values = set(self.components.values())
         if values == {"running"}:
-            return "running"
+            return "degraded" if self.dead_servers else "running"
         return "stopped" if values == {"stopped"} else "degraded"
 
 
@@ -676,9 +678,44 @@ def project_status(layout: ProjectLayout) -> ProjectStatus:
             servers.append(env.get("JUPYTERHUB_USER", "?"))
         elif env.get(ROLE_VARIABLE) == "cluster" and "scheduler" in cmd:
             clusters += 1
+    listed = hub_servers(layout) if comps.get("hub") == "running" else {}
+    dead = sorted(user for user, pid in listed.items() if not _is_server(pid))
     return ProjectStatus(
-        layout.project, url, comps, pids, sorted(servers), clusters, layout.accounts(), layout.root
+        layout.project, url, comps, pids, sorted(servers), clusters, dead, layout.accounts(), layout.root
     )
+
+
+def hub_servers(layout: ProjectLayout) -> dict[str, int | None]:
+    """``user -> pid`` of every server the hub's database lists as running (read-only; empty before the
+    hub first ran). ``SimpleLocalProcessSpawner`` keeps the pid in the spawner's state.
+
+    >>> import tempfile
+    >>> hub_servers(ProjectLayout("demo", Path(tempfile.mkdtemp())))
+    {}
+    """
+    import sqlite3
+
+    path = layout.hub_dir / "jupyterhub.sqlite"
+    if not path.exists():
+        return {}
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as db:
+        rows = db.execute(
+            "SELECT users.name, spawners.state FROM spawners JOIN users ON users.id = spawners.user_id"
+            " WHERE spawners.server_id IS NOT NULL"
+        ).fetchall()
+    return {name: (json.loads(state or "{}") or {}).get("pid") for name, state in rows}
+
+
+def _is_server(pid: int | None) -> bool:
+    """Whether ``pid`` is a live Jupyter server process."""
+    if not pid:
+        return False
+    psutil = _psutil()
+    try:
+        proc = psutil.Process(pid)
+        return proc.status() != psutil.STATUS_ZOMBIE and "jupyterhub-singleuser" in " ".join(proc.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
 
 
 def status(projects: Sequence[str] | None = None) -> list[ProjectStatus]:
