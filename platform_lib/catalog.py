@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ import yaml
 
 from platform_lib.errors import (
     CatalogError,
+    CatalogWarning,
     CubeNotFoundError,
     CubeNotGeneratedError,
     EsdlError,
@@ -134,6 +136,10 @@ def read_catalog(path: str | os.PathLike[str]) -> dict[str, CubeEntry]:
     cached = _CACHE.get(path)
     if cached and cached[0] == stamp:
         return cached[1]
+    sources = read_catalog_document(path)["sources"]
+    bad = malformed_entries(sources)
+    for name, reason in bad.items():  # one bad entry never hides the others
+        warnings.warn(CatalogWarning(f"{path}: entry {name!r} skipped: it {reason}"), stacklevel=2)
     entries = {
         name: CubeEntry(
             name=name,
@@ -143,7 +149,8 @@ def read_catalog(path: str | os.PathLike[str]) -> dict[str, CubeEntry]:
             description=str(src.get("description", "")).strip(),
             metadata=dict(src.get("metadata") or {}),
         )
-        for name, src in read_catalog_document(path)["sources"].items()
+        for name, src in sources.items()
+        if name not in bad
     }
     _CACHE[path] = (stamp, entries)
     return entries
@@ -173,10 +180,20 @@ def read_catalog_document(path: str | os.PathLike[str], *, missing_ok: bool = Fa
     sources = doc.get("sources") if isinstance(doc, dict) else None
     if not isinstance(sources, dict):
         raise CatalogError(f"{path}: a catalog needs a 'sources:' mapping of entry name -> entry.")
-    for name, src in sources.items():
-        if not isinstance(src, dict) or "driver" not in src or not isinstance(src.get("args"), dict):
-            raise CatalogError(f"{path}: entry {name!r} needs 'driver:' and an 'args:' mapping.")
     return {**doc, "sources": {str(name): src for name, src in sources.items()}}
+
+
+def malformed_entries(sources: dict[str, Any]) -> dict[str, str]:
+    """``name -> what is wrong`` for the entries of ``sources`` that cannot be read as cubes.
+
+    >>> malformed_entries({"ok": {"driver": "zarr", "args": {}}, "bad": {"args": 3}})
+    {'bad': "needs 'driver:' and an 'args:' mapping"}
+    """
+    return {
+        name: "needs 'driver:' and an 'args:' mapping"
+        for name, src in sources.items()
+        if not isinstance(src, dict) or "driver" not in src or not isinstance(src.get("args"), dict)
+    }
 
 
 def _entries(
@@ -188,13 +205,26 @@ def _entries(
         paths = [Path(catalog)]
     else:
         paths = [Path(p) for p in catalog]
+    team = team_catalog_path() if catalog is None else None
     merged: dict[str, CubeEntry] = {}
     for p in paths:
-        for name, entry in read_catalog(p).items():
+        try:
+            entries = read_catalog(p)
+        except CatalogError as exc:
+            if team is None or Path(p) != team:
+                raise
+            # the team catalog is everyone's to edit: a broken file must not hide the shared cubes
+            warnings.warn(CatalogWarning(f"the team catalog was skipped: {exc}"), stacklevel=2)
+            continue
+        for name, entry in entries.items():
             if name in merged:
-                raise CatalogError(
-                    f"{entry.catalog}: entry {name!r} is already defined in {merged[name].catalog}."
+                warnings.warn(
+                    CatalogWarning(
+                        f"{entry.catalog}: entry {name!r} skipped: it is already defined in {merged[name].catalog}"
+                    ),
+                    stacklevel=2,
                 )
+                continue
             merged[name] = entry
     return merged
 
@@ -535,6 +565,13 @@ def write_catalog(path: str | os.PathLike[str], sources: dict[str, dict[str, Any
     """
     from platform_lib.storage import write_text_atomic
 
+    bad = malformed_entries(sources)
+    if bad:
+        name, reason = next(iter(bad.items()))
+        raise CatalogError(
+            f"{path} was not changed: its entry {name!r} {reason}; fix or remove that entry in the file, then"
+            " try again"
+        )
     return write_text_atomic(path, dump_catalog(sources, title=title))
 
 
@@ -629,10 +666,15 @@ def validate_catalog(path: str | os.PathLike[str] | None = None, *, open_stores:
     """
     path = Path(path) if path is not None else repo_root() / DEFAULT_CATALOG
     try:
-        entries = read_catalog(path)
+        document = read_catalog_document(path)
     except CatalogError as exc:
         return [str(exc)]
-    problems: list[str] = []
+    problems = [
+        f"{Path(path).resolve()}: entry {n!r} {r}." for n, r in malformed_entries(document["sources"]).items()
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CatalogWarning)  # said above, as problems
+        entries = read_catalog(path)
     for entry in entries.values():
         problems += _check_metadata(entry)
         if open_stores:

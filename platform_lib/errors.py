@@ -34,6 +34,10 @@ class CatalogError(EsdlError):
     """A catalog file or entry that is malformed."""
 
 
+class CatalogWarning(UserWarning):
+    """A catalog entry (or a whole team catalog) that was skipped; the others stay usable."""
+
+
 class MissingExtraError(EsdlError, ImportError):
     """An optional dependency (one of esdl-platform's extras) that is not installed."""
 

@@ -28,6 +28,7 @@ import getpass
 import json
 import os
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -37,11 +38,12 @@ from filelock import FileLock
 from platform_lib.catalog import (
     catalog_paths,
     catalog_source,
+    malformed_entries,
     read_catalog,
     read_catalog_document,
     write_catalog,
 )
-from platform_lib.errors import EsdlError, allowed, did_you_mean
+from platform_lib.errors import CatalogWarning, EsdlError, allowed, did_you_mean
 from platform_lib.paths import team_catalog_path, team_dir
 from platform_lib.storage import remove_path, write_text_atomic
 
@@ -252,7 +254,13 @@ def team_cube_entries(catalog_path: str | os.PathLike[str] | None = None) -> dic
     """
     path = team_catalog_path(catalog_path)
     out = {}
-    for name, entry in read_catalog_document(path, missing_ok=True)["sources"].items():
+    sources = read_catalog_document(path, missing_ok=True)["sources"]
+    bad = malformed_entries(sources)
+    for name, reason in bad.items():
+        warnings.warn(CatalogWarning(f"{path}: entry {name!r} skipped: it {reason}"), stacklevel=2)
+    for name, entry in sources.items():
+        if name in bad:
+            continue
         entry = dict(entry)
         args = dict(entry.get("args") or {})
         if "urlpath" in args:

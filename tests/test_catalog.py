@@ -17,7 +17,7 @@ import yaml
 import platform_lib
 from platform_lib import catalog
 from platform_lib.demo import demo_catalog_sources
-from platform_lib.errors import CubeNotFoundError, CubeNotGeneratedError, EsdlError
+from platform_lib.errors import CatalogWarning, CubeNotFoundError, CubeNotGeneratedError, EsdlError
 from platform_lib.paths import repo_root
 
 SHIPPED = repo_root() / "catalog" / "esdl.yaml"
@@ -203,8 +203,11 @@ def test_team_catalog_adds_entries_and_refuses_duplicates(demo_catalog, demo_cub
             {"esdc-demo-ts": catalog.catalog_source(str(demo_cubes["ts"]), "dup", meta)}, title="team"
         )
     )
-    with pytest.raises(EsdlError, match="'esdc-demo-ts' is already defined in"):
-        platform_lib.list_cubes()
+    # a team entry may not take a shared cube's name: it is skipped with a warning, the shared one stays
+    with pytest.warns(CatalogWarning, match="entry 'esdc-demo-ts' skipped: it is already defined in"):
+        assert "esdc-demo-ts" in platform_lib.list_cubes()
+    with pytest.warns(CatalogWarning):
+        assert catalog.get_entry("esdc-demo-ts").catalog != team.resolve()
 
 
 # --- validation -----------------------------------------------------------------------------------

@@ -7,10 +7,13 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from platform_lib.errors import EsdlError
 from platform_lib.team import (
@@ -113,6 +116,56 @@ def test_malformed_catalog_is_a_clear_error(team):
     team_catalog_path().write_text("sources: {a: [\n")
     with pytest.raises(EsdlError, match="not valid YAML"):
         register_cube("b", team / "b.zarr")
+
+
+def test_a_broken_team_catalog_never_hides_the_shared_cubes(team):
+    from platform_lib.catalog import list_cubes
+    from platform_lib.errors import CatalogWarning
+
+    shared = list_cubes()  # the session's shared catalog(s), before the team has any
+    team.mkdir(parents=True, exist_ok=True)
+    team_catalog_path().write_text("sources: {a: [\n")  # a member's half-finished edit
+    with pytest.warns(CatalogWarning, match="the team catalog was skipped: .*not valid YAML"):
+        assert list_cubes() == shared
+
+
+bad_entries = st.one_of(
+    st.integers(), st.text(max_size=5), st.none(), st.lists(st.integers(), max_size=2),
+    st.fixed_dictionaries({"args": st.dictionaries(st.text(max_size=3), st.integers(), max_size=2)}),
+    st.fixed_dictionaries({"driver": st.just("zarr"), "args": st.text(max_size=4)}),
+)  # fmt: skip
+names = st.from_regex(r"[a-z][a-z0-9-]{0,8}", fullmatch=True)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(good=st.lists(names, max_size=4, unique=True), bad=st.dictionaries(names, bad_entries, max_size=3))
+def test_bad_entries_are_skipped_one_by_one_and_writes_refuse_to_spread_them(team, good, bad):
+    from platform_lib.catalog import list_cubes
+    from platform_lib.errors import CatalogWarning
+
+    bad = {k: v for k, v in bad.items() if k not in good}
+    team_catalog_path().unlink(missing_ok=True)
+    shared = set(list_cubes())  # the session's shared catalog(s) alone
+    team.mkdir(parents=True, exist_ok=True)
+    sources = {n: {"driver": "zarr", "args": {"urlpath": f"/data/{n}.zarr"}} for n in good}
+    text = yaml.safe_dump({"sources": {**sources, **bad}})
+    team_catalog_path().write_text(text)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        found = set(list_cubes())
+        team_names = set(list_team_cubes())
+    said = " ".join(str(w.message) for w in caught if issubclass(w.category, CatalogWarning))
+    assert team_names == set(good)
+    assert found == shared | set(good)  # the good team entries (shared names win, with a warning)
+    for name in bad:
+        assert f"entry {name!r} skipped" in said
+    for name in set(good) & shared:
+        assert f"entry {name!r} skipped: it is already defined" in said
+    if bad:
+        with pytest.raises(EsdlError, match="was not changed: its entry .* fix or remove that entry"):
+            register_cube("fresh-cube", team / "fresh.zarr")
+        assert team_catalog_path().read_text() == text  # nothing lost, nothing spread
+    team_catalog_path().unlink()
 
 
 WRITER = textwrap.dedent(
