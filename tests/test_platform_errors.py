@@ -90,25 +90,42 @@ def test_a_component_that_fails_is_reported_with_its_log_and_everything_stops(pe
     assert_nothing_running(penv, "alpha")
 
 
+class Foreground:
+    """``esdl up --project alpha --foreground`` in a subprocess, and what it printed so far."""
+
+    def __init__(self, penv: PlatformEnv):
+        penv.write_spec(small_spec("alpha", ["alice"], ["bob"]))
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "platform_lib.cli",
+                "up",
+                "--project",
+                "alpha",
+                "--port",
+                "0",
+                "--foreground",
+            ],
+            env=penv.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+
+    def read_until(self, text: str, timeout: float = 180) -> None:
+        t0 = time.monotonic()
+        while not any(text in line for line in self.lines):
+            assert self.proc.poll() is None, "".join(self.lines)
+            assert time.monotonic() - t0 < timeout, "".join(self.lines)
+            self.lines.append(self.proc.stdout.readline())
+
+
 def test_foreground_restarts_a_dead_component_and_ctrl_c_stops_everything(penv: PlatformEnv):
-    penv.write_spec(small_spec("alpha", ["alice"], ["bob"]))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "platform_lib.cli", "up", "--project", "alpha", "--port", "0", "--foreground"],
-        env=penv.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: list[str] = []
+    watch = Foreground(penv)
+    proc, lines, read_until = watch.proc, watch.lines, watch.read_until
     try:
-
-        def read_until(text: str, timeout: float = 180) -> None:
-            t0 = time.monotonic()
-            while not any(text in line for line in lines):
-                assert proc.poll() is None, "".join(lines)
-                assert time.monotonic() - t0 < timeout, "".join(lines)
-                lines.append(proc.stdout.readline())
-
         read_until("Press Ctrl-C to stop.")
         url = penv.url("alpha")
         assert http_ok(f"{url}/hub/login")
@@ -212,19 +229,10 @@ def test_a_user_server_that_exits_while_starting_is_reported_with_its_exit_code(
 
 
 def test_esdl_down_from_another_terminal_ends_the_foreground_watch(penv: PlatformEnv):
-    penv.write_spec(small_spec("alpha", ["alice"], ["bob"]))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "platform_lib.cli", "up", "--project", "alpha", "--port", "0", "--foreground"],
-        env=penv.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: list[str] = []
+    watch = Foreground(penv)
+    proc, lines = watch.proc, watch.lines
     try:
-        while not any("Press Ctrl-C to stop." in line for line in lines):
-            assert proc.poll() is None, "".join(lines)
-            lines.append(proc.stdout.readline())
+        watch.read_until("Press Ctrl-C to stop.")
         url = penv.url("alpha")
         penv.esdl("down")  # the second terminal
         assert proc.wait(timeout=60) == 0, "".join(lines)  # the watcher ends instead of restarting
