@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from platform_lib.deploy.release import Printer
 from platform_lib.errors import EsdlError
 from platform_lib.plan import HEALTH_SERVICE, HEALTH_USER
 
 __all__ = ["HealthTarget", "STEPS", "check_health", "kubernetes_target", "local_target"]
-
-Printer = Callable[[str], None]
 
 OPEN_CUBE = """
 import platform_lib

@@ -312,6 +312,16 @@ class ProjectPlan:
             "DASK_DISTRIBUTED__DASHBOARD__LINK": where.dashboard_link,
         }
 
+    def secret_refs(self, where: Placement) -> list[SecretRef]:
+        """Every secret a backend's platform reads: the OAuth client secret, then the catalog's it serves.
+
+        >>> from platform_lib.projects import load_project
+        >>> [r.env for r in project_plan(load_project("extremes-lab")).secret_refs(kubernetes_placement("x"))]
+        ['OAUTH_CLIENT_SECRET', 'EXTREMES_LAB_S3_KEY', 'EXTREMES_LAB_S3_SECRET']
+        """
+        hub = [self.login.client_secret] if self.login.client_secret else []
+        return [*hub, *self.secrets_for(where)]
+
     def secrets_for(self, where: Placement) -> list[SecretRef]:
         """The catalog's secret references a backend can serve: both kinds on Kubernetes; on one
         machine only ``env:`` ones (there is no Kubernetes Secret to read)."""

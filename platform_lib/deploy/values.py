@@ -87,9 +87,7 @@ def secret_refs(spec: ProjectSpec) -> list[SecretRef]:
     >>> [(r.env, r.secret, r.key) for r in secret_refs(load_project("extremes-lab"))][0]
     ('OAUTH_CLIENT_SECRET', 'extremes-lab-github', 'client-secret')
     """
-    plan = project_plan(spec)
-    hub = [plan.login.client_secret] if plan.login.client_secret else []
-    return [*hub, *plan.secrets_for(kubernetes_placement(release_name(spec)))]
+    return project_plan(spec).secret_refs(kubernetes_placement(release_name(spec)))
 
 
 def shared_catalog_text(path: str | Path | None = None) -> str:
@@ -269,7 +267,7 @@ def render_values(spec: ProjectSpec, *, shared_catalog: str | Path | None = None
     where = kubernetes_placement(release_name(spec))
     image = {"name": spec.image.name, "tag": spec.image.tag}
     team_read_only = spec.storage.team_access == "admins-write"
-    refs = secret_refs(spec)
+    refs = plan.secret_refs(where)
     user_secrets = [r.env_var() for r in refs if r.used_by == "users"]
     default = spec.default_profile
     default_mem = _hub_bytes(default.memory_bytes)
