@@ -13,6 +13,10 @@ NODE_STAMP := $(if $(wildcard package.json),node_modules/.installed)
 HUB_VENV := .venv-hub
 HUB_STAMP := $(HUB_VENV)/.installed
 PROJECT  ?= demo
+# the base Python of .venv: one every OS account can run, because `esdl up` as root runs each person's
+# server under their own account (a pyenv build under /root, which is 0700, is not); see
+# platform_lib/local/interpreter.py
+BASE_PYTHON ?= $(shell python3 platform_lib/local/interpreter.py)
 
 .PHONY: setup up test lint lock chart-lock demo-cubes bench help
 
@@ -32,7 +36,7 @@ setup: $(PY_STAMP) $(NODE_STAMP) $(HUB_STAMP)
 # The image's lock (images/notebook/requirements.lock) constrains it too, so what the tests run is what
 # the user/worker image ships.
 $(PY_STAMP): pyproject.toml constraints.txt images/notebook/requirements.lock
-	@test -x $(PY) || python3 -m venv $(VENV)
+	@test -x $(PY) || $(BASE_PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check uv -c constraints.txt torch==2.13.0
 	$(VENV)/bin/uv pip install -q --python $(PY) --compile-bytecode --constraint constraints.txt \
 	  --constraint images/notebook/requirements.lock -e '.[$(EXTRAS)]'

@@ -7,9 +7,13 @@ repetition) and printed with the ratio ours / reference (target: under 1.10):
    (spec validation, state and passwords, generated configs, gateway + proxy + hub under the
    supervisor, health checks) until it returns. Reference: a hand-written ``dask_gateway_config.py``
    started with ``dask-gateway-server``, and right after it (launched in the same order as ours, neither
-   waiting for the other) a plain ``jupyterhub`` (same ``SimpleLocalProcessSpawner``,
-   ``SharedPasswordAuthenticator``, the hub starting configurable-http-proxy itself) until the gateway's
-   health check and ``/hub/login`` answer;
+   waiting for the other) a plain ``jupyterhub`` (``SharedPasswordAuthenticator``, the hub starting
+   configurable-http-proxy itself) until the gateway's health check and ``/hub/login`` answer. As root,
+   ours runs each person's server under their own OS account, so the reference does too: JupyterHub's
+   own ``LocalProcessSpawner`` with an OS account of the user's name (``esdlbench-alice``, made once
+   before the first repetition); not root, both run ``SimpleLocalProcessSpawner``-style servers as the
+   one account. The reference's clusters run as the gateway's user (``UnsafeLocalBackend``: upstream's
+   ``LocalBackend`` 2026.3.0 chowns "/" to the user when run as root, see ``gateway_policy.py``);
 2. spawn: log in through the login form and wait for JupyterLab's page (``/hub/spawn`` then
    ``/user/<name>/lab``), the same client for both. Our spawner hands the new server to the hub as soon
    as it answers (checks every 0.1 s); the bare hub finds it through its own exponential back-off with
@@ -35,6 +39,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import pwd
 import secrets
 import signal
 import statistics
@@ -58,6 +63,22 @@ from platform_lib.plan import GATEWAY_PREFIX
 
 REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "bench-password-0123456789"
+#: as root the reference's user is an OS account of that name (LocalProcessSpawner needs one)
+REFERENCE_ACCOUNT = os.geteuid() == 0
+REFERENCE_USER = "esdlbench-alice" if REFERENCE_ACCOUNT else "alice"
+
+
+def ensure_reference_account(work: Path) -> None:
+    """As root: the reference user's OS account (home under ``work``), made once, as ``esdl up`` makes
+    ours (no password, nologin)."""
+    home = work / "reference-homes" / REFERENCE_USER
+    try:
+        pwd.getpwnam(REFERENCE_USER)
+        subprocess.run(["usermod", "--home", str(home), REFERENCE_USER], check=True, capture_output=True)
+    except KeyError:
+        subprocess.run(["useradd", "--no-create-home", "--user-group", "--home-dir", str(home), "--shell",
+                        "/usr/sbin/nologin", "--comment", "ESDL benchmark reference", REFERENCE_USER],
+                       check=True, capture_output=True)  # fmt: skip
 
 
 class RepetitionFailed(RuntimeError):
@@ -205,9 +226,8 @@ c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_api}"
 c.ConfigurableHTTPProxy.auth_token = "{proxy_token}"
 c.JupyterHub.authenticator_class = "shared-password"
 c.SharedPasswordAuthenticator.user_password = "{password}"
-c.Authenticator.allowed_users = {{"alice", "bob", "carol"}}
-c.JupyterHub.spawner_class = "simple"
-c.SimpleLocalProcessSpawner.home_dir_template = "{root}/homes/{{username}}"
+c.Authenticator.allowed_users = {{"{user}"}}
+{spawner}
 c.Spawner.cmd = ["{bin}/jupyterhub-singleuser"]
 c.Spawner.args = {args}
 c.Spawner.default_url = "/lab"
@@ -229,12 +249,22 @@ def run_reference(root: Path) -> dict[str, float]:
     }
     (root / "clusters").mkdir(parents=True)
     (root / "homes").mkdir()
+    if REFERENCE_ACCOUNT:  # the OS account's home, which LocalProcessSpawner starts the server in
+        entry = pwd.getpwnam(REFERENCE_USER)
+        home = Path(entry.pw_dir)
+        home.mkdir(parents=True, exist_ok=True)
+        os.chown(home, entry.pw_uid, entry.pw_gid)
+        spawner = 'c.JupyterHub.spawner_class = "localprocess"'
+    else:
+        spawner = f'c.JupyterHub.spawner_class = "simple"\nc.SimpleLocalProcessSpawner.home_dir_template = "{root}/homes/{{username}}"'
+
     cookie = root / "cookie_secret"
     cookie.write_text(secrets.token_hex(32))
     cookie.chmod(0o600)
     values = dict(
         ports, root=root, bin=venv_bin(), chp=proxy_executable(), token=secrets.token_hex(32),
-        proxy_token=secrets.token_hex(32), password=PASSWORD, args=["--allow-root"] if os.geteuid() == 0 else [],
+        proxy_token=secrets.token_hex(32), password=PASSWORD, user=REFERENCE_USER, spawner=spawner,
+        args=["--allow-root"] if os.geteuid() == 0 and not REFERENCE_ACCOUNT else [],
     )  # fmt: skip
     (root / "dask_gateway_config.py").write_text(GATEWAY_CONFIG.format(**values))
     (root / "jupyterhub_config.py").write_text(HUB_CONFIG.format(**values))
@@ -260,7 +290,7 @@ def run_reference(root: Path) -> dict[str, float]:
         wait_for(f"http://127.0.0.1:{ports['public']}/hub/login", hub)
         startup = time.perf_counter() - t0
         base = f"http://127.0.0.1:{ports['public']}"
-        spawn, client = time_spawn(base, "alice", PASSWORD)
+        spawn, client = time_spawn(base, REFERENCE_USER, PASSWORD)
         cluster = time_cluster(base, ports["gateway_tcp"], client.api_token())
     except Exception as exc:
         logs.flush()
@@ -325,6 +355,9 @@ def main() -> int:
     failed = 0
     with contextlib.ExitStack() as stack:
         work = args.keep or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="esdl-bench-")))
+        if os.geteuid() == 0:  # people's own OS accounts (both sides) pass through to their homes
+            os.chmod(work, 0o711)
+            ensure_reference_account(work)
         for i in range(repeat):
             sides = [("reference", run_reference), ("ours", run_ours)]
             if i % 2:

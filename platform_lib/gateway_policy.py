@@ -23,6 +23,7 @@ Python in real files.
 """
 
 import copy
+import os
 
 from dask_gateway_server.backends.base import PublicException
 from dask_gateway_server.options import Float as FloatOption
@@ -255,16 +256,24 @@ def _with_policy(base: type) -> type:
 
 
 def local_backend_class() -> type:
-    """dask-gateway's ``UnsafeLocalBackend`` (local processes, one OS user) with the policy applied.
+    """dask-gateway's ``LocalBackend`` (local processes) with the policy applied.
 
     Its clusters accept the same options as on Kubernetes; the ``image`` a member chooses is checked
-    and recorded, while the processes run this machine's environment.
+    and recorded, while the processes run this machine's environment. With ``os_accounts`` (hub user ->
+    OS account, set when the platform runs as root) each person's scheduler and workers run under their
+    own account, in a working folder of their own that is also their dask scratch space; without it
+    (one trust domain, a laptop) they run as the gateway's user, as upstream's ``UnsafeLocalBackend``.
 
-    >>> local_backend_class().cluster_config_class.default_value.__name__
+    >>> backend = local_backend_class()
+    >>> backend.cluster_config_class.default_value.__name__
     'ProjectLocalClusterConfig'
+    >>> backend().os_accounts
+    {}
     """
+    import pwd
+
     from dask_gateway_server.backends.base import ClusterConfig
-    from dask_gateway_server.backends.local import LocalClusterConfig, UnsafeLocalBackend
+    from dask_gateway_server.backends.local import LocalBackend, LocalClusterConfig
     from traitlets import Type
 
     class ProjectLocalClusterConfig(LocalClusterConfig):
@@ -272,8 +281,78 @@ def local_backend_class() -> type:
             "", help="The image asked for (checked and recorded; local clusters run this Python)."
         )
 
-    class ProjectLocalBackend(_with_policy(UnsafeLocalBackend)):
+    class ProjectLocalBackend(_with_policy(LocalBackend)):
         cluster_config_class = Type(ProjectLocalClusterConfig, klass=ClusterConfig, config=True)
+        os_accounts = Dict(
+            {},
+            help="Hub user -> OS account whose clusters run under it; empty: every cluster runs as the"
+            " gateway's own user (one trust domain). A user missing from a non-empty map gets no cluster.",
+        ).tag(config=True)
+
+        def _account(self, username):
+            account = self.os_accounts.get(username)
+            if account is None:
+                raise PermissionError(f"{username!r} has no OS account on this platform; no cluster for them")
+            return pwd.getpwnam(account)
+
+        def make_preexec_fn(self, cluster):
+            workdir = cluster.state["workdir"]
+            if not self.os_accounts:
+
+                def as_gateway():  # pragma: no cover - runs in the child
+                    os.chdir(workdir)
+
+                return as_gateway
+            entry = self._account(cluster.username)
+            groups = os.getgrouplist(entry.pw_name, entry.pw_gid)
+
+            def as_account():  # pragma: no cover - runs in the child
+                os.setgid(entry.pw_gid)
+                os.setgroups(groups)
+                os.setuid(entry.pw_uid)
+                os.umask(0o002)  # what they write to the team folder stays readable by the team
+                os.chdir(workdir)
+
+            return as_account
+
+        def setup_working_directory(self, cluster):
+            # upstream's (2026.3.0) with one fix: it adds the key and cert paths with ``list.extend(str)``,
+            # one character at a time, so that as root ``set_file_permissions`` chowns "/" to the user
+            import tempfile
+
+            if self.clusters_directory:
+                workdir = os.path.join(self.clusters_directory, cluster.name)
+            else:
+                workdir = tempfile.mkdtemp(prefix="dask", suffix=cluster.name)
+            paths = [workdir, self.get_certs_directory(workdir), self.get_logs_directory(workdir)]
+            for path in paths:
+                os.makedirs(path, 0o700, exist_ok=True)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+            for path, data in zip(
+                self._get_tls_paths(workdir), (cluster.tls_cert, cluster.tls_key), strict=True
+            ):
+                with os.fdopen(os.open(path, flags, 0o600), "wb") as file:
+                    file.write(data)
+                paths.append(path)
+            self.set_file_permissions(paths, cluster.username)
+            return workdir
+
+        def set_file_permissions(self, paths, username):
+            if not self.os_accounts:
+                return
+            entry = self._account(username)
+            for path in paths:
+                os.chown(path, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+
+        def get_env(self, cluster):
+            env = super().get_env(cluster)
+            workdir = cluster.state.get("workdir")
+            if workdir:  # per-person scratch: dask's spill files and temporaries in the cluster's own folder
+                env["DASK_TEMPORARY_DIRECTORY"] = env["TMPDIR"] = workdir
+            if self.os_accounts:
+                entry = self._account(cluster.username)
+                env["USER"], env["HOME"] = entry.pw_name, entry.pw_dir
+            return env
 
     return ProjectLocalBackend
 

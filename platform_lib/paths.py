@@ -16,6 +16,7 @@ It is created with owner-only permissions (0700) because it holds secrets.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -32,16 +33,23 @@ def repo_root() -> Path:
 
 
 def private_dir(path: str | os.PathLike[str]) -> Path:
-    """Create ``path`` (and parents) if needed and make it owner-only (0700); return it.
+    """Create ``path`` (and parents) if needed and make it owner-only; return it.
+
+    A new folder is 0700. An existing one loses every read and write bit of group and others, but keeps
+    their traverse bits: the embedded platform run as root grants those on the way to members' homes
+    (``platform_lib.local.accounts.secure_layout``), and a later ``esdl`` command must not take them away.
 
     >>> import tempfile, stat
     >>> p = private_dir(Path(tempfile.mkdtemp()) / "secret")
     >>> stat.S_IMODE(p.stat().st_mode) == 0o700
     True
+    >>> os.chmod(p, 0o755); oct(stat.S_IMODE(private_dir(p).stat().st_mode))
+    '0o711'
     """
     p = Path(path)
+    existed = p.is_dir()
     p.mkdir(parents=True, exist_ok=True)
-    os.chmod(p, 0o700)
+    os.chmod(p, (stat.S_IMODE(p.stat().st_mode) & 0o711 if existed else 0) | 0o700)
     return p
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import tempfile
 import time
 import uuid
@@ -91,14 +92,33 @@ def remove_path(path: Path, settle: bool = False) -> None:
         time.sleep(0.05)
 
 
+def current_umask() -> int:
+    """This process's umask, read without changing it (``/proc/self/status``; 0o022 where that is missing).
+
+    >>> 0 <= current_umask() <= 0o777
+    True
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
+
+
 def write_text_atomic(path: str | os.PathLike[str], text: str, *, mode: int | None = None) -> Path:
     """Write ``text`` to ``path`` atomically (temporary file in the same folder, then rename).
 
-    ``mode`` sets the permissions (for example ``0o600`` for secrets) before the rename.
+    ``mode`` sets the permissions (for example ``0o600`` for secrets) before the rename; without it a
+    replaced file keeps its mode and a new one gets what ``open()`` would give it (``0o666`` less the
+    umask), so a team catalog stays readable by the team.
 
     >>> import tempfile, stat
     >>> p = write_text_atomic(Path(tempfile.mkdtemp()) / "s", "x", mode=0o600)
     >>> stat.S_IMODE(p.stat().st_mode) == 0o600
+    True
+    >>> stat.S_IMODE(write_text_atomic(p.parent / "t", "x").stat().st_mode) == 0o666 & ~current_umask()
     True
     """
     path = Path(path)
@@ -109,8 +129,9 @@ def write_text_atomic(path: str | os.PathLike[str], text: str, *, mode: int | No
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
+        if mode is None:
+            mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o666 & ~current_umask()
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

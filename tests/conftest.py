@@ -18,9 +18,11 @@ TEST_YEARS = (2001, 2012)
 @pytest.fixture(scope="session")
 def demo_cubes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """``{"ts": path, "map": path}`` of a small demo cube written with the real generator."""
+    from platform_helpers import let_accounts_pass
+
     from platform_lib.demo import write_demo_cubes
 
-    data = tmp_path_factory.mktemp("esdl-data")
+    data = let_accounts_pass(tmp_path_factory.mktemp("esdl-data"))  # people's own accounts read it too
     return write_demo_cubes(data, resolution=TEST_RESOLUTION, years=TEST_YEARS, progress=False)
 
 

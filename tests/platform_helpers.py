@@ -18,6 +18,24 @@ from platform_lib.local.supervisor import tagged_processes
 REPO = Path(__file__).resolve().parents[1]
 
 
+def let_accounts_pass(path: Path) -> Path:
+    """Let every OS account read ``path`` and pass through the folders above it (add the read and traverse
+    bits where missing): as root, ``esdl up`` runs each person's server under their own account, and
+    pytest's temporary folders are 0700. Only under the system's temporary folder; returns ``path``."""
+    import stat
+    import tempfile
+
+    top = Path(tempfile.gettempdir()).resolve()
+    for folder in [path.resolve(), *path.resolve().parents]:
+        if folder == top or top not in folder.parents:
+            break
+        mode = stat.S_IMODE(folder.stat().st_mode)
+        wanted = mode | (0o055 if folder == path.resolve() else 0o011)
+        if wanted != mode:
+            os.chmod(folder, wanted)
+    return path
+
+
 def small_spec(name: str, admins: list[str], members: list[str], **extra: Any) -> dict[str, Any]:
     """A project spec sized for a 2-core test machine."""
     spec = {
@@ -51,6 +69,7 @@ class PlatformEnv:
     def create(cls, root: Path) -> PlatformEnv:
         for sub in ("state", "projects", "notebooks"):
             (root / sub).mkdir(parents=True, exist_ok=True)
+        let_accounts_pass(root)
         env = dict(os.environ)
         env.update(
             ESDL_STATE_DIR=str(root / "state"),

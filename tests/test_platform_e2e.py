@@ -9,6 +9,7 @@ bring it back, and check that ``esdl down`` leaves no process behind.
 
 from __future__ import annotations
 
+import grp
 import json
 import os
 import signal
@@ -45,8 +46,10 @@ def platform(tmp_path_factory, demo_catalog):
     try:
         out = penv.esdl("up", "--project", "alpha", "--project", "beta", "--port", "0").stdout
         assert "alpha: ready at http://localhost:" in out and "beta: ready at" in out, out
-        # as root every server runs as root too: esdl up says that members are not kept apart
-        assert "warning: alpha has 2 people, but esdl up runs as one OS account (root)" in out, out
+        # as root everyone gets an OS account of their own (tests/test_platform_isolation.py attacks it)
+        assert (
+            "alpha: each of the 2 people runs under an OS account of their own (alpha_alice, ...)" in out
+        ), out
         # every person's new password is printed once (and logs in: the tests below use them)
         assert {("alpha", "alice"), ("alpha", "bob"), ("beta", "dave"), ("beta", "erin")} <= set(
             penv.passwords
@@ -76,8 +79,19 @@ def test_status_ports_and_owner_only_state(platform: PlatformEnv):
     assert platform.url("alpha") != platform.url("beta")
     for project in ("alpha", "beta"):
         layout = platform.layout(project)
-        assert stat.S_IMODE((platform.root / "state").stat().st_mode) == 0o700
-        assert stat.S_IMODE(layout.root.stat().st_mode) == 0o700
+        # nobody else lists the state folder; people's accounts pass through it to their homes, and only
+        # the project's own people into the project folder (root: one OS account per person)
+        assert stat.S_IMODE((platform.root / "state").stat().st_mode) == 0o711
+        assert stat.S_IMODE(layout.root.stat().st_mode) == 0o710
+        assert grp.getgrgid(layout.root.stat().st_gid).gr_name == f"esdl.{project}"
+        for private in (
+            layout.secrets_dir,
+            layout.hub_dir,
+            layout.logs_dir,
+            layout.run_dir,
+            layout.gateway_db.parent,
+        ):
+            assert stat.S_IMODE(private.stat().st_mode) == 0o700, private
         for secret in [layout.credentials_file, layout.ports_file, *layout.secrets_dir.iterdir()]:
             assert stat.S_IMODE(secret.stat().st_mode) == 0o600, secret
         assert layout.read_secret("cookie_secret") not in layout.hub_config.read_text()
@@ -372,4 +386,47 @@ def test_status_names_a_persons_dead_server_and_exits_1(platform: PlatformEnv):
     assert result.returncode == 1, result.stdout
     assert "dead     servers of erin" in result.stdout and "beta: degraded" in result.stdout
     erin.stop_server()  # the hub forgets it; status is clean again
+    assert platform.esdl("status", "--project", "beta").returncode == 0
+
+
+def test_clusters_survive_a_gateway_restart_and_status_names_a_dead_scheduler(platform: PlatformEnv):
+    import psutil
+
+    erin = login(platform, "beta", "erin")
+    erin.open_lab()
+    kernel = erin.start_kernel()
+    name = erin.run(
+        kernel,
+        "from dask_gateway import Gateway\ngateway = Gateway()\ncluster = gateway.new_cluster()\n"
+        "cluster.scale(1)\nclient = cluster.get_client()\nclient.wait_for_workers(1, timeout=120)\n"
+        "print(cluster.name)",
+    ).strip()
+    layout = platform.layout("beta")
+    for sig in (signal.SIGTERM, signal.SIGKILL):  # a restart, then a crash of the gateway
+        gateway = psutil.Process(json.loads(layout.run_file("gateway").read_text())["pid"])
+        gateway.send_signal(sig)
+        psutil.wait_procs([gateway], timeout=30)
+        assert "started gateway" in platform.esdl("up", "--project", "beta").stdout
+        # the new gateway found the cluster in its database; it computes (the client reconnects through
+        # the gateway's new proxy), and erin still owns it
+        out = erin.run(
+            kernel,
+            "import time\nfor attempt in range(120):\n    try:\n"
+            "        result = client.submit(sum, [1, 2], pure=False).result(timeout=10)\n        break\n"
+            "    except Exception:\n        time.sleep(0.5)\n"
+            "print(result, [c.name for c in gateway.list_clusters()])",
+        )
+        assert out.strip().split(maxsplit=1) == ["3", str([name])], out
+    assert platform.esdl("status", "--project", "beta").returncode == 0
+    scheduler = next(
+        p
+        for p in platform.processes("beta")
+        if "scheduler" in " ".join(p.cmdline()) and p.environ().get("ESDL_PLATFORM_ROLE") == "cluster"
+    )
+    scheduler.kill()
+    psutil.wait_procs([scheduler], timeout=10)
+    result = platform.esdl("status", "--project", "beta", check=False)
+    assert result.returncode == 1, result.stdout
+    assert f"dead     clusters erin/{name}" in result.stdout and "beta: degraded" in result.stdout
+    erin.run(kernel, f"gateway.stop_cluster({name!r})")
     assert platform.esdl("status", "--project", "beta").returncode == 0

@@ -244,3 +244,38 @@ def test_esdl_down_from_another_terminal_ends_the_foreground_watch(penv: Platfor
             proc.kill()
             penv.esdl("down", check=False)
     assert "alpha: stopped by `esdl down`; no longer watched" in "".join(lines) + proc.stdout.read()
+
+
+def test_two_first_esdl_up_at_once_tell_the_same_truth(penv: PlatformEnv):
+    from platform_lib.cli.platform import printed_logins
+    from platform_lib.local.client import HubClient
+
+    penv.write_spec(small_spec("gamma", ["alice"], ["bob"]))
+    command = [sys.executable, "-m", "platform_lib.cli", "up", "--project", "gamma", "--port", "0"]
+    runs = [
+        subprocess.Popen(
+            command, env=penv.env, cwd=penv.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    try:
+        outs = [run.communicate(timeout=240) for run in runs]
+        assert [run.returncode for run in runs] == [0, 0], outs
+        stdouts = [out for out, _ in outs]
+        # the same address from both, and one of them waited for the other
+        urls = {
+            line.split(" at ")[1].split()[0]
+            for out in stdouts
+            for line in out.splitlines()
+            if "ready at" in line
+        }
+        assert urls == {f"{penv.url('gamma')}/".replace("127.0.0.1", "localhost")}, stdouts
+        assert sum("waiting for it" in out for out in stdouts) == 1, stdouts
+        # the passwords were printed once, by one of them, and they work
+        printed = [printed_logins(out) for out in stdouts]
+        assert sorted(len(p) for p in printed) == [0, 2], stdouts
+        for (_, user), password in (printed[0] or printed[1]).items():
+            HubClient(penv.url("gamma")).login(user, password)
+    finally:
+        penv.esdl("down", check=False)
+    assert_nothing_running(penv, "gamma")

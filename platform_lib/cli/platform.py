@@ -79,7 +79,7 @@ def run_up(args: argparse.Namespace) -> int:
     )
     for p in prepared:
         spec = p.settings.spec
-        for note in kubernetes_only_settings(spec):
+        for note in kubernetes_only_settings(spec, accounts=bool(p.settings.accounts)):
             print(f"  note: {spec.name}: {note}")
         print(f"  {spec.name}: log in at {p.url} as one of {', '.join(spec.users)}")
         if p.new_logins:
@@ -125,6 +125,11 @@ def run_status(args: argparse.Namespace) -> int:
                 " (each restarts at its person's next visit; an admin can stop it from the hub's admin page)"
             )
         print(f"  clusters {r.clusters}")
+        if r.dead_clusters:
+            print(
+                f"  dead     clusters {', '.join(r.dead_clusters)}: the gateway lists them but their schedulers are"
+                " gone (their owners stop them with cluster.shutdown(), or the gateway marks them failed)"
+            )
         if r.accounts:
             print(
                 f"  accounts {', '.join(r.accounts)}  (passwords are shown once; `esdl passwd USER` resets one)"

@@ -2,9 +2,11 @@
 
 Each generated file is plain, readable traitlets configuration (``c.Class.trait = value``) written into
 the project's state folder; secrets are not in the files but read from ``secrets/`` (0600) when the
-component starts. The values follow the checks in ``FIELD-NOTES.md``: ``SimpleLocalProcessSpawner``
-with ``--allow-root`` when run as root, the gateway's ``UnsafeLocalBackend`` with the ``dask
-scheduler``/``dask worker`` commands, the gateway authenticated through the hub with the service name
+component starts. The values follow the checks in ``FIELD-NOTES.md``. With per-person OS accounts
+(``PlatformSettings.accounts``, made when ``esdl up`` runs as root) the hub runs
+``ProjectAccountSpawner`` and the gateway's ``LocalBackend`` runs clusters under the same accounts;
+without them (not root: one trust domain) ``SimpleLocalProcessSpawner`` and clusters as the gateway's
+user. The gateway runs the ``dask scheduler``/``dask worker`` commands, the gateway authenticated through the hub with the service name
 set (so the ``access:services!service=dask-gateway`` scope is checked), and that scope in both the
 ``user`` role and the server token.
 
@@ -21,6 +23,7 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import pprint
@@ -94,6 +97,8 @@ class PlatformSettings:
     base_catalogs: list[str] = field(default_factory=list)
     data_dir: Path | None = None
     log_level: str = "INFO"
+    #: hub user -> OS account (``platform_lib.local.accounts``); empty: everything runs as this process's user
+    accounts: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.base_catalogs:
@@ -222,17 +227,18 @@ def hub_config_text(s: PlatformSettings) -> str:
     env = s.user_environment()
     # no internet on a platform laptop: JupyterLab neither fetches news nor checks for updates
     args = ["--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
-    if os.geteuid() == 0:
+    if os.geteuid() == 0 and not s.accounts:
         args.insert(0, "--allow-root")  # jupyter-server refuses to run as root without it
     profile = spec.default_profile
     culler_services, culler_roles = _idle_culler(s)
-    # the plan's login (native here: kubernetes_only_settings says so for OAuth), through the project's
+    # the plan's login, always native here (kubernetes_only_settings says so for OAuth): the project's
     # NativeAuthenticator whose accounts come from credentials.json
+    native = dataclasses.replace(s.plan.login, method="native", oauth={}, client_secret=None)
     login = {
         f"{section}.{trait}": value
-        for section, traits in s.plan.login.hub_config().items()
+        for section, traits in native.hub_config().items()
         for trait, value in traits.items()
-        if s.plan.login.method == "native" and section != "JupyterHub"
+        if section != "JupyterHub"
     }
     settings: dict[str, Any] = {
         "JupyterHub.bind_url": f"http://{s.host}:{ports['public']}/",
@@ -263,9 +269,19 @@ def hub_config_text(s: PlatformSettings) -> str:
             {"name": HEALTH_SERVICE, "api_token": Raw("_secret('health_token')"), "display": False},
             *culler_services,
         ],
-        # SimpleLocalProcessSpawner that hands the server to the hub once it answers (see spawner.py)
-        "JupyterHub.spawner_class": Raw("_esdl_module('spawner').ProjectLocalProcessSpawner"),
-        "SimpleLocalProcessSpawner.home_dir_template": str(layout.homes_dir / "{username}"),
+        # a local process spawner that hands the server to the hub once it answers (see spawner.py): under
+        # each person's OS account when there are accounts, else as this process's user
+        **(
+            {
+                "JupyterHub.spawner_class": Raw("_esdl_module('spawner').ProjectAccountSpawner"),
+                "ProjectAccountSpawner.os_accounts": s.accounts,
+            }
+            if s.accounts
+            else {
+                "JupyterHub.spawner_class": Raw("_esdl_module('spawner').ProjectLocalProcessSpawner"),
+                "SimpleLocalProcessSpawner.home_dir_template": str(layout.homes_dir / "{username}"),
+            }
+        ),
         "Spawner.cmd": [str(venv_bin() / "jupyterhub-singleuser")],
         "Spawner.args": args,
         "Spawner.default_url": "/lab",
@@ -285,10 +301,17 @@ def hub_config_text(s: PlatformSettings) -> str:
         "import functools\n" + _secret_reader(s) + "\n\n\n" + _module_loader() + "\n\n\n"
         "def _user_state_dir(spawner):\n"
         "    # each person's own state folder under their home, never the platform's\n"
-        "    return spawner.home_dir + '/.esdl/state'\n"
+        "    return spawner.home_dir + '/.esdl/state'\n\n\n"
+        "def _user_dask_scratch(spawner):\n"
+        "    # dask's spill files of a person's own LocalCluster: in their home, not a /tmp folder the first\n"
+        "    # person to use dask would own\n"
+        "    return spawner.home_dir + '/.cache/dask-scratch'\n"
     )
     text = _render(_header(s, "JupyterHub configuration"), preamble, settings)
-    return text + "c.Spawner.environment['ESDL_STATE_DIR'] = _user_state_dir\n"
+    return text + (
+        "c.Spawner.environment['ESDL_STATE_DIR'] = _user_state_dir\n"
+        "c.Spawner.environment['DASK_TEMPORARY_DIRECTORY'] = _user_dask_scratch\n"
+    )
 
 
 def gateway_config_text(s: PlatformSettings) -> str:
@@ -309,7 +332,11 @@ def gateway_config_text(s: PlatformSettings) -> str:
         "JupyterHubAuthenticator.jupyterhub_service_name": GATEWAY_SERVICE,
         "JupyterHubAuthenticator.use_service_access_scopes": True,
         "LocalBackend.clusters_directory": str(layout.clusters_dir),
-        "DBBackendBase.stop_clusters_on_shutdown": True,
+        "ProjectLocalBackend.os_accounts": s.accounts,
+        # clusters outlive a gateway restart: it finds them again in its database (esdl down stops them)
+        "DBBackendBase.db_url": f"sqlite:///{layout.gateway_db}",
+        "DBBackendBase.db_encrypt_keys": Raw("[_secret('gateway_db_key')]"),
+        "DBBackendBase.stop_clusters_on_shutdown": False,
         **s.plan.dask.policy_settings(),
         "LocalClusterConfig.scheduler_cmd": [str(venv_bin() / "dask"), "scheduler"],
         "LocalClusterConfig.worker_cmd": [str(venv_bin() / "dask"), "worker"],
@@ -347,11 +374,12 @@ def missing_stores(s: PlatformSettings) -> list[str]:
     return out
 
 
-def kubernetes_only_settings(spec: ProjectSpec) -> list[str]:
+def kubernetes_only_settings(spec: ProjectSpec, *, accounts: bool = False) -> list[str]:
     """One note per setting of ``spec`` that the embedded platform does not apply (it does on Kubernetes).
 
-    All user servers run as the one system user who ran ``esdl up``, so file permissions cannot tell
-    members apart: ``storage.team_access: admins-write`` is not enforced here.
+    Without per-person OS ``accounts`` (not root) all user servers run as the one system user who ran
+    ``esdl up``, so file permissions cannot tell members apart: ``storage.team_access: admins-write`` is
+    not enforced then.
 
     >>> from platform_lib.projects import load_project
     >>> kubernetes_only_settings(load_project("demo"))
@@ -370,7 +398,7 @@ def kubernetes_only_settings(spec: ProjectSpec) -> list[str]:
             f"catalog credentials {', '.join(kubernetes_secrets)} are Kubernetes Secrets; here they are left out"
             " (use env:VARIABLE references to pass credentials from the environment of `esdl up`)"
         )
-    if spec.storage.team_access != "rw":
+    if spec.storage.team_access != "rw" and not accounts:
         notes.append(
             f"storage.team_access {spec.storage.team_access!r} applies on Kubernetes; here every member can write"
             " the team folder (all user servers run as one system user)"

@@ -5,6 +5,9 @@ this module from its file, so it imports only the standard library, never ``plat
 notebooks from ``<repo>/notebooks/`` are copied in once each: a file the user edited, renamed or deleted
 is never touched again (the names already copied are kept in ``~/.esdl/seeded.json``); notebooks added
 to the repository later arrive at the next start. ``~/team`` is a link to the project's shared folder.
+When the server runs under the person's own OS account (the hub is root), the home is prepared by a child
+process running as that account, never by root: root following a link a person left in their home
+could otherwise write anywhere.
 
 >>> import tempfile
 >>> from pathlib import Path
@@ -21,9 +24,11 @@ to the repository later arrive at the next start. ``~/team`` is a link to the pr
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +79,29 @@ def prepare_home(
     return copied
 
 
-def pre_spawn_hook(spawner: Any, *, notebooks_dir: str, team_dir: str) -> None:
-    """``Spawner.pre_spawn_hook``: :func:`prepare_home` for the spawner's home folder."""
-    copied = prepare_home(spawner.home_dir, notebooks_dir=notebooks_dir, team_dir=team_dir)
+async def pre_spawn_hook(spawner: Any, *, notebooks_dir: str, team_dir: str) -> None:
+    """``Spawner.pre_spawn_hook``: :func:`prepare_home` for the spawner's home folder, as the person's OS
+    account if the spawner has one (``os_account``), else in the hub's process."""
+    if not hasattr(spawner, "os_account"):
+        copied = prepare_home(spawner.home_dir, notebooks_dir=notebooks_dir, team_dir=team_dir)
+    else:
+        home = spawner.home_dir
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, home, notebooks_dir, team_dir,
+            preexec_fn=spawner.make_preexec_fn(spawner.user.name),
+            env={"PATH": "/usr/bin:/bin", "HOME": home},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"preparing the home {home} of {spawner.user.name!r} failed: {err.decode()[-2000:]}"
+            )
+        copied = json.loads(out)
     if copied:
         spawner.log.info("ESDL: copied %d curated notebook(s) into %s", len(copied), spawner.home_dir)
+
+
+if __name__ == "__main__":  # run by pre_spawn_hook as the person's account: HOME NOTEBOOKS_DIR TEAM_DIR
+    print(json.dumps(prepare_home(sys.argv[1], notebooks_dir=sys.argv[2], team_dir=sys.argv[3])))

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from platform_lib.errors import EsdlError
+from platform_lib.local.accounts import ensure_accounts, secure_layout, stop_processes_of
 from platform_lib.local.configs import (
     ROLE_VARIABLE,
     TAG_VARIABLE,
@@ -44,7 +45,8 @@ from platform_lib.local.configs import (
     write_configs,
 )
 from platform_lib.local.layout import ProjectLayout, known_layouts, write_private_json
-from platform_lib.plan import GATEWAY_PREFIX
+from platform_lib.paths import PACKAGE_DIR, private_dir
+from platform_lib.plan import GATEWAY_PREFIX, HEALTH_USER
 from platform_lib.projects import ProjectSpec, ProjectSpecError, load_project
 
 COMPONENTS = ("gateway", "proxy", "hub")
@@ -294,9 +296,9 @@ class _Started:
 
 def _start(s: PlatformSettings, comp: Component, config_hash: str) -> _Started:
     layout = s.layout
-    # a leftover of an earlier run of this component (its record lost, or a dead gateway's clusters)
-    roles = ("gateway", "cluster") if comp.name == "gateway" else (comp.name,)
-    terminate(tagged_processes(s.tag, roles), timeout=5)
+    # a leftover of an earlier run of this component (its record lost, a dead gateway's proxy); a gateway's
+    # clusters are kept: the new gateway finds them in its database
+    terminate(tagged_processes(s.tag, (comp.name,)), timeout=5)
     log_path = layout.log_file(comp.name)
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     offset = os.lseek(fd, 0, os.SEEK_END)
@@ -385,15 +387,23 @@ def _running_ports(layout: ProjectLayout) -> list[int]:
 
 
 def prepare(
-    spec: ProjectSpec, *, port: int | None = None, host: str = "127.0.0.1", log_level: str = "INFO"
+    spec: ProjectSpec,
+    *,
+    port: int | None = None,
+    host: str = "127.0.0.1",
+    log_level: str = "INFO",
+    accounts: bool | None = None,
 ) -> ProjectPlatform:
     """Check everything that can be checked before starting, then write state, credentials and configs.
 
-    Nothing is started; :func:`start_project` starts what :func:`prepare` wrote.
+    Nothing is started; :func:`start_project` starts what :func:`prepare` wrote. With ``accounts``
+    (default: when run as root) everyone in the spec gets an OS account of their own
+    (:mod:`platform_lib.local.accounts`) and the state folder's permissions keep them out of it and out
+    of each other's homes.
 
     >>> import tempfile, unittest.mock
     >>> with unittest.mock.patch.dict(os.environ, {"ESDL_STATE_DIR": tempfile.mkdtemp()}):
-    ...     p = prepare(load_project("demo"), port=0)
+    ...     p = prepare(load_project("demo"), port=0, accounts=False)
     >>> sorted(p.new_logins) == sorted(p.settings.spec.users), p.settings.layout.hub_config.exists()
     (True, True)
     """
@@ -403,11 +413,46 @@ def prepare(
     if problems:
         raise ProjectSpecError(str(spec.source or spec.name), problems)
     layout.ensure()
+    if os.geteuid() == 0 if accounts is None else accounts:
+        settings.accounts = _person_accounts(settings)
     _down_marker(layout).unlink(missing_ok=True)
     settings.ports = layout.assign_ports(port, busy_ok=_running_ports(layout), host=host)
     new_logins = layout.credentials(spec.users)
     hashes = write_configs(settings)
+    if settings.accounts:  # configs, credentials and ports were just written: owner-only again
+        secure_layout(layout, spec.storage.team_access)
     return ProjectPlatform(settings, components(settings), hashes, new_logins)
+
+
+def _person_accounts(s: PlatformSettings) -> dict[str, str]:
+    """Make (or reuse) everyone's OS account and set the state's permissions; ``{hub user: account}``.
+
+    First checks that those accounts can run this installation: a Python, a repository or data under an
+    owner-only folder would make every server fail to start, with a bare error in the hub's log."""
+    from platform_lib.local.configs import notebooks_dir
+    from platform_lib.local.interpreter import unreachable_by_others
+
+    needed = [
+        sys.executable,
+        os.__file__,
+        venv_bin() / "jupyterhub-singleuser",
+        PACKAGE_DIR / "local" / "session.py",
+    ]
+    needed += [notebooks_dir(), s.data_dir, *s.base_catalogs]
+    blocked = {str(p): unreachable_by_others(p) for p in needed if Path(p).exists()}
+    blocked = {p: b for p, b in blocked.items() if b}
+    if blocked:
+        lines = [f"{p} (blocked at {', '.join(map(str, b))})" for p, b in blocked.items()]
+        raise EsdlError(
+            f"as root, {s.spec.name}'s people each get an OS account, but those accounts cannot reach "
+            + "; ".join(lines)
+            + ". Put the repository, its .venv and the data where every account can read them (no owner-only"
+            " folder on the way), and make .venv from a Python outside such folders: `rm -rf .venv && make"
+            " setup` picks one (platform_lib/local/interpreter.py)"
+        )
+    spec, layout = s.spec, s.layout
+    made = ensure_accounts(spec.name, [*spec.users, HEALTH_USER], spec.admins, layout)
+    return {user: account.name for user, account in made.items()}
 
 
 def _plan(p: ProjectPlatform, check_health: bool = True) -> list[str]:
@@ -477,39 +522,80 @@ def _start_project(p: ProjectPlatform, echo: Callable[[str], None]) -> list[str]
 def trust_domain_notes(specs: Sequence[ProjectSpec], *, euid: int, shared_account: bool = False) -> list[str]:
     """What ``esdl up`` must say about who can reach whom, or an error when it must not start.
 
-    Not root (a laptop): every server, kernel and dask worker runs as this one OS account, so it is one
-    trust domain; a project of several people starts only with ``shared_account``, and then with a
-    warning that says why it is unsafe. As root, the same holds today (all servers run as root).
+    As root (a shared server), everyone gets an OS account of their own: their server, kernels and dask
+    workers run under it, so people cannot reach each other's files, processes or tokens. Not root (a
+    laptop): every server runs as this one OS account, one trust domain; a project of several people
+    starts only with ``shared_account``, and then with a warning that says why it is unsafe.
 
     >>> from platform_lib.projects import parse_project
     >>> solo = parse_project({"name": "solo", "title": "Solo", "admins": ["ada"]})
     >>> team = parse_project({"name": "team", "title": "Team", "admins": ["ada"], "members": ["bo"]})
     >>> trust_domain_notes([solo], euid=1000)[0][:58]
     'solo: runs as this OS account, one trust domain: fine for '
+    >>> trust_domain_notes([team], euid=0)
+    ['team: each of the 2 people runs under an OS account of their own (team_ada, ...): they cannot reach each other']
     >>> trust_domain_notes([team], euid=1000)
     Traceback (most recent call last):
     ...
-    platform_lib.errors.EsdlError: team has 2 people, but esdl up runs as one OS account (not root): every member's server, kernels and dask workers would run as that account, so each member could read the others' files, notebooks and server tokens and act as them. Give each person a machine of their own, or pass --shared-account if all of them trust each other with everything they do here.
+    platform_lib.errors.EsdlError: team has 2 people, but esdl up runs as one OS account (not root): every member's server, kernels and dask workers would run as that account, so each member could read the others' files, notebooks and server tokens and act as them. Run esdl up as root on a shared server (each person then gets an OS account of their own), give each person a machine of their own, or pass --shared-account if all of them trust each other with everything they do here.
     """
+    from platform_lib.local.accounts import account_name
+
+    if euid == 0 and shared_account:
+        raise EsdlError(
+            "--shared-account is for esdl up without root; as root everyone gets an OS account of their own"
+        )
     notes = []
     for spec in specs:
         people = len(spec.users)
+        if euid == 0:
+            notes.append(
+                f"{spec.name}: each of the {people} people runs under an OS account of their own"
+                f" ({account_name(spec.name, spec.users[0])}, ...): they cannot reach each other"
+            )
+            continue
         if people == 1:
             notes.append(f"{spec.name}: runs as this OS account, one trust domain: fine for one person")
             continue
         unsafe = (
-            f"{spec.name} has {people} people, but esdl up runs as one OS account"
-            f"{' (root)' if euid == 0 else ' (not root)'}: every member's server, kernels and dask workers would"
-            " run as that account, so each member could read the others' files, notebooks and server tokens and"
-            " act as them."
+            f"{spec.name} has {people} people, but esdl up runs as one OS account (not root): every member's"
+            " server, kernels and dask workers would run as that account, so each member could read the others'"
+            " files, notebooks and server tokens and act as them."
         )
-        if euid != 0 and not shared_account:
+        if not shared_account:
             raise EsdlError(
-                unsafe + " Give each person a machine of their own, or pass --shared-account if all of them"
-                " trust each other with everything they do here."
+                unsafe + " Run esdl up as root on a shared server (each person then gets an OS account of"
+                " their own), give each person a machine of their own, or pass --shared-account if all of"
+                " them trust each other with everything they do here."
             )
         notes.append("warning: " + unsafe.replace(" would run", " run").replace(" could ", " can "))
     return notes
+
+
+@contextlib.contextmanager
+def _project_lock(layout: ProjectLayout, echo: Callable[[str], None], timeout: float = 600.0):
+    """Hold :func:`_lock`, saying so if another ``esdl up``/``down`` of the project holds it first."""
+    from filelock import Timeout
+
+    private_dir(layout.root)
+    lock = _lock(layout)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        echo(
+            f"  {layout.project}: another `esdl up` or `esdl down` of this project is running; waiting for it"
+        )
+        try:
+            lock.acquire(timeout=timeout)
+        except Timeout:
+            raise EsdlError(
+                f"project {layout.project!r}: another `esdl up` or `esdl down` held its lock for {timeout:.0f} s;"
+                f" if none is running, delete {lock.lock_file}"
+            ) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def up(
@@ -530,7 +616,9 @@ def up(
 
     Specs, cube stores, ports and the installation are all checked before anything starts. If any
     component fails to start, every project of this call is stopped again and the error names the
-    component and shows the end of its log.
+    component and shows the end of its log. Set-up and start-up of a project hold its lock: a second
+    ``esdl up`` of the same project waits (and says so), then finds it running, so both print the same
+    address and neither prints a password the other made.
     """
     if port and len(projects) != 1:
         raise EsdlError(
@@ -543,19 +631,22 @@ def up(
     specs = [load_project(name) for name in projects]  # every spec is valid before anything starts
     for note in trust_domain_notes(specs, euid=os.geteuid(), shared_account=shared_account):
         echo(f"  {note}")
-    prepared = [prepare(spec, port=port, host=host, log_level=log_level) for spec in specs]
-    publics = [p.settings.ports["public"] for p in prepared]
-    if len(set(publics)) != len(publics):
-        raise EsdlError(f"two projects would share the web port {publics}; give them different ports")
-    try:
-        for p in prepared:
-            started = start_project(p, echo)
-            what = f"started {', '.join(started)}" if started else "already running"
-            echo(f"{p.name}: ready at {p.url} ({what})")
-    except BaseException:
-        for p in prepared:
-            stop_project(p.settings.layout)
-        raise
+    with contextlib.ExitStack() as locks:
+        for spec in sorted(specs, key=lambda spec: spec.name):  # one order: two calls never deadlock
+            locks.enter_context(_project_lock(ProjectLayout.for_project(spec.name), echo))
+        prepared = [prepare(spec, port=port, host=host, log_level=log_level) for spec in specs]
+        publics = [p.settings.ports["public"] for p in prepared]
+        if len(set(publics)) != len(publics):
+            raise EsdlError(f"two projects would share the web port {publics}; give them different ports")
+        try:
+            for p in prepared:
+                started = _start_project(p, echo)
+                what = f"started {', '.join(started)}" if started else "already running"
+                echo(f"{p.name}: ready at {p.url} ({what})")
+        except BaseException:
+            for p in prepared:
+                _stop_project(p.settings.layout, timeout=10.0)
+            raise
     return prepared
 
 
@@ -580,6 +671,7 @@ def _stop_project(layout: ProjectLayout, timeout: float) -> int:
     terminate(list(procs.values()), timeout=timeout)
     late = tagged_processes(tag)
     terminate(late, timeout=2)
+    stop_processes_of(layout.project)  # as root: whatever people started outside the platform's tag
     for name in COMPONENTS:
         layout.run_file(name).unlink(missing_ok=True)
     return len(procs) + len(late)
@@ -622,6 +714,8 @@ class ProjectStatus:
     clusters: int
     #: people whose server the hub lists as running but whose process is gone
     dead_servers: list[str]
+    #: ``user/cluster`` of every cluster the gateway lists as running whose scheduler is gone
+    dead_clusters: list[str]
     accounts: list[str]
     state_dir: Path
 
@@ -629,7 +723,7 @@ class ProjectStatus:
     def state(self) -> str:
         values = set(self.components.values())
         if values == {"running"}:
-            return "degraded" if self.dead_servers else "running"
+            return "degraded" if self.dead_servers or self.dead_clusters else "running"
         return "stopped" if values == {"stopped"} else "degraded"
 
 
@@ -679,9 +773,22 @@ def project_status(layout: ProjectLayout) -> ProjectStatus:
         elif env.get(ROLE_VARIABLE) == "cluster" and "scheduler" in cmd:
             clusters += 1
     listed = hub_servers(layout) if comps.get("hub") == "running" else {}
-    dead = sorted(user for user, pid in listed.items() if not _is_server(pid))
+    dead = sorted(user for user, pid in listed.items() if not _is_alive(pid, "jupyterhub-singleuser"))
+    running = gateway_clusters(layout) if comps.get("gateway") == "running" else {}
+    lost = sorted(
+        f"{user}/{name}" for name, (user, pid) in running.items() if not _is_alive(pid, "scheduler")
+    )
     return ProjectStatus(
-        layout.project, url, comps, pids, sorted(servers), clusters, dead, layout.accounts(), layout.root
+        layout.project,
+        url,
+        comps,
+        pids,
+        sorted(servers),
+        clusters,
+        dead,
+        lost,
+        layout.accounts(),
+        layout.root,
     )
 
 
@@ -706,14 +813,38 @@ def hub_servers(layout: ProjectLayout) -> dict[str, int | None]:
     return {name: (json.loads(state or "{}") or {}).get("pid") for name, state in rows}
 
 
-def _is_server(pid: int | None) -> bool:
-    """Whether ``pid`` is a live Jupyter server process."""
+def gateway_clusters(layout: ProjectLayout) -> dict[str, tuple[str, int | None]]:
+    """``cluster name -> (user, scheduler pid)`` of every cluster the gateway's database lists as running
+    (read-only; empty before the gateway first ran).
+
+    >>> import tempfile
+    >>> gateway_clusters(ProjectLayout("demo", Path(tempfile.mkdtemp())))
+    {}
+    """
+    import sqlite3
+
+    path = layout.gateway_db
+    if not path.exists():
+        return {}
+    running = 3  # dask_gateway_server.backends.db_base.JobStatus.RUNNING
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as db:
+        try:
+            rows = db.execute(
+                "SELECT name, username, state FROM clusters WHERE status = ?", (running,)
+            ).fetchall()
+        except sqlite3.OperationalError:  # created, tables not yet
+            return {}
+    return {name: (user, (json.loads(state or b"{}") or {}).get("pid")) for name, user, state in rows}
+
+
+def _is_alive(pid: int | None, command: str) -> bool:
+    """Whether ``pid`` is a live process whose command line holds ``command``."""
     if not pid:
         return False
     psutil = _psutil()
     try:
         proc = psutil.Process(pid)
-        return proc.status() != psutil.STATUS_ZOMBIE and "jupyterhub-singleuser" in " ".join(proc.cmdline())
+        return proc.status() != psutil.STATUS_ZOMBIE and command in " ".join(proc.cmdline())
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
 
