@@ -430,3 +430,35 @@ def test_clusters_survive_a_gateway_restart_and_status_names_a_dead_scheduler(pl
     assert f"dead     clusters erin/{name}" in result.stdout and "beta: degraded" in result.stdout
     erin.run(kernel, f"gateway.stop_cluster({name!r})")
     assert platform.esdl("status", "--project", "beta").returncode == 0
+
+
+def test_an_admin_sets_a_members_password_on_the_hubs_admin_page(platform: PlatformEnv):
+    import bcrypt
+
+    url = platform.url("alpha")
+    alice = login(platform, "alpha", "alice")
+    page = alice.session.get(f"{url}/hub/change-password/bob", timeout=30)
+    assert page.status_code == 200 and "bob" in page.text
+    new = "set-by-alice-on-the-admin-page"
+    done = alice.session.post(
+        f"{url}/hub/change-password/bob", data={"new_password": new, "new_password_confirmation": new},
+        headers=alice.xsrf_headers(), timeout=30,
+    )  # fmt: skip
+    assert "has been changed successfully" in done.text, done.text[-500:]
+    old = platform.password("alpha", "bob")
+    platform.passwords[("alpha", "bob")] = new
+    login(platform, "alpha", "bob")
+    with pytest.raises(LoginFailed):
+        HubClient(url).login("bob", old)
+    # the file stays the one source of truth: only the new hash, which survives esdl up
+    stored = json.loads(platform.layout("alpha").credentials_file.read_text())["bob"]["bcrypt"]
+    assert new not in platform.layout("alpha").credentials_file.read_text()
+    assert bcrypt.checkpw(new.encode(), stored.encode())
+    # a member has no such page for anyone else
+    bob = login(platform, "alpha", "bob")
+    refused = bob.session.post(
+        f"{url}/hub/change-password/alice", data={"new_password": new, "new_password_confirmation": new},
+        headers=bob.xsrf_headers(), timeout=30,
+    )  # fmt: skip
+    assert refused.status_code == 403
+    login(platform, "alpha", "alice")

@@ -58,7 +58,8 @@ class HubClient:
             raise LoginFailed(f"login as {username!r} was refused (HTTP {resp.status_code})")
         self.user = username
 
-    def _xsrf_headers(self) -> dict[str, str]:
+    def xsrf_headers(self) -> dict[str, str]:
+        """The header the hub wants on a form or API ``POST`` made with the login cookie (its XSRF check)."""
         xsrf = self.session.cookies.get("_xsrf", path="/hub/") or self.session.cookies.get("_xsrf") or ""
         return {"X-XSRFToken": xsrf}
 
@@ -70,7 +71,7 @@ class HubClient:
         resp = self.session.post(
             f"{self.base_url}/hub/api/users/{self.user}/tokens",
             json=body,
-            headers=self._xsrf_headers(),
+            headers=self.xsrf_headers(),
             timeout=self.timeout,
         )
         resp.raise_for_status()
@@ -173,7 +174,7 @@ class HubClient:
         """Stop the user's server through the hub API."""
         self.session.delete(
             f"{self.base_url}/hub/api/users/{self.user}/server",
-            headers=self._xsrf_headers(),
+            headers=self.xsrf_headers(),
             timeout=self.timeout,
         )
 
