@@ -18,7 +18,7 @@ PROJECT  ?= demo
 # platform_lib/local/interpreter.py
 BASE_PYTHON ?= $(shell python3 platform_lib/local/interpreter.py)
 
-.PHONY: setup up test lint lock chart-lock demo-cubes bench help
+.PHONY: setup browser up test lint lock chart-lock demo-cubes bench help
 
 help:
 	@echo "make up      set up, generate the demo cubes if missing, run the embedded platform (PROJECT=$(PROJECT)); Ctrl-C stops it"
@@ -52,13 +52,22 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
+# Debian's Chromium for the real-browser tests (tools' own browser downloads fail here): installed when it
+# can be (root with apt); otherwise every browser test skips with one reason (tests/platform_helpers.py)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "note: could not install chromium with apt; the browser tests will skip"; \
+	  else echo "note: chromium is not installed (needs root and apt); the browser tests will skip"; fi; }
+
 demo-cubes: setup
 	$(ESDL) cubes generate
 
 up: demo-cubes
 	$(ESDL) up --project $(PROJECT) --foreground
 
-test: setup
+test: setup browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check platform_lib tests bench
 	$(PY) -m pytest

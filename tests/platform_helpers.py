@@ -132,8 +132,20 @@ CHROMIUM_FLAGS = [
 ]
 
 
+#: why every browser test skips on a machine without Chromium (make test installs it where it can)
+NO_CHROMIUM = (
+    "Debian's chromium is not installed and `make test` could not install it (that needs root and apt);"
+    " apt-get install chromium, then run the browser tests"
+)
+
+
 def launch_chromium(playwright: Any, profile: Path, **kwargs: Any) -> Any:
-    """A headless persistent Chromium context (a fresh ``profile`` folder) driven by Playwright."""
+    """A headless persistent Chromium context (a fresh ``profile`` folder) driven by Playwright; the calling
+    test skips (:data:`NO_CHROMIUM`, the one reason of every browser test) where Chromium is missing."""
+    import pytest
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(NO_CHROMIUM)
     return playwright.chromium.launch_persistent_context(
         str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS, **kwargs
     )
