@@ -85,15 +85,18 @@ def render_manifests(
 ) -> list[dict[str, Any]]:
     """The chart's objects, rendered by Helm's template engine, as parsed YAML documents: its own, or
     with ``subcharts`` the whole release (the upstream jupyterhub and dask-gateway charts included,
-    :func:`umbrella_chart`).
+    :func:`umbrella_chart`), post-rendered as a deploy does (:mod:`platform_lib.deploy.harden`).
 
     The chart's values schema is checked first (Helm does so on render); a bad value raises
     :class:`EsdlError` with Helm's message, which names the key.
     """
-    if subcharts:
+    if subcharts:  # the whole release, post-rendered as a deploy does (deploy.harden)
+        from platform_lib.deploy.harden import harden_gateway_pods
+
         with tempfile.TemporaryDirectory(prefix="esdl-render-") as tmp:
             umbrella = umbrella_chart(Path(tmp) / Path(chart_dir).name, upstream, chart_dir)
-            return render_manifests(values, release=release, namespace=namespace, chart_dir=umbrella)
+            docs = render_manifests(values, release=release, namespace=namespace, chart_dir=umbrella)
+            return harden_gateway_pods(docs)
     helm = _helm()
     chart = load_chart(chart_dir)
     try:

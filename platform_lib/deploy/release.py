@@ -28,12 +28,14 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from platform_lib.deploy import harden
 from platform_lib.deploy.storage_check import StoragePlan, team_storage_plan
 from platform_lib.deploy.values import (
     CHART_DIR,
@@ -45,7 +47,7 @@ from platform_lib.deploy.values import (
     secret_refs,
 )
 from platform_lib.errors import EsdlError, import_extra
-from platform_lib.paths import private_dir, state_dir
+from platform_lib.paths import private_dir, repo_root, state_dir
 from platform_lib.projects import ProjectSpec
 from platform_lib.storage import write_text_atomic
 
@@ -77,19 +79,19 @@ def release_dir(spec: ProjectSpec) -> Path:
 
 
 #: Pod Security admission modes of a project's namespace (see namespace_manifest)
-POD_SECURITY = {"enforce": "baseline", "warn": "restricted", "audit": "restricted"}
+POD_SECURITY = {"enforce": "restricted", "warn": "restricted", "audit": "restricted"}
 
 
 def namespace_manifest(spec: ProjectSpec) -> dict[str, Any]:
     """The project's Namespace, labelled so policies and admins can select every ESDL project, and for
-    Pod Security admission: every pod of a release meets ``baseline`` (enforced); user servers, dask
-    schedulers and workers and z2jh's pods also meet ``restricted``, the upstream dask-gateway api and
-    controller pods do not (their chart sets no security context), so ``restricted`` is warned and audited.
+    Pod Security admission: every pod of a release meets ``restricted`` (enforced): user servers, dask
+    schedulers and workers and z2jh's pods through values, the upstream dask-gateway chart's own api,
+    controller and traefik pods through the deploy's post-renderer (``deploy.harden``).
 
     >>> from platform_lib.projects import load_project
     >>> labels = namespace_manifest(load_project("demo"))["metadata"]["labels"]
     >>> labels["pod-security.kubernetes.io/enforce"], labels["pod-security.kubernetes.io/warn"]
-    ('baseline', 'restricted')
+    ('restricted', 'restricted')
     """
     return {
         "apiVersion": "v1",
@@ -189,18 +191,23 @@ def helm_commands(
     chart_dir: str | os.PathLike[str] = CHART_DIR,
     *,
     wait: bool = True,
+    helm_major: int = 3,
 ) -> list[list[str]]:
     """The helm invocations of a deploy, in order (``helm`` may be absent: they are printed then).
 
     With ``wait`` the upgrade waits for the release and rolls back when it fails (``--atomic``); without
-    it (a team claim that binds only when a user pod uses it, see ``storage_check``) it does neither.
+    it (a team claim that binds only when a user pod uses it, see ``storage_check``) it does neither. The
+    upgrade runs the platform's post-renderer (``deploy.harden``): Helm 3 takes the ``esdl-post-render``
+    command's path, Helm 4 the plugin of ``helm/post-renderer/``, installed first when missing.
 
     >>> from platform_lib.projects import load_project
     >>> upgrade = helm_commands(load_project("demo"), "v.yaml")[-1]
-    >>> upgrade[:4], "--atomic" in upgrade
-    (['helm', 'upgrade', '--install', 'demo'], True)
+    >>> upgrade[:4], "--atomic" in upgrade, upgrade[upgrade.index("--post-renderer") + 1].endswith("esdl-post-render")
+    (['helm', 'upgrade', '--install', 'demo'], True, True)
     >>> "--wait" in helm_commands(load_project("demo"), "v.yaml", wait=False)[-1]
     False
+    >>> helm_commands(load_project("demo"), "v.yaml", helm_major=4)[-1][-2:]
+    ['--post-renderer', 'esdl-pod-security']
     """
     chart = str(chart_dir)
     build = ["helm", "dependency", "build" if (Path(chart_dir) / "Chart.lock").is_file() else "update", chart]
@@ -210,7 +217,23 @@ def helm_commands(
         upgrade += ["--values", str(extra)]
     upgrade += ["--atomic", "--wait", "--timeout", HELM_TIMEOUT] if wait else ["--timeout", HELM_TIMEOUT]
     repos = [["helm", "repo", "add", "--force-update", n, url] for n, url in HELM_REPOSITORIES.items()]
-    return [*repos, build, upgrade]
+    if helm_major >= 4:
+        plugin = ["helm", "plugin", "install", str(POST_RENDERER_PLUGIN)]
+        return [*repos, build, plugin, [*upgrade, "--post-renderer", harden.PLUGIN_NAME]]
+    return [*repos, build, [*upgrade, "--post-renderer", str(post_render_command())]]
+
+
+#: the Helm 4 plugin folder of the post-renderer
+POST_RENDERER_PLUGIN = repo_root() / "helm" / "post-renderer"
+
+
+def post_render_command() -> Path:
+    """The ``esdl-post-render`` command next to the running Python (installed with the package).
+
+    >>> post_render_command().name
+    'esdl-post-render'
+    """
+    return Path(sys.executable).parent / harden.COMMAND
 
 
 def kube_core(context: str | None = None) -> Any:
@@ -347,10 +370,16 @@ def deploy(
     if chart_copy.exists():
         shutil.rmtree(chart_copy)
     shutil.copytree(CHART_DIR, chart_copy, ignore=shutil.ignore_patterns("charts"))
-    commands = helm_commands(spec, files["values"], extra_values, chart_copy, wait=wait)
+    helm = shutil.which("helm")
+    major = 3
+    if helm is not None:
+        version = subprocess.run(
+            [helm, "version", "--template", "{{.Version}}"], capture_output=True, text=True
+        )
+        major = check_helm_version(version.stdout)[0]
+    commands = helm_commands(spec, files["values"], extra_values, chart_copy, wait=wait, helm_major=major)
     if dry_run:
         commands[-1] = [*commands[-1], "--dry-run=server" if core is not None else "--dry-run=client"]
-    helm = shutil.which("helm")
     if helm is None:
         text = "\n".join("  " + " ".join(c) for c in commands)
         if dry_run:
@@ -360,10 +389,9 @@ def deploy(
             "the helm CLI is not on PATH: install it (https://helm.sh/docs/intro/install/), then run"
             f" `esdl project deploy {spec.name}` again, or run these commands yourself:\n{text}"
         )
-    check_helm_version(
-        subprocess.run([helm, "version", "--template", "{{.Version}}"], capture_output=True, text=True).stdout
-    )
-    for command in commands:  # in a dry run too: helm needs the subcharts to render (local changes only)
+    for command in commands:
+        if command[1:3] == ["plugin", "install"] and _plugin_installed(helm, harden.PLUGIN_NAME):
+            continue  # in a dry run too: helm needs the subcharts to render (local changes only)
         if command is commands[-1] and core is not None:
             # helm installs a chart's CRDs once and never upgrades them: apply this version's explicitly.
             # Only dask-gateway's own are replaced; traefik.io ones may belong to the cluster's Traefik
@@ -449,9 +477,16 @@ def apply_crd(crd: dict[str, Any], *, replace: bool = True) -> None:
     api.replace_custom_resource_definition(crd["metadata"]["name"], body)
 
 
+def _plugin_installed(helm: str, name: str) -> bool:
+    listed = subprocess.run([helm, "plugin", "list"], capture_output=True, text=True).stdout
+    return any(line.split()[:1] == [name] for line in listed.splitlines())
+
+
 def _run(helm: str, command: list[str]) -> None:
-    """Run one helm command (its output goes to the terminal); a failure is an :class:`EsdlError`."""
-    result = subprocess.run([helm, *command[1:]])
+    """Run one helm command (its output goes to the terminal); a failure is an :class:`EsdlError`. The
+    Helm 4 post-renderer plugin finds this installation's ``esdl-post-render`` through the environment."""
+    env = {**os.environ, "ESDL_POST_RENDER": str(post_render_command())}
+    result = subprocess.run([helm, *command[1:]], env=env)
     if result.returncode != 0:
         raise EsdlError(
             f"`{' '.join(command)}` failed (exit code {result.returncode}); see helm's message above"
