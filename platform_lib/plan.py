@@ -283,6 +283,23 @@ class ProjectPlan:
         both backends always write, empty when the spec adds no cubes)."""
         return [*where.shared_catalogs, where.project_catalog]
 
+    @property
+    def server_args(self) -> list[str]:
+        """jupyter-server options of every user server, on both backends: no news pop-up and no update
+        checks (many platforms have no internet), and terminals that keep the server's environment (a
+        login shell, jupyter-server's default under a spawner, resets ``PATH`` from ``/etc/profile``, so
+        ``esdl``, ``python`` and ``jupyter`` would be "command not found").
+
+        >>> from platform_lib.projects import load_project
+        >>> project_plan(load_project("demo")).server_args[-1]
+        "--ServerApp.terminado_settings={'shell_command': ['/bin/bash']}"
+        """
+        return [
+            "--LabApp.news_url=None",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            f"--ServerApp.terminado_settings={ {'shell_command': ['/bin/bash']} }",
+        ]
+
     def worker_environment(self, where: Placement) -> dict[str, str]:
         """What dask workers need to find cubes: the ``ESDL_*`` variables of a user's server.
 

@@ -462,3 +462,14 @@ def test_an_admin_sets_a_members_password_on_the_hubs_admin_page(platform: Platf
     )  # fmt: skip
     assert refused.status_code == 403
     login(platform, "alpha", "alice")
+
+
+def test_a_terminal_runs_the_platforms_commands_as_its_person(platform: PlatformEnv):
+    bob = login(platform, "alpha", "bob")
+    bob.open_lab()
+    out = bob.run_in_terminal("command -v esdl python jupyter; id -un; esdl cubes list")
+    found = out.split()
+    for command in ("esdl", "python", "jupyter"):  # the user environment, not /etc/profile's PATH
+        assert any(word.endswith(f"/bin/{command}") for word in found), out
+    assert "alpha_bob" in found, out  # bob's own OS account, not root
+    assert "esdc-demo-ts" in out, out  # and the command works there

@@ -273,7 +273,7 @@ def render_values(spec: ProjectSpec, *, shared_catalog: str | Path | None = None
     default_mem = _hub_bytes(default.memory_bytes)
 
     hub: dict[str, Any] = {
-        "config": plan.login.hub_config(),
+        "config": {**plan.login.hub_config(), "KubeSpawner": {"args": plan.server_args}},
         "extraConfig": {"esdl-hooks.py": _hub_config(plan)},
         # the release's own gateway (its traefik Service is named after the release), and the health check's
         # service (z2jh generates its token into the Secret `hub`, key hub.services.esdl-health.apiToken)

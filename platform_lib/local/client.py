@@ -170,6 +170,37 @@ class HubClient:
         finally:
             ws.close()
 
+    def run_in_terminal(self, command: str, timeout: float = 60.0) -> str:
+        """Type ``command`` into a new JupyterLab terminal and return what the terminal printed until it
+        finished (the terminal's own shell, as a person at the keyboard gets it)."""
+        import websocket
+
+        resp = self.server_api("POST", "terminals")
+        resp.raise_for_status()
+        name = resp.json()["name"]
+        ws_url = self.base_url.replace("http", "ws", 1) + f"/user/{self.user}/terminals/websocket/{name}"
+        ws = websocket.create_connection(
+            ws_url, header=[f"Authorization: token {self.token}"], timeout=timeout
+        )
+        done = f"esdl-done-{uuid.uuid4().hex[:8]}"
+        try:
+            # the marker is printed by the shell after the command; its text on the command line is split
+            ws.send(json.dumps(["stdin", f"{command}; echo {done[:5]}''{done[5:]}\r"]))
+            out: list[str] = []
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                kind, *rest = json.loads(ws.recv())
+                if kind == "stdout":
+                    out.append(rest[0])
+                    if done in "".join(out):
+                        return _strip_ansi("".join(out)).split(done)[0]
+            raise KernelError(
+                f"the terminal did not finish {command!r} within {timeout:.0f} s: {''.join(out)!r}"
+            )
+        finally:
+            ws.close()
+            self.server_api("DELETE", f"terminals/{name}")
+
     def stop_server(self) -> None:
         """Stop the user's server through the hub API."""
         self.session.delete(
@@ -182,4 +213,4 @@ class HubClient:
 def _strip_ansi(text: str) -> str:
     import re
 
-    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)  # colours, and a terminal's modes (bracketed paste)

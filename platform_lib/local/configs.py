@@ -225,8 +225,7 @@ def hub_config_text(s: PlatformSettings) -> str:
     """``jupyterhub_config.py``: the hub behind an external configurable-http-proxy."""
     spec, layout, ports = s.spec, s.layout, s.ports
     env = s.user_environment()
-    # no internet on a platform laptop: JupyterLab neither fetches news nor checks for updates
-    args = ["--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    args = list(s.plan.server_args)
     if os.geteuid() == 0 and not s.accounts:
         args.insert(0, "--allow-root")  # jupyter-server refuses to run as root without it
     profile = spec.default_profile
