@@ -256,6 +256,21 @@ def test_a_person_removed_from_the_spec_loses_login_and_access(two_projects):
         penv.write_spec(small_spec("alpha", ["ada"], ["bo"]))
 
 
+def test_a_second_state_folder_cannot_take_over_a_running_projects_accounts(two_projects, tmp_path):
+    penv, clients = two_projects
+    other = PlatformEnv.create(tmp_path / "elsewhere")
+    other.write_spec(small_spec("alpha", ["ada"], ["bo"]))
+    refused = other.esdl("up", "--project", "alpha", "--port", "0", check=False)
+    assert refused.returncode == 2
+    assert "is in use by the platform of project 'alpha' at" in refused.stderr, refused.stderr
+    assert str(penv.layout("alpha").root) in refused.stderr
+    other.esdl("down", check=False)  # stops nothing of the running platform
+    ada = clients["ada"]
+    assert ada.run(ada.start_kernel(), "import os; print(os.environ['HOME'])").strip() == str(
+        penv.layout("alpha").homes_dir / "ada"
+    )
+
+
 def test_down_stops_what_a_person_started_outside_the_platform(two_projects):
     penv, clients = two_projects
     import psutil

@@ -146,16 +146,29 @@ def _ensure_account(project: str, user: str, home: Path, groups: list[str]) -> A
             " account, or rename the person in the spec"
         )
     else:  # reused: the spec decides its groups and that it is active; home may have moved with the state
+        if entry.pw_dir != str(home) and _processes(entry.pw_uid):
+            owner = Path(entry.pw_dir).parent.parent
+            raise EsdlError(
+                f"the OS account {name!r} of {user!r} is in use by the platform of project {project!r} at {owner}:"
+                " one machine runs a project from one state folder at a time; stop that one first (`esdl down`"
+                f" with ESDL_STATE_DIR={owner.parent.parent}) or give this project another name"
+            )
         _run(["usermod", "--groups", ",".join(groups), "--expiredate", "", "--home", str(home), name])
         entry = pwd.getpwnam(name)
     return Account(user, name, entry.pw_uid, entry.pw_gid, home)
+
+
+def _processes(uid: int) -> list:
+    import psutil
+
+    return [p for p in psutil.process_iter(["uids"]) if p.info["uids"] and p.info["uids"].real == uid]
 
 
 def _stop_processes(uid: int, timeout: float = 5.0) -> None:
     """SIGTERM every process of ``uid`` (their server, kernels, dask processes), SIGKILL what is left."""
     import psutil
 
-    procs = [p for p in psutil.process_iter(["uids"]) if p.info["uids"] and p.info["uids"].real == uid]
+    procs = _processes(uid)
     for proc in procs:
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.terminate()
@@ -165,29 +178,36 @@ def _stop_processes(uid: int, timeout: float = 5.0) -> None:
             proc.kill()
 
 
-def project_accounts(project: str) -> dict[str, int]:
-    """``{account name: uid}`` of every OS account ``esdl up`` made for ``project`` (current and retired).
+def project_accounts(layout: ProjectLayout) -> dict[str, int]:
+    """``{account name: uid}`` of every OS account ``esdl up`` made for this platform of the project
+    (current and retired): marked with its name, their homes in its ``homes/``.
 
-    >>> project_accounts("no-such-project")
+    >>> import tempfile
+    >>> project_accounts(ProjectLayout("no-such-project", Path(tempfile.mkdtemp())))
     {}
     """
-    mark = _mark(project, "")
-    return {e.pw_name: e.pw_uid for e in pwd.getpwall() if e.pw_gecos.startswith(mark)}
+    mark, homes = _mark(layout.project, ""), str(layout.homes_dir) + os.sep
+    return {
+        e.pw_name: e.pw_uid
+        for e in pwd.getpwall()
+        if e.pw_gecos.startswith(mark) and e.pw_dir.startswith(homes)
+    }
 
 
-def stop_processes_of(project: str) -> None:
-    """Stop every process running under one of ``project``'s accounts (``esdl down``): also those a
+def stop_processes_of(layout: ProjectLayout) -> None:
+    """Stop every process running under one of this platform's accounts (``esdl down``): also those a
     person started without the platform's tag in their environment. Needs root; a no-op otherwise."""
     if os.geteuid() == 0:
-        for uid in project_accounts(project).values():
+        for uid in project_accounts(layout).values():
             _stop_processes(uid)
 
 
-def _retire(project: str, keep: set[str]) -> list[str]:
+def _retire(layout: ProjectLayout, keep: set[str]) -> list[str]:
     """Accounts of ``project`` made by ``esdl up`` for people no longer in the spec: out of the project's
     groups, expired, their processes stopped (files stay). Returns their names."""
     retired = []
-    for name, uid in project_accounts(project).items():
+    project = layout.project
+    for name, uid in project_accounts(layout).items():
         if pwd.getpwnam(name).pw_gecos[len(_mark(project, "")) :] in keep:
             continue
         _run(["usermod", "--groups", "", "--expiredate", "1", name])
@@ -225,7 +245,7 @@ def ensure_accounts(
             home.unlink()
         home.mkdir(exist_ok=True)
         _chmod(home, 0o700, account.uid, account.gid)
-    _retire(project, set(accounts))
+    _retire(layout, set(accounts))
     return accounts
 
 

@@ -671,7 +671,7 @@ def _stop_project(layout: ProjectLayout, timeout: float) -> int:
     terminate(list(procs.values()), timeout=timeout)
     late = tagged_processes(tag)
     terminate(late, timeout=2)
-    stop_processes_of(layout.project)  # as root: whatever people started outside the platform's tag
+    stop_processes_of(layout)  # as root: whatever people started outside the platform's tag
     for name in COMPONENTS:
         layout.run_file(name).unlink(missing_ok=True)
     return len(procs) + len(late)
