@@ -40,6 +40,7 @@ from platform_lib.errors import (
     did_you_mean,
 )
 from platform_lib.paths import data_dir, repo_root, team_catalog_path
+from platform_lib.strict_yaml import YamlError, load_yaml
 
 if (
     TYPE_CHECKING
@@ -47,7 +48,6 @@ if (
     import xarray as xr
 
 DEFAULT_CATALOG = "catalog/esdl.yaml"
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's safe loader: 10x faster, same result
 #: metadata keys every catalog entry must carry (in the spirit of DeepESDL's dataset spec)
 REQUIRED_METADATA = (
     "title",
@@ -170,13 +170,13 @@ def read_catalog_document(path: str | os.PathLike[str], *, missing_ok: bool = Fa
     if missing_ok and not path.exists():
         return {"metadata": {"version": 1}, "sources": {}}
     try:
-        doc = yaml.load(path.read_text(), Loader=_YAML_LOADER) or {}
+        doc = load_yaml(path) or {}
     except FileNotFoundError:
         raise CatalogError(
             f"catalog file {path} does not exist (set ESDL_CATALOG to an existing file)."
         ) from None
-    except yaml.YAMLError as exc:
-        raise CatalogError(f"{path}: not valid YAML: {exc}") from None
+    except YamlError as exc:  # not UTF-8, not YAML, a key given twice: where, and what to do
+        raise CatalogError(str(exc)) from None
     sources = doc.get("sources") if isinstance(doc, dict) else None
     if not isinstance(sources, dict):
         raise CatalogError(f"{path}: a catalog needs a 'sources:' mapping of entry name -> entry.")

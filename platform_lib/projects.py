@@ -26,7 +26,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -39,6 +38,7 @@ from pydantic import (
 
 from platform_lib.errors import EsdlError, allowed, did_you_mean
 from platform_lib.paths import repo_root
+from platform_lib.strict_yaml import YamlError, load_yaml
 
 __all__ = [
     "CatalogEntry",
@@ -713,11 +713,9 @@ def load_project(path_or_name: str | os.PathLike[str]) -> ProjectSpec:
     if not path.is_file():
         raise EsdlError(f"{source}: no such project spec file")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ProjectSpecError(source, [f"{where}not valid YAML ({getattr(exc, 'problem', exc)})"]) from None
+        data = load_yaml(path, source)
+    except YamlError as exc:  # not UTF-8, not YAML, a key given twice
+        raise ProjectSpecError(source, [exc.problem]) from None
     spec = parse_project(data, source)
     if spec.name != path.stem:
         raise ProjectSpecError(

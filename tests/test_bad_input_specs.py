@@ -1,0 +1,119 @@
+"""Every bad input a clear error (issue 15): project specs and catalogs are read strictly.
+
+One example for each kind of bad input (each of them passed silently, or failed with a traceback,
+before YAML was read strictly).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from unittest import mock
+
+import pytest
+
+from platform_lib.catalog import (
+    list_cubes,
+    read_catalog_document,
+    validate_catalog,
+)
+from platform_lib.errors import CatalogError, CatalogWarning
+from platform_lib.paths import repo_root
+from platform_lib.projects import ProjectSpecError, load_project
+from platform_lib.team import list_team_cubes
+
+DEMO_TEXT = (repo_root() / "projects" / "demo.yaml").read_text()
+SHIPPED_CATALOG = repo_root() / "catalog" / "esdl.yaml"
+CATALOG_TEXT = SHIPPED_CATALOG.read_text()
+
+
+# --- helpers ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def folder() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory() as tmp:
+        yield Path(tmp)
+
+
+def spec_error(folder: Path, content: str | bytes) -> str:
+    """The message of the error that loading ``content`` as ``demo.yaml`` raises."""
+    path = folder / "demo.yaml"
+    path.write_bytes(content.encode() if isinstance(content, str) else content)
+    with pytest.raises(ProjectSpecError) as info:
+        load_project(path)
+    return str(info.value)
+
+
+def line_of(text: str, needle: str, start: int = 0) -> int:
+    """The 1-based line of the first ``needle`` at or after character ``start``."""
+    return text.count("\n", 0, text.index(needle, start)) + 1
+
+
+# --- examples: YAML itself ----------------------------------------------------------------------------
+
+
+def test_a_key_given_twice_in_a_spec_is_refused_naming_the_key_and_both_lines(folder):
+    text = DEMO_TEXT + "title: Another title\n"
+    first, again = line_of(text, "title:"), line_of(text, "title: Another")
+    message = spec_error(folder, text)
+    assert f"line {again}: key 'title' is given twice (lines {first} and {again})" in message
+    assert "write each key once" in message
+    # nested: a profile with two cpu: lines
+    text = DEMO_TEXT.replace("    cpu: 2\n", "    cpu: 2\n    cpu: 16\n")
+    cpu, again = line_of(text, "cpu: 2"), line_of(text, "cpu: 16")
+    assert f"key 'cpu' is given twice (lines {cpu} and {again})" in spec_error(folder, text)
+
+
+def test_a_spec_that_is_not_utf8_names_the_byte(folder):
+    data = DEMO_TEXT.replace("title: ESDL demo project", "title: ESDL d\xe9mo project").encode("latin-1")
+    offset = data.index(b"\xe9")
+    message = spec_error(folder, data)
+    assert f"demo.yaml: byte {offset} (line 4) is not UTF-8 (0xe9); save the file as UTF-8" in message
+    assert "Traceback" not in message and len(message.splitlines()) == 2
+
+
+def test_an_alias_inside_itself_is_refused(folder):
+    message = spec_error(folder, DEMO_TEXT.replace("members:\n  - bob\n  - carol\n", "members: &m [*m]\n"))
+    assert "found unconstructable recursive node" in message and "line " in message
+
+
+def test_a_catalog_with_a_key_given_twice_or_not_utf8_is_a_clear_catalog_error(folder):
+    entry = CATALOG_TEXT.index("  esdc-demo-ts:\n")
+    text = CATALOG_TEXT + CATALOG_TEXT[entry : CATALOG_TEXT.index("  esdc-demo-map:\n")]
+    first, again = line_of(text, "  esdc-demo-ts:"), line_of(text, "  esdc-demo-ts:", entry + 5)
+    path = folder / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(
+        CatalogError, match=rf"key 'esdc-demo-ts' is given twice \(lines {first} and {again}\)"
+    ):
+        read_catalog_document(path)
+    assert len(validate_catalog(path)) == 1 and "given twice" in validate_catalog(path)[0]
+    data = CATALOG_TEXT.encode().replace(b"title: ESDL shared catalog", b"title: ESDL \xff catalog")
+    path.write_bytes(data)
+    offset = data.index(b"\xff")
+    with pytest.raises(CatalogError, match=rf"c.yaml: byte {offset} \(line \d+\) is not UTF-8"):
+        list_cubes(path)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        CATALOG_TEXT.replace(
+            "sources:\n", "sources:\n  x:\n    driver: zarr\n    args: {}\n  x:\n    driver: zarr\n"
+        ),
+        CATALOG_TEXT.encode() + b"# caf\xe9\n",
+    ],
+    ids=["key-twice", "not-utf8"],
+)
+def test_a_broken_team_catalog_is_skipped_with_a_warning_and_the_shared_cubes_stay(folder, content):
+    team = folder / "team.yaml"
+    team.write_bytes(content if isinstance(content, bytes) else content.encode())
+    env = {"ESDL_CATALOG": str(SHIPPED_CATALOG), "ESDL_TEAM_CATALOG": str(team)}
+    with mock.patch.dict(os.environ, env):
+        with pytest.warns(CatalogWarning, match=r"the team catalog was skipped: .*(given twice|not UTF-8)"):
+            assert list_cubes() == list_cubes(SHIPPED_CATALOG)
+        with pytest.raises(CatalogError, match="team.yaml: .*(given twice|not UTF-8)"):
+            list_team_cubes()
