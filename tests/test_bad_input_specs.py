@@ -1,18 +1,22 @@
 """Every bad input a clear error (issue 15): project specs and catalogs are read strictly.
 
 One example for each kind of bad input (each of them passed silently, or failed with a traceback,
-before YAML was read strictly).
+before YAML and specs were read strictly).
 """
 
 from __future__ import annotations
 
+import copy
+import math
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import pytest
+import yaml
 
 from platform_lib.catalog import (
     list_cubes,
@@ -25,11 +29,27 @@ from platform_lib.projects import ProjectSpecError, load_project
 from platform_lib.team import list_team_cubes
 
 DEMO_TEXT = (repo_root() / "projects" / "demo.yaml").read_text()
+DEMO = yaml.safe_load(DEMO_TEXT)
 SHIPPED_CATALOG = repo_root() / "catalog" / "esdl.yaml"
 CATALOG_TEXT = SHIPPED_CATALOG.read_text()
+DELETED = object()
 
 
 # --- helpers ------------------------------------------------------------------------------------------
+
+
+def mutate(data: Any, path: tuple[str | int, ...], value: Any) -> Any:
+    """A deep copy of ``data`` with the node at ``path`` replaced by ``value`` (or deleted: ``DELETED``);
+    missing mappings on the way are added."""
+    out = copy.deepcopy(data)
+    parent = out
+    for part in path[:-1]:
+        parent = parent.setdefault(part, {}) if isinstance(parent, dict) else parent[part]
+    if value is DELETED:
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = value
+    return out
 
 
 @pytest.fixture()
@@ -45,6 +65,10 @@ def spec_error(folder: Path, content: str | bytes) -> str:
     with pytest.raises(ProjectSpecError) as info:
         load_project(path)
     return str(info.value)
+
+
+def demo_with(path: tuple[str | int, ...], value: Any) -> str:
+    return yaml.safe_dump(mutate(DEMO, path, value), sort_keys=False)
 
 
 def line_of(text: str, needle: str, start: int = 0) -> int:
@@ -117,3 +141,49 @@ def test_a_broken_team_catalog_is_skipped_with_a_warning_and_the_shared_cubes_st
             assert list_cubes() == list_cubes(SHIPPED_CATALOG)
         with pytest.raises(CatalogError, match="team.yaml: .*(given twice|not UTF-8)"):
             list_team_cubes()
+
+
+# --- examples: no implicit conversion in specs ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path, value, expected",
+    [
+        # a boolean is not a number: "never cull" is 0
+        (
+            ("servers", "cull_idle_minutes"),
+            False,
+            "servers.cull_idle_minutes: Input should be a valid integer, got False; true/false is not a number;"
+            " allowed: a whole number from 0 to 43200 (0: never cull idle servers)",
+        ),
+        (("profiles", 0, "cpu"), True, "profiles[0].cpu: Input should be a valid number, got True"),
+        (("dask", "worker_cores", "default"), True, "dask.worker_cores.default: Input should be a valid integer"),
+        # a number is not a name, a name is not a number
+        (("image", "tag"), 1.10, "image.tag: Input should be a valid string, got 1.1; YAML reads this unquoted"),
+        (("title",), 2020, "title: Input should be a valid string, got 2020"),
+        (("admins", 0), 123, "admins[0]: Input should be a valid string, got 123"),
+        (("profiles", 0, "cpu"), "2", "profiles[0].cpu: Input should be a valid number, got '2'; write the number"),
+        (("dask", "max_workers_per_user"), 4.0, "dask.max_workers_per_user: Input should be a valid integer, got 4.0"),
+        (("profiles", 0, "memory"), 1.5, "profiles[0].memory: Input should be a valid string, got 1.5"),
+        # NaN and infinities
+        (("profiles", 0, "cpu"), math.nan, "profiles[0].cpu: Input should be a finite number, got nan; .nan and .inf"),
+        (("dask", "max_cores_per_user"), math.inf, "dask.max_cores_per_user: Input should be a finite number, got inf"),
+        # what one node of a cluster can provide
+        (("profiles", 0, "cpu"), 0.01, "profiles[0].cpu: 0.01 CPUs is not what one node can provide; allowed: 0.1 to 256 CPUs"),
+        (("profiles", 1, "cpu"), 512, "profiles[1].cpu: 512 CPUs is not what one node can provide; allowed: 0.1 to 256"),
+        (("profiles", 0, "memory"), "64Mi", "profiles[0].memory: '64Mi' is not what one node can provide; allowed: 128Mi to 4Ti"),
+        (("profiles", 0, "memory"), "8Ti", "profiles[0].memory: '8Ti' is not what one node can provide; allowed: 128Mi to 4Ti"),
+        (("dask", "worker_cores", "choices", 1), 512, "dask.worker_cores.choices[1]: 512 cores is not what one node can provide; allowed: 1 to 256 cores"),
+        (("dask", "worker_memory", "choices", 1), "64Mi", "dask.worker_memory.choices[1]: '64Mi' is not what one node can provide"),
+        (("dask", "max_workers_per_user"), 10**30, "dask.max_workers_per_user: 1000000000000000000000000000000 is out of range; allowed: a whole number from 1 to 1000"),
+    ],
+)  # fmt: skip
+def test_specs_convert_nothing_and_name_the_field_and_what_is_allowed(folder, path, value, expected):
+    assert expected in spec_error(folder, demo_with(path, value))
+
+
+def test_a_spec_with_many_problems_shows_the_first_ten(folder):
+    message = spec_error(folder, demo_with(("members",), [f"Person{i}" for i in range(30)]))
+    lines = message.splitlines()
+    assert len(lines) == 12 and lines[0].endswith("(30 problems):")
+    assert lines[-1] == "  - ... and 20 more problems"
