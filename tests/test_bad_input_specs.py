@@ -1,7 +1,7 @@
 """Every bad input a clear error (issue 15): project specs and catalogs are read strictly.
 
 One example for each kind of bad input (each of them passed silently, or failed with a traceback,
-before YAML and specs were read strictly).
+before YAML, specs and catalog entries were read strictly).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ import yaml
 
 from platform_lib.catalog import (
     list_cubes,
+    malformed_entries,
     read_catalog_document,
     validate_catalog,
 )
@@ -32,6 +34,7 @@ DEMO_TEXT = (repo_root() / "projects" / "demo.yaml").read_text()
 DEMO = yaml.safe_load(DEMO_TEXT)
 SHIPPED_CATALOG = repo_root() / "catalog" / "esdl.yaml"
 CATALOG_TEXT = SHIPPED_CATALOG.read_text()
+CATALOG = yaml.safe_load(CATALOG_TEXT)
 DELETED = object()
 
 
@@ -187,3 +190,52 @@ def test_a_spec_with_many_problems_shows_the_first_ten(folder):
     lines = message.splitlines()
     assert len(lines) == 12 and lines[0].endswith("(30 problems):")
     assert lines[-1] == "  - ... and 20 more problems"
+
+
+# --- examples: catalog fields of the wrong type ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "field, value, expected",
+    [
+        (("args",), 5, "has args 5 (int); allowed: a mapping"),
+        (("args", "urlpath"), [1], "has args.urlpath [1] (list); allowed: a string: the store's path or URL"),
+        (("description",), {}, "has description {} (dict); allowed: a string"),
+        (("metadata",), [1, 2], "has metadata [1, 2] (list); allowed: a mapping"),
+        (("driver",), 5, "has driver 5 (int); allowed: a string ('zarr')"),
+        (("args", "consolidated"), "yes", "has args.consolidated 'yes' (str); allowed: true or false"),
+        (
+            ("args", "chunks"),
+            True,
+            "has args.chunks True (bool); allowed: 'auto', a whole number or a mapping",
+        ),
+    ],
+)
+def test_catalog_entries_with_a_field_of_the_wrong_type_are_malformed(folder, field, value, expected):
+    path = folder / "c.yaml"
+    path.write_text(yaml.safe_dump(mutate(CATALOG, ("sources", "esdc-demo-ts", *field), value)))
+    bad = malformed_entries(read_catalog_document(path)["sources"])
+    assert list(bad) == ["esdc-demo-ts"] and bad["esdc-demo-ts"].startswith(expected)
+    with pytest.warns(
+        CatalogWarning, match=re.escape(f"{path.resolve()}: entry 'esdc-demo-ts' skipped: it {expected}")
+    ):
+        names = list_cubes(path)
+    assert "esdc-demo-ts" not in names and "esdc-demo-map" in names
+    assert validate_catalog(path) == [f"{path.resolve()}: entry 'esdc-demo-ts' {bad['esdc-demo-ts']}."]
+
+
+@pytest.mark.parametrize(
+    "field, value, expected",
+    [
+        (("title",), {}, "entry 'esdc-demo-ts': has metadata.title {} (dict); allowed: a string"),
+        (("variables", "kndvi", "units"), 1, "entry 'esdc-demo-ts': variable 'kndvi' has units 1; allowed: a string"),
+        (("temporal_extent",), [None, None], "entry 'esdc-demo-ts': temporal_extent [None, None] must be [start, end] dates"),
+        (("temporal_extent",), [2001, 2021], "entry 'esdc-demo-ts': temporal_extent [2001, 2021] must be [start, end] dates"),
+        (("spatial_extent",), [-180, -90, True, 90], "entry 'esdc-demo-ts': spatial_extent [-180, -90, True, 90] must be"),
+    ],
+)  # fmt: skip
+def test_catalog_metadata_of_the_wrong_type_is_a_validation_problem(folder, field, value, expected):
+    path = folder / "c.yaml"
+    path.write_text(yaml.safe_dump(mutate(CATALOG, ("sources", "esdc-demo-ts", "metadata", *field), value)))
+    problems = validate_catalog(path)
+    assert len(problems) == 1 and expected in problems[0], problems
