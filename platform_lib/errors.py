@@ -74,6 +74,18 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
+def short_repr(value: object, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: a message names a bad value, it does not dump it.
+
+    >>> short_repr([1, 2])
+    '[1, 2]'
+    >>> short_repr(10**80)
+    '100000000000000000000000000000000000000000000000000000000...'
+    """
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def allowed(choices: Iterable[str]) -> str:
     """``choices`` formatted for a message: ``'a', 'b', 'c'`` (sorted).
 

@@ -19,6 +19,7 @@ True
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 import typing
@@ -26,10 +27,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -37,8 +38,9 @@ from pydantic import (
     model_validator,
 )
 
-from platform_lib.errors import EsdlError, allowed, did_you_mean
+from platform_lib.errors import EsdlError, allowed, did_you_mean, short_repr
 from platform_lib.paths import repo_root
+from platform_lib.strict_yaml import YamlError, load_yaml
 
 __all__ = [
     "CatalogEntry",
@@ -54,6 +56,10 @@ __all__ = [
 ]
 
 
+#: problems listed in a :class:`ProjectSpecError`'s message (all are in its ``problems``)
+MAX_PROBLEMS_SHOWN = 10
+
+
 class ProjectSpecError(EsdlError):
     """A project spec that cannot be used; ``problems`` holds one message per problem.
 
@@ -66,7 +72,10 @@ class ProjectSpecError(EsdlError):
         self.source = source
         self.problems = list(problems)
         n = len(self.problems)
-        lines = "\n".join(f"  - {source}: {p}" for p in self.problems)
+        shown = self.problems[:MAX_PROBLEMS_SHOWN] if n > MAX_PROBLEMS_SHOWN + 1 else self.problems
+        lines = "\n".join(f"  - {source}: {p}" for p in shown)
+        if len(shown) < n:
+            lines += f"\n  - ... and {n - len(shown)} more problems"
         super().__init__(
             f"{source} is not a valid project spec ({n} problem{'s' if n != 1 else ''}):\n{lines}"
         )
@@ -93,6 +102,7 @@ _QUANTITY_FACTORS = {
     "Ti": 2**40,
     "Pi": 2**50,
 }
+_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 _IMAGE_NAME = re.compile(r"^[a-z0-9]+([._/:-][a-z0-9]+)*$")
 _IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _SECRET_REF = re.compile(
@@ -149,10 +159,43 @@ def parse_quantity(value: str | int) -> int:
     return int(float(m.group(1)) * _QUANTITY_FACTORS[m.group(2)])
 
 
-def _quantity(value: str | int) -> str:
+def _quantity_text(value: Any) -> Any:
+    """A whole number of bytes as its text; a size of any other type is left for the strict check."""
+    return str(value) if type(value) is int else value
+
+
+def _quantity(value: str) -> str:
     if parse_quantity(value) <= 0:
         raise ValueError(f"{value!r} must be larger than zero")
-    return str(value)
+    return value
+
+
+#: what a user server or a Dask worker may ask for: what one node of a cluster can provide
+CPU_RANGE = (0.1, 256.0)
+MEMORY_RANGE = ("128Mi", "4Ti")
+
+
+def _cpu(value: float) -> float:
+    low, high = CPU_RANGE
+    if not low <= value <= high:
+        raise ValueError(
+            f"{value:g} CPUs is not what one node can provide; allowed: {low:g} to {high:g} CPUs"
+        )
+    return value
+
+
+def _cores(value: int) -> int:
+    low, high = max(1, int(CPU_RANGE[0])), int(CPU_RANGE[1])
+    if not low <= value <= high:
+        raise ValueError(f"{value} cores is not what one node can provide; allowed: {low} to {high} cores")
+    return value
+
+
+def _memory(value: str) -> str:
+    low, high = MEMORY_RANGE
+    if not parse_quantity(low) <= parse_quantity(value) <= parse_quantity(high):
+        raise ValueError(f"{value!r} is not what one node can provide; allowed: {low} to {high} (e.g. '4Gi')")
+    return value
 
 
 def _image_name(value: str) -> str:
@@ -185,7 +228,14 @@ def _secret_ref(value: str) -> str:
 DnsName = Annotated[str, AfterValidator(_dns_name)]
 Username = Annotated[str, AfterValidator(_username)]
 Slug = Annotated[str, AfterValidator(_slug)]
-Quantity = Annotated[str, AfterValidator(_quantity)]
+#: a size: a Kubernetes quantity (``'4Gi'``) or a whole number of bytes; never a float or a boolean
+Quantity = Annotated[str, BeforeValidator(_quantity_text), AfterValidator(_quantity)]
+#: the memory of one user server or one Dask worker (:data:`MEMORY_RANGE`)
+Memory = Annotated[Quantity, AfterValidator(_memory)]
+#: the CPUs of one user server (:data:`CPU_RANGE`)
+Cpu = Annotated[float, AfterValidator(_cpu)]
+#: the cores of one Dask worker (whole cores within :data:`CPU_RANGE`)
+Cores = Annotated[int, AfterValidator(_cores)]
 SecretRef = Annotated[str, AfterValidator(_secret_ref)]
 
 
@@ -197,7 +247,9 @@ def _no_repeats(values: Iterable[str], what: str) -> None:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+    # strict: YAML's own types are taken as they are, nothing converted (true is not 1, 1.10 is not the
+    # text '1.10', '4' is not 4); .nan and .inf are refused where a number is expected
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -250,8 +302,8 @@ class Profile(_Model):
     name: Slug
     display_name: str = Field(min_length=1, max_length=100)
     description: str = ""
-    cpu: float = Field(gt=0, le=256)
-    memory: Quantity
+    cpu: Cpu
+    memory: Memory
     default: bool = False
 
     @property
@@ -262,13 +314,11 @@ class Profile(_Model):
 class IntChoices(_Model):
     """Choices offered to users (``choices``) and the one preselected (``default``)."""
 
-    choices: list[int] = Field(min_length=1)
-    default: int
+    choices: list[Cores] = Field(min_length=1)
+    default: Cores
 
     @model_validator(mode="after")
     def _default_in_choices(self) -> IntChoices:
-        if any(c <= 0 for c in self.choices):
-            raise ValueError(f"choices must all be larger than zero, got {self.choices}")
         if len(set(self.choices)) != len(self.choices):
             raise ValueError(f"choices must not repeat, got {self.choices}")
         if self.default not in self.choices:
@@ -279,8 +329,8 @@ class IntChoices(_Model):
 class QuantityChoices(_Model):
     """Size choices (Kubernetes quantities) and the one preselected."""
 
-    choices: list[Quantity] = Field(min_length=1)
-    default: Quantity
+    choices: list[Memory] = Field(min_length=1)
+    default: Memory
 
     @model_validator(mode="after")
     def _default_in_choices(self) -> QuantityChoices:
@@ -321,8 +371,10 @@ class StorageSettings(_Model):
 class ServerSettings(_Model):
     """Idle culling of user servers (the hub's idle culler; on Kubernetes the chart's ``cull``)."""
 
-    cull_idle_minutes: int = Field(default=60, ge=0, le=30 * 24 * 60)  # 0 = never cull idle servers
-    cull_max_age_hours: int = Field(default=0, ge=0, le=365 * 24)  # 0 = no maximum age
+    cull_idle_minutes: int = Field(
+        default=60, ge=0, le=30 * 24 * 60, description="0: never cull idle servers"
+    )
+    cull_max_age_hours: int = Field(default=0, ge=0, le=365 * 24, description="0: no maximum age")
 
 
 class QuotaSettings(_Model):
@@ -590,8 +642,76 @@ def _unwrap(tp: Any) -> Any:
             return tp
 
 
+#: pydantic's error kinds that mean "a value of the wrong type": the message shows the value and what to write
+_TYPE_ERRORS = (
+    "int_type",
+    "int_parsing",
+    "int_from_float",
+    "float_type",
+    "float_parsing",
+    "finite_number",
+    "string_type",
+    "bool_type",
+    "bool_parsing",
+    "list_type",
+    "model_type",
+    "model_attributes_type",
+    "dict_type",
+    "literal_error",
+)
+#: what the range checks of a type allow, said where a value of another type was given
+_RANGES = {
+    _cpu: f"a number of CPUs from {CPU_RANGE[0]:g} to {CPU_RANGE[1]:g}",
+    _cores: f"a whole number of cores from {max(1, int(CPU_RANGE[0]))} to {int(CPU_RANGE[1])}",
+    _memory: f"a size from {MEMORY_RANGE[0]} to {MEMORY_RANGE[1]} (e.g. '4Gi')",
+    _quantity: "a size such as '512Mi' or '4Gi', or a whole number of bytes",
+}
+
+
+def _field_at(loc: tuple[str | int, ...]) -> Any:
+    """The pydantic ``FieldInfo`` of the field at ``loc``, or ``None`` (a list item, an unknown field)."""
+    if not loc or not isinstance(loc[-1], str):
+        return None
+    model = _model_at(loc[:-1])
+    return model.model_fields.get(loc[-1]) if model else None
+
+
+def _allowed_at(loc: tuple[str | int, ...]) -> str:
+    """What the field at ``loc`` allows, from its bounds and range checks, and what 0 means there."""
+    field = _field_at(loc)
+    if field is None:
+        return ""
+    bounds = {b: getattr(m, b) for m in field.metadata for b in ("ge", "gt", "le") if hasattr(m, b)}
+    checks = [m.func for m in reversed(field.metadata) if getattr(m, "func", None) in _RANGES]
+    text = _RANGES[checks[0]] if checks else ""  # the last check of a type is its narrowest
+    if bounds:
+        whole = _unwrap(field.annotation) is int
+        low = f"from {bounds['ge']:g}" if "ge" in bounds else f"above {bounds.get('gt', 0):g}"
+        high = (" to " if "ge" in bounds else ", at most ") + f"{bounds['le']:g}" if "le" in bounds else ""
+        text = f"{'a whole number' if whole else 'a number'} {low}{high}"
+    if field.description:
+        text = f"{text} ({field.description})" if text else field.description
+    return f"; allowed: {text}" if text else ""
+
+
+def _hint(kind: str, value: Any) -> str:
+    """What to write instead, when YAML read a value as another type than the field's."""
+    if isinstance(value, bool) and kind in ("int_type", "float_type"):
+        return "; true/false is not a number"
+    if kind == "string_type" and isinstance(value, bool | int | float | datetime.date):
+        kind_of = {bool: "a boolean", datetime.date: "a date", datetime.datetime: "a date"}.get(
+            type(value), "a number"
+        )
+        return f"; YAML reads this unquoted value as {kind_of}: put it in quotes"
+    if kind in ("int_type", "float_type") and isinstance(value, str) and _NUMBER.match(value.strip()):
+        return "; write the number without quotes"
+    if kind == "finite_number":
+        return "; .nan and .inf are not numbers here"
+    return ""
+
+
 def _message(err: dict[str, Any]) -> str:
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-after")))
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
     kind = err["type"]
     where = _dotted(loc)
     if kind == "extra_forbidden":
@@ -602,20 +722,11 @@ def _message(err: dict[str, Any]) -> str:
     if kind == "missing":
         return f"{where}: is required"
     msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
-    if kind in (
-        "int_type",
-        "int_parsing",
-        "float_type",
-        "float_parsing",
-        "string_type",
-        "bool_type",
-        "bool_parsing",
-        "list_type",
-        "model_type",
-        "dict_type",
-        "int_from_float",
-    ):
-        msg = f"{msg}, got {err.get('input')!r}"
+    if kind in _TYPE_ERRORS:
+        value = err.get("input")
+        msg = f"{msg}, got {short_repr(value)}{_hint(kind, value)}{_allowed_at(loc)}"
+    elif kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        msg = f"{short_repr(err.get('input'))} is out of range{_allowed_at(loc) or '; ' + msg}"
     return f"{where}: {msg}"
 
 
@@ -713,11 +824,9 @@ def load_project(path_or_name: str | os.PathLike[str]) -> ProjectSpec:
     if not path.is_file():
         raise EsdlError(f"{source}: no such project spec file")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ProjectSpecError(source, [f"{where}not valid YAML ({getattr(exc, 'problem', exc)})"]) from None
+        data = load_yaml(path, source)
+    except YamlError as exc:  # not UTF-8, not YAML, a key given twice
+        raise ProjectSpecError(source, [exc.problem]) from None
     spec = parse_project(data, source)
     if spec.name != path.stem:
         raise ProjectSpecError(

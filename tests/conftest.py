@@ -5,10 +5,12 @@ The root ``conftest.py`` gives every test session its own temporary state folder
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 #: the small cube every test shares: 5 degrees, 12 years (2001-2012 holds four injected events)
 TEST_RESOLUTION = 5.0
@@ -46,3 +48,11 @@ def demo_catalog(demo_cubes: dict[str, Path]) -> Iterator[Path]:
         mp.setenv("ESDL_CATALOG", str(path))
         mp.setenv("ESDL_DATA_DIR", str(data))
         yield path
+
+
+# Hypothesis: the "ci" profile (the default) runs each property on the same few hundred generated inputs
+# every time, with no deadline (a slow machine is not a failure) and no example database on disk;
+# HYPOTHESIS_PROFILE=explore draws new, more inputs on each run.
+settings.register_profile("ci", max_examples=200, derandomize=True, deadline=None, database=None)
+settings.register_profile("explore", max_examples=1000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

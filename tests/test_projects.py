@@ -150,7 +150,7 @@ def test_profiles_and_choices():
         with_(profiles=[{"name": "s", "display_name": "S", "cpu": "lots", "memory": "1Gi"}])
     )
     assert bad_cpu == [
-        "profiles[0].cpu: Input should be a valid number, unable to parse string as a number, got 'lots'"
+        "profiles[0].cpu: Input should be a valid number, got 'lots'; allowed: a number of CPUs from 0.1 to 256"
     ]
     mem = problems_of(with_(dask={"worker_memory": {"choices": ["1Gi", "2Gi"], "default": "4Gi"}}))
     assert mem == ["dask.worker_memory: default '4Gi' is not one of the choices ['1Gi', '2Gi']"]
