@@ -208,6 +208,19 @@ def test_a_members_kernel_reaches_no_one_else(two_projects):
 
 def test_team_access_is_enforced_by_permissions(two_projects):
     penv, clients = two_projects
+    # two members share through the team's lock files and catalog, one after the other (what one creates,
+    # the other can lock and replace: the files are the team's, not their creator's alone)
+    share = (
+        "import json\nfrom platform_lib.team import share_notebook, list_shared_notebooks\n"
+        "open('{name}.ipynb', 'w').write(json.dumps({{'cells': [], 'metadata': {{}}, 'nbformat': 4,"
+        " 'nbformat_minor': 5}}))\nshare_notebook('{name}.ipynb')\n"
+        "print(sorted(n['name'] for n in list_shared_notebooks()))"
+    )
+    assert (
+        clients["bo"].run(clients["bo"].start_kernel(), share.format(name="bos")).strip() == "['bos.ipynb']"
+    )
+    shared = clients["ada"].run(clients["ada"].start_kernel(), share.format(name="adas")).strip()
+    assert shared == "['adas.ipynb', 'bos.ipynb']"
     write = "open('team/{name}', 'w').write('x'); print('written')"
     # alpha (rw): a member writes the team folder; what she writes stays readable by the team
     assert (
