@@ -27,6 +27,7 @@ taken, a resolution that is not a multiple of the source's) raise
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -36,17 +37,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import xarray as xr
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from platform_lib.catalog import describe_cube, list_cubes, open_cube, subset_cube
 from platform_lib.errors import EsdlError, allowed
-from platform_lib.storage import remove_path, write_zarr_atomic
+from platform_lib.storage import crash_point, remove_path, remove_stale_temporaries, write_zarr_atomic
 from platform_lib.team import (
     check_cube_name,
     current_user,
     list_team_cubes,
     register_cube,
     team_catalog_path,
+    team_cube_entries,
     team_cubes_dir,
 )
 
@@ -64,7 +66,12 @@ __all__ = [
     "grid_resolution",
     "make_regional_cube",
     "output_chunks",
+    "reconcile_team_cubes",
 ]
+
+#: the store attribute that carries the cube's team catalog entry, so a store whose registration was lost
+#: (the process killed between the rename and the catalog write) is registered by the next call
+ENTRY_ATTR = "esdl_catalog_entry"
 
 
 def grid_resolution(ds: xr.Dataset) -> float:
@@ -282,6 +289,7 @@ def make_regional_cube(
     check_cube_name(name)
     catalog = team_catalog_path(catalog_path, team=team_dir)
     target = team_cubes_dir(team_dir) / f"{name}.zarr"
+    reconcile_team_cubes(team_dir, catalog)  # finish what a killed earlier call left
     _check_name_free(name, catalog, target)  # fail fast; checked again under the name's lock below
     if bbox is None:
         raise EsdlError("bbox is required: (lon_min, lat_min, lon_max, lat_max) in degrees.")
@@ -352,8 +360,10 @@ def make_regional_cube(
         "provenance": {k.removeprefix("esdl_"): v for k, v in prov.items()},
     }
 
+    description = description or f"{attrs['title']} (bbox {prov['esdl_bbox']})."
+    region.attrs[ENTRY_ATTR] = json.dumps({"metadata": metadata, "description": description})
     # one member at a time per name: two members making the same name never overwrite each other
-    with FileLock(str(target.parent / f".{name}.lock"), timeout=-1):
+    with _name_lock(target.parent, name, timeout=-1):
         _check_name_free(name, catalog, target)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Mean of empty slice", category=RuntimeWarning)
@@ -364,15 +374,65 @@ def make_regional_cube(
                 overwrite=False,
                 progress=progress if progress is not True else f"regional {name}",
             )
+        crash_point("regional:stored")
         try:
-            register_cube(
-                name,
-                target,
-                metadata,
-                catalog_path=catalog,
-                description=description or f"{attrs['title']} (bbox {prov['esdl_bbox']}).",
-            )
+            register_cube(name, target, metadata, catalog_path=catalog, description=description)
         except BaseException:
             remove_path(target)  # the name was registered meanwhile: leave nothing
             raise
     return target
+
+
+def _name_lock(folder: Path, name: str, timeout: float) -> FileLock:
+    """The lock that one call making (or reconciling) cube ``name`` holds."""
+    return FileLock(str(folder / f".{name}.lock"), timeout=timeout)
+
+
+def _stored_entry(store: Path) -> dict[str, Any] | None:
+    """The catalog entry a regional cube's store carries (``ENTRY_ATTR``), or ``None`` if it has none."""
+    try:
+        attrs = json.loads((store / "zarr.json").read_text()).get("attributes", {})
+        entry = json.loads(attrs[ENTRY_ATTR])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return entry if isinstance(entry, dict) and isinstance(entry.get("metadata"), dict) else None
+
+
+def reconcile_team_cubes(
+    team_dir: str | os.PathLike[str] | None = None, catalog_path: str | os.PathLike[str] | None = None
+) -> list[str]:
+    """Finish what killed calls of :func:`make_regional_cube` left in the team folder; return the names
+    registered now.
+
+    A store is renamed into place only when complete, so a regional cube's store without a catalog entry
+    means the process died between the rename and the registration: it is registered from the entry it
+    carries. Temporaries of writes that died are removed (never a live write's, see
+    :func:`platform_lib.storage.remove_stale_temporaries`); a name another call is making right now is
+    left to it.
+
+    >>> import tempfile
+    >>> reconcile_team_cubes(tempfile.mkdtemp())
+    []
+    """
+    folder = team_cubes_dir(team_dir)
+    remove_stale_temporaries(folder)
+    catalog = team_catalog_path(catalog_path, team=team_dir)
+    registered = []
+    for store in sorted(folder.glob("*.zarr")):
+        name = store.name.removesuffix(".zarr")
+        if name in team_cube_entries(catalog) or (entry := _stored_entry(store)) is None:
+            continue
+        lock = _name_lock(folder, name, timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            continue  # a live call is making this cube: it registers it itself
+        try:
+            if name not in team_cube_entries(catalog):
+                register_cube(
+                    name, store, entry["metadata"], catalog_path=catalog, description=entry.get("description")
+                )
+                registered.append(name)
+        finally:
+            lock.release()
+    return registered

@@ -17,8 +17,10 @@ materialisation all call :func:`write_zarr_atomic`, catalogs and state files :fu
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
+import signal
 import stat
 import tempfile
 import time
@@ -50,8 +52,15 @@ def atomic_path(target: str | os.PathLike[str], *, overwrite: bool = False) -> I
         raise EsdlError(f"{target} already exists; pass overwrite=True (or --overwrite) to replace it.")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+    # the writer holds a lock on a marker beside its temporary for as long as it lives (the kernel drops
+    # it when the process dies, even by SIGKILL): remove_stale_temporaries tells a live write from a dead one
+    marker = tmp.with_name(tmp.name + WRITING_SUFFIX)
+    fd = os.open(marker, os.O_RDWR | os.O_CREAT, 0o666)
+    fcntl.flock(fd, fcntl.LOCK_EX)
     try:
+        crash_point("atomic:writing")
         yield tmp
+        crash_point("atomic:before-rename")
         if target.exists():  # overwrite: move the old one aside, then swap, then drop the old one
             old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
             os.replace(target, old)
@@ -62,6 +71,80 @@ def atomic_path(target: str | os.PathLike[str], *, overwrite: bool = False) -> I
     finally:
         if tmp.exists():
             remove_path(tmp, settle=True)
+        marker.unlink(missing_ok=True)
+        os.close(fd)
+
+
+#: the marker a live write keeps locked beside its temporary (``.NAME.tmp-XXXXXXXX.writing``)
+WRITING_SUFFIX = ".writing"
+#: a temporary without a marker (from before markers existed) is stale after this many seconds
+UNMARKED_STALE_S = 3600.0
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporaries of writes into ``folder`` that died (killed, crashed, power cut) and
+    return them: a temporary whose writer no longer holds its marker's lock. A live write's temporary,
+    in this process or another, is never touched.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> with atomic_path(d / "a.zarr") as tmp:
+    ...     tmp.mkdir(); remove_stale_temporaries(d)  # a live write: kept
+    []
+    >>> dead = d / ".b.zarr.tmp-0000dead"; dead.mkdir(); _ = (d / (dead.name + WRITING_SUFFIX)).write_text("")
+    >>> [p.name for p in remove_stale_temporaries(d)]
+    ['.b.zarr.tmp-0000dead']
+    """
+    folder = Path(folder)
+    removed = []
+    for tmp in sorted(folder.glob(".*.tmp-*")):
+        if tmp.name.endswith(WRITING_SUFFIX):
+            continue
+        marker = tmp.with_name(tmp.name + WRITING_SUFFIX)
+        if marker.exists():
+            try:
+                fd = os.open(marker, os.O_RDWR)
+            except OSError:
+                continue  # not ours to judge (another person's, no permission)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its writer is alive
+            finally:
+                os.close(fd)
+        elif time.time() - tmp.stat().st_mtime < UNMARKED_STALE_S:
+            continue
+        remove_path(tmp)
+        marker.unlink(missing_ok=True)
+        removed.append(tmp)
+    for marker in folder.glob(f".*.tmp-*{WRITING_SUFFIX}"):  # a marker whose temporary is gone
+        if not marker.with_name(marker.name.removesuffix(WRITING_SUFFIX)).exists():
+            try:
+                fd = os.open(marker, os.O_RDWR)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                marker.unlink(missing_ok=True)
+            except BlockingIOError:
+                pass
+            finally:
+                os.close(fd)
+    return removed
+
+
+#: for crash tests only: ``ESDL_CRASH_AT=<point>`` makes the process kill itself (SIGKILL) at that point
+CRASH_VARIABLE = "ESDL_CRASH_AT"
+
+
+def crash_point(name: str) -> None:
+    """Die at once (SIGKILL, no clean-up, as a power cut or the OOM killer would) if ``ESDL_CRASH_AT`` names
+    this point: the crash tests' way to stop a write exactly there. Does nothing otherwise.
+
+    >>> crash_point("atomic:writing")  # ESDL_CRASH_AT is not set: nothing happens
+    """
+    if os.environ.get(CRASH_VARIABLE) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def remove_path(path: Path, settle: bool = False) -> None:

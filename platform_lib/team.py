@@ -45,7 +45,7 @@ from platform_lib.catalog import (
 )
 from platform_lib.errors import CatalogWarning, EsdlError, allowed, did_you_mean
 from platform_lib.paths import team_catalog_path, team_dir
-from platform_lib.storage import remove_path, write_text_atomic
+from platform_lib.storage import crash_point, remove_path, write_text_atomic
 
 CUBE_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 NOTEBOOK_SUFFIX = ".ipynb"
@@ -209,6 +209,7 @@ def register_cube(
                 f"or remove it first (esdl cubes regional --remove {name})."
             )
         sources[name] = entry
+        crash_point("team:catalog-write")
         write_catalog(path, sources, title=TEAM_CATALOG_TITLE)
     return name
 
