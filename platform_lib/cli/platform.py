@@ -106,10 +106,12 @@ def run_down(args: argparse.Namespace) -> int:
 def run_status(args: argparse.Namespace) -> int:
     from platform_lib.local import status
 
-    reports = status(_project_names(args.project) or None)
-    if not reports:
+    names = _project_names(args.project)
+    reports = status(names or None)
+    for name in sorted(set(names) - {r.name for r in reports}):
+        print(f"{name}: never started here (esdl up --project {name})")
+    if not reports and not names:
         print("no project has been started yet (esdl up --project NAME)")
-        return 0
     degraded = False
     for r in reports:
         degraded |= r.state == "degraded"
