@@ -309,6 +309,16 @@ def _check_args(resolution: float, years: tuple[int, int]) -> tuple[float, tuple
     return resolution, (first, last)
 
 
+def check_resolution(resolution: float) -> float:
+    """``resolution`` (degrees) as a float if the generator makes that grid, else an error naming the ones
+    it makes (``esdl cubes generate --resolution`` checks with this before anything is written).
+
+    >>> check_resolution(2.5)
+    2.5
+    """
+    return _check_args(resolution, DEFAULT_YEARS)[0]
+
+
 def time_axis(years: tuple[int, int]) -> pd.DatetimeIndex:
     """The ESDC 8-daily axis: 46 window centres a year, restarting each 1 January.
 

@@ -88,6 +88,8 @@ def test_a_component_that_fails_is_reported_with_its_log_and_everything_stops(pe
     assert "last lines of" in message and "hub.log" in message
     assert "jupyterhub upgrade-db" in message  # the hub's own complaint about the database, from its log
     assert_nothing_running(penv, "alpha")
+    assert not penv.layout("alpha").exists()  # a failed first start leaves no state (issue 15)
+    assert supervisor.status() == []
 
 
 class Foreground:

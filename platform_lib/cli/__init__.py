@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -38,7 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``esdl`` console script; returns the exit code.
 
-    Platform errors (:class:`~platform_lib.errors.EsdlError`) print one clear line to stderr and exit 2.
+    Bad arguments are refused by the parser (``esdl CMD: error: argument --NAME: ...``, exit 2; the shared
+    types are in :mod:`platform_lib.cli.arguments`). Platform errors (:class:`~platform_lib.errors.EsdlError`)
+    print one clear line to stderr and exit 2, and so does a path the system refuses (an ``OSError``: too
+    long, not permitted, not a folder), named with the system's reason instead of a traceback.
+
+    >>> main(["cubes", "describe", "no-such-cube"])  # the error goes to stderr
+    2
     """
     args = build_parser().parse_args(argv)
     try:
@@ -46,9 +53,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EsdlError as exc:
         print(f"esdl: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"esdl: error: {os_error_text(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("esdl: interrupted", file=sys.stderr)
         return 130
+
+
+def os_error_text(exc: OSError) -> str:
+    """One line for an ``OSError``: the path (its end, when long) and the system's reason.
+
+    >>> os_error_text(OSError(36, "File name too long", "x" * 300))
+    "'...xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx': File name too long"
+    """
+    reason = exc.strerror or str(exc)
+    if exc.filename is None:
+        return reason
+    name = os.fsdecode(exc.filename)
+    shown = repr(name) if len(name) <= 60 else repr("..." + name[-60:])
+    return f"{shown}: {reason}"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from platform_lib.cli.arguments import text_file
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``esdl catalog ...`` to the parser."""
@@ -16,7 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Check every entry of a catalog: required metadata (title, variables with units, "
         "extents, chunking, licence, source); with --open also open each store and compare.",
     )
-    val.add_argument("path", nargs="?", help="catalog file (default: the shared catalog/esdl.yaml)")
+    val.add_argument(
+        "path", nargs="?", type=text_file, help="catalog file (default: the shared catalog/esdl.yaml)"
+    )
     val.add_argument("--open", action="store_true", help="open every store and compare it with its metadata")
     val.set_defaults(func=cmd_validate)
 

@@ -9,13 +9,34 @@ import argparse
 import json
 import time
 
+from platform_lib.cli.arguments import (
+    positive_number,
+    text_file,
+    whole_number,
+    writable_folder,
+    year_range,
+)
+
+#: the demo generator's seeds (numpy takes any size; a seed is a label, 32 bits are plenty)
+MAX_SEED = 2**32 - 1
+
+
+def _resolution(text: str) -> float:
+    """``--resolution``: a grid the demo generator makes (its module loads only here)."""
+    from platform_lib.demo import check_resolution
+    from platform_lib.errors import EsdlError
+
+    try:
+        return check_resolution(positive_number(text))
+    except EsdlError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
 
 def _years(text: str) -> tuple[int, int]:
-    try:
-        first, _, last = text.partition("-")
-        return int(first), int(last or first)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"years {text!r} must look like 2001-2021 or 2003") from None
+    """``--years FIRST-LAST`` within the years the demo generator makes (its module loads only here)."""
+    from platform_lib.demo import MAX_YEAR, MIN_YEAR
+
+    return year_range(MIN_YEAR, MAX_YEAR)(text)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,12 +45,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     cubes = p.add_subparsers(dest="cubes_command", metavar="ACTION", required=True)
 
     ls = cubes.add_parser("list", help="list every cube in the shared and team catalogs")
-    ls.add_argument("--catalog", help="a catalog file instead of ESDL_CATALOG / the shared one")
+    ls.add_argument(
+        "--catalog", type=text_file, help="a catalog file instead of ESDL_CATALOG / the shared one"
+    )
     ls.set_defaults(func=cmd_list)
 
     desc = cubes.add_parser("describe", help="show a cube's catalog metadata (no data read)")
     desc.add_argument("name")
-    desc.add_argument("--catalog", help="a catalog file instead of ESDL_CATALOG / the shared one")
+    desc.add_argument(
+        "--catalog", type=text_file, help="a catalog file instead of ESDL_CATALOG / the shared one"
+    )
     desc.add_argument("--json", action="store_true", help="print JSON")
     desc.set_defaults(func=cmd_describe)
 
@@ -39,11 +64,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Generate the deterministic ESDC-like demo cube and write its 'ts' and 'map' chunkings "
         "as Zarr v3 stores (atomically) into the data folder. Existing stores are kept unless --overwrite.",
     )
-    gen.add_argument("--resolution", type=float, help="degrees (default: the demo default, 1)")
-    gen.add_argument("--years", type=_years, help="FIRST-LAST (default: the demo default, 2001-2021)")
-    gen.add_argument("--data-dir", help="target folder (default: ESDL_DATA_DIR or .esdl-state/data)")
+    gen.add_argument("--resolution", type=_resolution,
+                     help="degrees, a divisor of 180 from 0.25 to 30, e.g. 0.25, 0.5, 1, 2.5, 5 or 10 (default 1)")  # fmt: skip
+    gen.add_argument("--years", type=_years,
+                     help="FIRST-LAST or one year, within 1979-2030 (default: 2001-2021)")  # fmt: skip
+    gen.add_argument("--data-dir", type=writable_folder,
+                     help="target folder, made if missing (default: ESDL_DATA_DIR or .esdl-state/data)")  # fmt: skip
     gen.add_argument("--overwrite", action="store_true", help="replace stores that exist")
-    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--seed", type=whole_number(0, MAX_SEED), default=0,
+                     help=f"random seed, a whole number from 0 to {MAX_SEED} (default 0)")  # fmt: skip
     gen.set_defaults(func=cmd_generate)
 
     from platform_lib.cli.regional import register_regional  # esdl cubes regional (issue 7)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 
+from platform_lib.cli.arguments import listen_address, port, project_spec
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     up = subparsers.add_parser(
@@ -21,12 +23,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         " the components that died. Returns when every login page answers (or, with --foreground, watches"
         " them until Ctrl-C and then stops everything).",
     )
-    up.add_argument("--project", "-p", action="append", metavar="NAME|PATH",
+    up.add_argument("--project", "-p", action="append", metavar="NAME|PATH", type=project_spec,
                     help="project spec name or path (repeat for several; default: demo)")  # fmt: skip
-    up.add_argument("--port", type=int, default=None,
-                    help="web port of the (single) project; 0 = any free port (default: kept from the last"
-                         " start, else the first free port from 8000)")  # fmt: skip
-    up.add_argument("--ip", default="127.0.0.1", help="address the web port listens on (default 127.0.0.1)")
+    up.add_argument("--port", type=port, default=None,
+                    help="web port of the (single) project, 0-65535; 0 = any free port (default: kept from the"
+                         " last start, else the first free port from 8000)")  # fmt: skip
+    up.add_argument("--ip", type=listen_address, default="127.0.0.1",
+                    help="IPv4 address of this machine the web port listens on: 127.0.0.1 (this machine"
+                         " only, the default), 0.0.0.0 (every interface) or one of its addresses")  # fmt: skip
     up.add_argument("--foreground", action="store_true", help="keep running; Ctrl-C stops everything")
     up.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     up.add_argument(
@@ -39,7 +43,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     down = subparsers.add_parser("down", help="stop the embedded platform (all projects by default)")
     down.add_argument(
-        "--project", "-p", action="append", metavar="NAME", help="only this project (repeatable)"
+        "--project",
+        "-p",
+        action="append",
+        metavar="NAME",
+        type=project_spec,
+        help="only this project (repeatable)",
     )
     down.set_defaults(func=run_down)
 
@@ -47,7 +56,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "status", help="components, servers, clusters and accounts of each project"
     )
     status.add_argument(
-        "--project", "-p", action="append", metavar="NAME", help="only this project (repeatable)"
+        "--project",
+        "-p",
+        action="append",
+        metavar="NAME",
+        type=project_spec,
+        help="only this project (repeatable)",
     )
     status.set_defaults(func=run_status)
 
@@ -58,7 +72,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         " its bcrypt hash is kept; the running hub takes it at the person's next login.",
     )
     passwd.add_argument("user", metavar="USER", help="the person (as listed in the spec)")
-    passwd.add_argument("--project", "-p", default="demo", metavar="NAME", help="the project (default: demo)")
+    passwd.add_argument(
+        "--project",
+        "-p",
+        default="demo",
+        metavar="NAME",
+        type=project_spec,
+        help="the project (default: demo)",
+    )
     passwd.set_defaults(func=run_passwd)
 
 
@@ -106,10 +127,12 @@ def run_down(args: argparse.Namespace) -> int:
 def run_status(args: argparse.Namespace) -> int:
     from platform_lib.local import status
 
-    reports = status(_project_names(args.project) or None)
-    if not reports:
+    names = _project_names(args.project)
+    reports = status(names or None)
+    for name in sorted(set(names) - {r.name for r in reports}):
+        print(f"{name}: never started here (esdl up --project {name})")
+    if not reports and not names:
         print("no project has been started yet (esdl up --project NAME)")
-        return 0
     degraded = False
     for r in reports:
         degraded |= r.state == "degraded"

@@ -14,6 +14,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
+from platform_lib.cli.arguments import http_url, project_spec
 from platform_lib.cli.project_deploy import add_subcommands as add_deploy_subcommands
 from platform_lib.errors import EsdlError
 
@@ -26,7 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = parser.add_subparsers(dest="project_command", metavar="SUBCOMMAND", required=True)
 
     validate = sub.add_parser("validate", help="validate specs by name or path (all in projects/ by default)")
-    validate.add_argument("specs", nargs="*", metavar="NAME|PATH", help="project names or spec files")
+    validate.add_argument(
+        "specs", nargs="*", metavar="NAME|PATH", type=project_spec, help="project names or spec files"
+    )
     validate.set_defaults(func=run_validate)
 
     listing = sub.add_parser("list", help="list the project specs in projects/")
@@ -37,14 +40,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="check a project's hub end to end: a server, a catalog cube, a 2-worker gateway cluster (exit 1 on"
         " the first failure)",
     )
-    health.add_argument("spec", metavar="NAME|PATH", help="project name or spec file")
+    health.add_argument("spec", metavar="NAME|PATH", type=project_spec, help="project name or spec file")
     where = health.add_mutually_exclusive_group()
     where.add_argument(
         "--local", action="store_true", help="the embedded platform (default when it runs here)"
     )
     where.add_argument("--kubernetes", action="store_true", help="the project's release on Kubernetes")
     health.add_argument(
-        "--url", help="the hub's public address (Kubernetes; default: the proxy-public Service's)"
+        "--url",
+        type=http_url,
+        help="the hub's public address, http(s)://HOST[:PORT] (Kubernetes; default: the proxy-public Service's)",
     )
     health.add_argument("--kube-context", metavar="NAME", help="kubeconfig context (default: current)")
     health.set_defaults(func=run_health)
@@ -75,7 +80,7 @@ def run_validate(args: argparse.Namespace) -> int:
             print(exc, file=sys.stderr)
             continue
         print(f"ok  {spec.source}  ({_summary(spec)})")
-    if failed:
+    if failed and len(names) > 1:  # one spec's error already says it is invalid
         print(f"{failed} of {len(names)} spec(s) invalid", file=sys.stderr)
     return 1 if failed else 0
 

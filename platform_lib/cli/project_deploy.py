@@ -14,16 +14,23 @@ from __future__ import annotations
 
 import argparse
 
+from platform_lib.cli.arguments import project_spec, text_file, writable_folder
+
 
 def add_subcommands(sub: argparse._SubParsersAction) -> None:
     """Add ``render``, ``deploy``, ``diff`` and ``delete`` to the ``esdl project`` sub-parsers."""
     render = sub.add_parser(
         "render", help="write the Helm values, namespace and manifests of a project (no cluster needed)"
     )
-    render.add_argument("spec", metavar="NAME|PATH", help="project name or spec file")
-    render.add_argument("--out", metavar="DIR", help="folder to write to (default: <state>/deploy/NAME)")
+    render.add_argument("spec", metavar="NAME|PATH", type=project_spec, help="project name or spec file")
     render.add_argument(
-        "--shared-catalog", metavar="PATH", help="shared catalog (default: catalog/esdl.yaml)"
+        "--out", metavar="DIR", type=writable_folder, help="folder to write to (default: <state>/deploy/NAME)"
+    )
+    render.add_argument(
+        "--shared-catalog",
+        metavar="PATH",
+        type=text_file,
+        help="shared catalog file (default: catalog/esdl.yaml)",
     )
     render.add_argument(
         "--check",
@@ -35,7 +42,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     render.set_defaults(func=run_render)
 
     deploy = sub.add_parser("deploy", help="create the namespace, check Secrets, helm upgrade --install")
-    deploy.add_argument("spec", metavar="NAME|PATH", help="project name or spec file")
+    deploy.add_argument("spec", metavar="NAME|PATH", type=project_spec, help="project name or spec file")
     deploy.add_argument(
         "--dry-run", action="store_true", help="print the plan; change nothing on the cluster"
     )
@@ -44,6 +51,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
         "--values",
         action="append",
         default=[],
+        type=text_file,
         metavar="FILE",
         help="extra values layered on top (site settings: ingress, TLS, node selectors); repeatable",
     )
@@ -55,9 +63,15 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
         help="show how the rendered values and objects differ from the deployed release; exit 0 same, 1 different,"
         " 2 cluster not read",
     )
-    diff.add_argument("spec", metavar="NAME|PATH", help="project name or spec file")
+    diff.add_argument("spec", metavar="NAME|PATH", type=project_spec, help="project name or spec file")
     diff.add_argument(
-        "-f", "--values", action="append", default=[], metavar="FILE", help="the extra values deploy gets"
+        "-f",
+        "--values",
+        action="append",
+        default=[],
+        type=text_file,
+        metavar="FILE",
+        help="the extra values deploy gets",
     )
     diff.add_argument("--kube-context", metavar="NAME", help="kubeconfig context (default: current)")
     diff.add_argument(
@@ -71,7 +85,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     diff.set_defaults(func=run_diff)
 
     delete = sub.add_parser("delete", help="helm uninstall the project's release (team storage is kept)")
-    delete.add_argument("spec", metavar="NAME|PATH", help="project name or spec file")
+    delete.add_argument("spec", metavar="NAME|PATH", type=project_spec, help="project name or spec file")
     delete.add_argument("--dry-run", action="store_true", help="print what would be removed; remove nothing")
     delete.add_argument(
         "--delete-namespace",

@@ -4,24 +4,24 @@ from __future__ import annotations
 
 import argparse
 
-from platform_lib.errors import EsdlError
+from platform_lib.cli.arguments import chunk_sizes, quoted
 
 
-def parse_sizes(text: str | None, what: str) -> dict[str, int] | None:
-    """``"time=46,lat=64"`` -> ``{"time": 46, "lat": 64}`` (a clear error otherwise).
+def target_chunks(text: str) -> str | dict[str, int]:
+    """``--target``: ``ts``, ``map`` or ``dim=size`` pairs.
 
-    >>> parse_sizes("time=46,lat=64", "--target")
-    {'time': 46, 'lat': 64}
+    >>> target_chunks("map"), target_chunks("time=46,lat=64")
+    ('map', {'time': 46, 'lat': 64})
     """
-    if text is None:
-        return None
-    out = {}
-    for part in text.split(","):
-        dim, sep, size = part.partition("=")
-        if not sep or not dim.strip() or not size.strip().isdigit():
-            raise EsdlError(f"{what} {text!r}: use dim=size pairs separated by commas, e.g. time=46,lat=64.")
-        out[dim.strip()] = int(size)
-    return out
+    if text.strip() in ("ts", "map"):
+        return text.strip()
+    try:
+        return chunk_sizes(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"{quoted(text)} is not allowed: use ts, map or dim=size pairs separated by commas, each size a"
+            " whole number above 0, e.g. time=46,lat=64"
+        ) from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,10 +34,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("source", help="catalog cube name or Zarr store path")
     p.add_argument("out", help="the new Zarr store")
-    p.add_argument("--target", default="ts", help="'ts', 'map' or dim=size pairs (default: ts)")
+    p.add_argument(
+        "--target",
+        default="ts",
+        type=target_chunks,
+        help="'ts', 'map' or dim=size pairs, sizes above 0 (default: ts)",
+    )
     p.add_argument("--max-mem", default="1GB", help="memory bound of the copy, e.g. 512MB (default: 1GB)")
     p.add_argument(
-        "--shards", help="dim=size pairs: store several chunks per object (multiples of the chunks)"
+        "--shards",
+        type=chunk_sizes,
+        help="dim=size pairs: store several chunks per object (multiples of the chunks)",
     )
     p.add_argument("--variables", help="comma-separated variables to copy (default: all)")
     p.add_argument("--register", metavar="NAME", help="add the result to the team catalog under NAME")
@@ -49,13 +56,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_rechunk(args: argparse.Namespace) -> int:
     from platform_lib.rechunk import rechunk_cube
 
-    target = args.target if args.target in ("ts", "map") else parse_sizes(args.target, "--target")
     out = rechunk_cube(
         args.source,
-        target,
+        args.target,
         args.out,
         max_mem=args.max_mem,
-        shards=parse_sizes(args.shards, "--shards"),
+        shards=args.shards,
         variables=args.variables.split(",") if args.variables else None,
         overwrite=args.overwrite,
         register=args.register,

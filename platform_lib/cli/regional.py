@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 
+from platform_lib.cli.arguments import finite_number, positive_number
 from platform_lib.errors import EsdlError
 
 
@@ -25,14 +26,16 @@ def register_regional(cubes: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--bbox",
         nargs=4,
-        type=float,
+        type=finite_number,
         metavar=("LON_MIN", "LAT_MIN", "LON_MAX", "LAT_MAX"),
         help="degrees; LON_MIN > LON_MAX crosses the dateline",
     )
     p.add_argument("--time", nargs=2, metavar=("START", "END"), help="inclusive dates (default: all)")
     p.add_argument("--variables", nargs="+", metavar="VAR", help="variables to keep (default: all)")
     p.add_argument(
-        "--resolution", type=float, help="degrees, a whole multiple of the source grid (default: keep)"
+        "--resolution",
+        type=positive_number,
+        help="degrees, a whole multiple of the source grid (default: keep)",
     )
     p.add_argument(
         "--chunking", choices=["ts", "map"], default="ts", help="output chunking (default %(default)s)"
@@ -62,6 +65,11 @@ def cmd_regional(args: argparse.Namespace) -> int:
             )
         return 0
     if args.remove:
+        if (
+            args.remove not in team.team_cube_entries()
+        ):  # said before the team catalog is locked (a lock file)
+            names = ", ".join(repr(n) for n in sorted(team.team_cube_entries())) or "(none)"
+            raise EsdlError(f"--remove: no team cube named {args.remove!r}; team cubes: {names}")
         team.remove_cube(args.remove, delete_data=not args.keep_data)
         print(f"removed team cube {args.remove!r}" + (" (store kept)" if args.keep_data else ""))
         return 0

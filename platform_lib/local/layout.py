@@ -26,6 +26,8 @@ secret file is 0600)::
 from __future__ import annotations
 
 import base64
+import errno
+import ipaddress
 import json
 import os
 import secrets
@@ -60,6 +62,22 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def bind_error(port: int, host: str = "127.0.0.1") -> OSError | None:
+    """Why ``port`` cannot be bound on ``host`` now (``errno`` EADDRINUSE: taken, EACCES: needs root,
+    EADDRNOTAVAIL: not an address of this machine), or ``None`` when it can.
+
+    >>> bind_error(0) is None, bind_error(0, "203.0.113.1").errno == errno.EADDRNOTAVAIL
+    (True, True)
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            return exc
+        return None
+
+
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     """Whether ``port`` can be bound on ``host`` now.
 
@@ -67,13 +85,63 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     ...     s.bind(("127.0.0.1", 0)); s.listen(); port_is_free(s.getsockname()[1])
     False
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-        return True
+    return bind_error(port, host) is None
+
+
+def local_addresses() -> list[str]:
+    """The IPv4 addresses of this machine's interfaces (empty when psutil is missing).
+
+    >>> "127.0.0.1" in local_addresses()
+    True
+    """
+    try:
+        import psutil
+    except ImportError:  # pragma: no cover - psutil comes with the hub extra
+        return []
+    found = {
+        a.address for addrs in psutil.net_if_addrs().values() for a in addrs if a.family == socket.AF_INET
+    }
+    return sorted(found, key=lambda a: ipaddress.IPv4Address(a))
+
+
+def listen_address_problem(host: str) -> str | None:
+    """Why ``host`` cannot be the address the web port listens on (``esdl up --ip``), or ``None``.
+
+    >>> listen_address_problem("127.0.0.1") is None, listen_address_problem("0.0.0.0") is None
+    (True, True)
+    >>> listen_address_problem("not-an-address")
+    "'not-an-address' is not an IPv4 address: use 127.0.0.1 (this machine only), 0.0.0.0 (every interface) or an address of this machine"
+    >>> listen_address_problem("203.0.113.1")[:46]
+    '203.0.113.1 is not an address of this machine:'
+    """
+    allowed = "use 127.0.0.1 (this machine only), 0.0.0.0 (every interface) or an address of this machine"
+    shown = repr(host) if len(host) <= 60 else repr(host[:60]) + "..."
+    try:
+        address = str(ipaddress.IPv4Address(host.strip()))
+    except ValueError:
+        return f"{shown} is not an IPv4 address: {allowed}"
+    error = bind_error(0, address)
+    if error is None:
+        return None
+    if error.errno == errno.EADDRNOTAVAIL:
+        mine = ", ".join(local_addresses())
+        return f"{address} is not an address of this machine: {allowed}" + (f" ({mine})" if mine else "")
+    return f"cannot listen on {address} ({error.strerror or error}): {allowed}"
+
+
+def check_port_number(port: object) -> None:
+    """Raise a clear error unless ``port`` is ``None`` or a whole number from 0 to 65535.
+
+    >>> check_port_number(8000); check_port_number(None)
+    >>> check_port_number(70000)
+    Traceback (most recent call last):
+    ...
+    platform_lib.errors.EsdlError: port 70000 is not allowed: use a whole number from 0 to 65535 (0 = any free port)
+    """
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535):
+        raise EsdlError(
+            f"port {port!r} is not allowed: use a whole number from 0 to 65535 (0 = any free port)"
+        )
 
 
 def _read_json(path: Path) -> Any:
@@ -109,7 +177,14 @@ class ProjectLayout:
 
     @classmethod
     def for_project(cls, project: str, base: Path | None = None) -> ProjectLayout:
-        return cls(project, private_dir((base or state_dir()) / "platform") / project)
+        """The layout of ``project`` under ``base`` (default: the state folder); nothing is created.
+
+        >>> import tempfile
+        >>> base = Path(tempfile.mkdtemp())
+        >>> ProjectLayout.for_project("demo", base=base).root == base / "platform" / "demo", os.listdir(base)
+        (True, [])
+        """
+        return cls(project, (base or state_dir()) / "platform" / project)
 
     # folders ---------------------------------------------------------------------------------------
     @property
@@ -186,9 +261,21 @@ class ProjectLayout:
     def exists(self) -> bool:
         return self.root.is_dir()
 
+    def has_started(self) -> bool:
+        """Whether ``esdl up`` ever got as far as choosing the project's ports (and so writing its state);
+        a first start that failed leaves nothing (:func:`platform_lib.local.supervisor.up`).
+
+        >>> import tempfile
+        >>> layout = ProjectLayout.for_project("demo", base=Path(tempfile.mkdtemp())).ensure()
+        >>> layout.has_started(), (layout.assign_ports(0) and layout.has_started())
+        (False, True)
+        """
+        return self.ports_file.is_file()
+
     def ensure(self) -> ProjectLayout:
         """Create every folder (owner-only) and the secrets that do not exist yet; return ``self``."""
         for d in (
+            self.root.parent,
             self.root,
             self.secrets_dir,
             self.hub_dir,
@@ -225,16 +312,30 @@ class ProjectLayout:
             else None
         )
 
-    def assign_ports(
+    def choose_ports(
         self, public: int | None = None, busy_ok: Iterable[int] = (), host: str = "127.0.0.1"
     ) -> dict[str, int]:
-        """The ports to use: kept from the last start, ``public`` if given (0 = any free port; a running
-        project keeps the one it has).
+        """The ports to use (nothing is written; :meth:`assign_ports` keeps them): kept from the last start,
+        ``public`` if given (0 = any free port; a running project keeps the one it has).
 
         A port that another program holds is an error for the public port (it is the URL people use)
         and is silently replaced for the internal ones. ``busy_ok`` are ports held by this project's
-        own running components.
+        own running components. A port out of range, a privileged port without root and a ``host`` that
+        is not an address of this machine are errors that say so.
+
+        >>> import tempfile
+        >>> layout = ProjectLayout.for_project("demo", base=Path(tempfile.mkdtemp()))
+        >>> len(set(layout.choose_ports(0).values())), layout.exists()
+        (6, False)
+        >>> layout.choose_ports(0, host="203.0.113.1")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        platform_lib.errors.EsdlError: 203.0.113.1 is not an address of this machine: use 127.0.0.1 (this machine only), 0.0.0.0 (every interface) or an address of this machine ...
         """
+        check_port_number(public)
+        problem = listen_address_problem(host)
+        if problem:
+            raise EsdlError(problem)
         ours = set(busy_ok)
         saved = self.saved_ports() or {}
         ports: dict[str, int] = {}
@@ -256,19 +357,44 @@ class ProjectLayout:
                 )
         if public == 0:  # any free port, and a running project's own is one: keep it (its URL stays true)
             public = saved["public"] if saved.get("public") in ours else free_port(host)
-        elif public not in ours and not port_is_free(public, host):
-            raise PortInUseError(
-                f"port {public} (the web address of project {self.project!r}) is in use by another program;"
-                f" stop that program or choose another port with `esdl up --project {self.project} --port N`"
-                " (N=0 picks any free port)"
-            )
+        elif public not in ours:
+            self._check_public_port(public, host)
         ports["public"] = public
         if len(set(ports.values())) != len(ports):  # a saved internal port collided with the public one
             for name in PORT_NAMES[:-1]:
                 if ports[name] == public:
                     ports[name] = free_port()
-        write_private_json(self.ports_file, ports)
         return ports
+
+    def _check_public_port(self, public: int, host: str) -> None:
+        error = bind_error(public, host)
+        if error is None:
+            return
+        what = f"port {public} (the web address of project {self.project!r})"
+        choose = f"`esdl up --project {self.project} --port N` (N=0 picks any free port)"
+        if error.errno == errno.EADDRINUSE:
+            raise PortInUseError(
+                f"{what} is in use by another program; stop that program or choose another port with {choose}"
+            )
+        if error.errno == errno.EACCES:
+            raise EsdlError(
+                f"{what} needs root (ports below 1024 are privileged); choose a port from 1024 with {choose}"
+            )
+        raise EsdlError(
+            f"{what} cannot be opened on {host} ({error.strerror or error}); choose another with {choose}"
+        )
+
+    def assign_ports(
+        self, public: int | None = None, busy_ok: Iterable[int] = (), host: str = "127.0.0.1"
+    ) -> dict[str, int]:
+        """:meth:`choose_ports`, kept in ``ports.json`` so URLs and running servers stay valid."""
+        ports = self.choose_ports(public, busy_ok, host)
+        self.save_ports(ports)
+        return ports
+
+    def save_ports(self, ports: dict[str, int]) -> None:
+        """Keep ``ports`` (from :meth:`choose_ports`) for the next start: in ``ports.json`` (0600)."""
+        write_private_json(self.ports_file, ports)
 
     # credentials -----------------------------------------------------------------------------------
     def credentials(self, users: Iterable[str]) -> dict[str, str]:
@@ -307,6 +433,11 @@ class ProjectLayout:
         ...
         platform_lib.errors.EsdlError: 'mallory' has no account in project 'demo'; accounts: ada
         """
+        if not self.credentials_file.exists():
+            raise EsdlError(
+                f"project {self.project!r} has never been started here, so nobody has an account yet: start it"
+                f" with `esdl up --project {self.project}`"
+            )
         hashes = self._hashes()
         if user not in hashes:
             raise EsdlError(
@@ -335,20 +466,25 @@ def _bcrypt(password: str) -> str:
 
 
 def known_layouts(base: Path | None = None) -> list[ProjectLayout]:
-    """Layouts of every project that has state under ``<state>/platform/``.
+    """Layouts of every project that has been started (:meth:`ProjectLayout.has_started`) under
+    ``<state>/platform/``; a folder a failed first start left behind (older versions did) is not one.
 
     >>> import tempfile
     >>> base = Path(tempfile.mkdtemp())
     >>> known_layouts(base)
     []
-    >>> _ = ProjectLayout.for_project("demo", base=base).ensure()
+    >>> demo = ProjectLayout.for_project("demo", base=base).ensure()
+    >>> known_layouts(base)  # its folders, but never started
+    []
+    >>> _ = demo.assign_ports(0)
     >>> [layout.project for layout in known_layouts(base)]
     ['demo']
     """
     root = (base or state_dir()) / "platform"
     if not root.is_dir():
         return []
-    return [ProjectLayout(p.name, p) for p in sorted(root.iterdir()) if p.is_dir()]
+    layouts = [ProjectLayout(p.name, p) for p in sorted(root.iterdir()) if p.is_dir()]
+    return [layout for layout in layouts if layout.has_started()]
 
 
 def chmod_private_files(paths: Iterable[Path]) -> None:

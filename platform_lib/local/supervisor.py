@@ -44,7 +44,13 @@ from platform_lib.local.configs import (
     venv_bin,
     write_configs,
 )
-from platform_lib.local.layout import ProjectLayout, known_layouts, write_private_json
+from platform_lib.local.layout import (
+    ProjectLayout,
+    check_port_number,
+    known_layouts,
+    listen_address_problem,
+    write_private_json,
+)
 from platform_lib.paths import PACKAGE_DIR, private_dir
 from platform_lib.plan import GATEWAY_PREFIX, HEALTH_USER
 from platform_lib.projects import ProjectSpec, ProjectSpecError, load_project
@@ -52,6 +58,8 @@ from platform_lib.projects import ProjectSpec, ProjectSpecError, load_project
 COMPONENTS = ("gateway", "proxy", "hub")
 START_TIMEOUT = {"gateway": 60.0, "proxy": 30.0, "hub": 120.0}
 LOG_TAIL_LINES = 25
+#: the lock of a project's set-up, start and stop, in its folder (see :func:`_project_lock`)
+LOCK_FILE = ".supervisor.lock"
 
 
 class PlatformStartError(EsdlError):
@@ -412,11 +420,14 @@ def prepare(
     problems = missing_stores(settings)
     if problems:
         raise ProjectSpecError(str(spec.source or spec.name), problems)
+    # every check (the port and the address included) before anything is written or an account is made
+    ports = layout.choose_ports(port, busy_ok=_running_ports(layout), host=host)
     layout.ensure()
     if os.geteuid() == 0 if accounts is None else accounts:
         settings.accounts = _person_accounts(settings)
     _down_marker(layout).unlink(missing_ok=True)
-    settings.ports = layout.assign_ports(port, busy_ok=_running_ports(layout), host=host)
+    layout.save_ports(ports)
+    settings.ports = ports
     new_logins = layout.credentials(spec.users)
     hashes = write_configs(settings)
     if settings.accounts:  # configs, credentials and ports were just written: owner-only again
@@ -484,7 +495,7 @@ def _lock(layout: ProjectLayout):
     """A lock on the project's state: one ``esdl up``/``down`` (or foreground repair) at a time."""
     from filelock import FileLock
 
-    return FileLock(str(layout.root / ".supervisor.lock"))
+    return FileLock(str(layout.root / LOCK_FILE))
 
 
 def start_project(p: ProjectPlatform, echo: Callable[[str], None] = print) -> list[str]:
@@ -574,28 +585,60 @@ def trust_domain_notes(specs: Sequence[ProjectSpec], *, euid: int, shared_accoun
 
 @contextlib.contextmanager
 def _project_lock(layout: ProjectLayout, echo: Callable[[str], None], timeout: float = 600.0):
-    """Hold :func:`_lock`, saying so if another ``esdl up``/``down`` of the project holds it first."""
+    """Hold :func:`_lock`, saying so if another ``esdl up``/``down`` of the project holds it first.
+
+    The project's folder is made if needed (owner-only). A first ``esdl up`` that fails removes the
+    folder, lock file and all, while it holds the lock: whoever waited makes the folder again and locks
+    the new file.
+    """
     from filelock import Timeout
 
-    private_dir(layout.root)
-    lock = _lock(layout)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        echo(
-            f"  {layout.project}: another `esdl up` or `esdl down` of this project is running; waiting for it"
-        )
+    deadline = time.monotonic() + timeout
+    waiting = False
+    while True:
+        private_dir(layout.root.parent)
+        private_dir(layout.root)
+        lock = _lock(layout)
         try:
-            lock.acquire(timeout=timeout)
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                if not waiting:
+                    echo(
+                        f"  {layout.project}: another `esdl up` or `esdl down` of this project is running;"
+                        " waiting for it"
+                    )
+                    waiting = True
+                lock.acquire(timeout=max(deadline - time.monotonic(), 0.0))
+        except FileNotFoundError:  # the folder was removed meanwhile (a failed first start): make it again
+            continue
         except Timeout:
             raise EsdlError(
                 f"project {layout.project!r}: another `esdl up` or `esdl down` held its lock for {timeout:.0f} s;"
                 f" if none is running, delete {lock.lock_file}"
             ) from None
+        if Path(lock.lock_file).exists():
+            break
+        lock.release()  # we hold the lock of a file that was removed while we waited: lock the new one
     try:
         yield
     finally:
         lock.release()
+
+
+def _holds_nothing(layout: ProjectLayout) -> bool:
+    """Whether the project's folder holds nothing but its lock file (a first start, before prepare)."""
+    return all(entry.name == LOCK_FILE for entry in layout.root.iterdir())
+
+
+def _remove_first_start(layout: ProjectLayout) -> None:
+    """Remove what a failed first start of the project wrote: its whole folder (called with the lock held,
+    its processes stopped), and ``<state>/platform`` when that is empty now."""
+    import shutil
+
+    shutil.rmtree(layout.root, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        layout.root.parent.rmdir()  # only when empty: another project's state stays
 
 
 def up(
@@ -614,9 +657,10 @@ def up(
     ...
     platform_lib.errors.EsdlError: --port N applies to one project; ...
 
-    Specs, cube stores, ports and the installation are all checked before anything starts. If any
-    component fails to start, every project of this call is stopped again and the error names the
-    component and shows the end of its log. Set-up and start-up of a project hold its lock: a second
+    Specs, cube stores, the port and address, and the installation are all checked before anything is
+    written or started. If any component fails to start, every project of this call is stopped again and
+    the error names the component and shows the end of its log; a project started for the first time
+    is then removed again with everything this call wrote for it (``esdl status`` does not list it). Set-up and start-up of a project hold its lock: a second
     ``esdl up`` of the same project waits (and says so), then finds it running, so both print the same
     address and neither prints a password the other made.
     """
@@ -627,18 +671,28 @@ def up(
         )
     if len(set(projects)) != len(projects):
         raise EsdlError(f"a project is named twice: {list(projects)}")
+    check_port_number(port)
+    problem = listen_address_problem(host)
+    if problem:
+        raise EsdlError(problem)
     check_requirements()
     specs = [load_project(name) for name in projects]  # every spec is valid before anything starts
     for note in trust_domain_notes(specs, euid=os.geteuid(), shared_account=shared_account):
         echo(f"  {note}")
     with contextlib.ExitStack() as locks:
-        for spec in sorted(specs, key=lambda spec: spec.name):  # one order: two calls never deadlock
-            locks.enter_context(_project_lock(ProjectLayout.for_project(spec.name), echo))
-        prepared = [prepare(spec, port=port, host=host, log_level=log_level) for spec in specs]
-        publics = [p.settings.ports["public"] for p in prepared]
-        if len(set(publics)) != len(publics):
-            raise EsdlError(f"two projects would share the web port {publics}; give them different ports")
+        layouts = {spec.name: ProjectLayout.for_project(spec.name) for spec in specs}
+        first_start = []  # projects with no state before this call: a failure removes all they wrote
+        for name in sorted(layouts):  # one order: two calls never deadlock
+            locks.enter_context(_project_lock(layouts[name], echo))
+            if _holds_nothing(layouts[name]):
+                first_start.append(layouts[name])
+        prepared: list[ProjectPlatform] = []
         try:
+            for spec in specs:
+                prepared.append(prepare(spec, port=port, host=host, log_level=log_level))
+            publics = [p.settings.ports["public"] for p in prepared]
+            if len(set(publics)) != len(publics):
+                raise EsdlError(f"two projects would share the web port {publics}; give them different ports")
             for p in prepared:
                 started = _start_project(p, echo)
                 what = f"started {', '.join(started)}" if started else "already running"
@@ -646,6 +700,8 @@ def up(
         except BaseException:
             for p in prepared:
                 _stop_project(p.settings.layout, timeout=10.0)
+            for layout in first_start:
+                _remove_first_start(layout)
             raise
     return prepared
 
@@ -660,8 +716,11 @@ def stop_project(layout: ProjectLayout, timeout: float = 10.0) -> int:
     All get SIGTERM at once (the gateway stops its clusters, servers their kernels), whatever is left
     after ``timeout`` seconds gets SIGKILL, and a last sweep catches anything started meanwhile.
     """
-    with _lock(layout):
-        return _stop_project(layout, timeout)
+    try:
+        with _lock(layout):
+            return _stop_project(layout, timeout)
+    except FileNotFoundError:  # a failed first start removed the project's folder meanwhile: nothing runs
+        return 0
 
 
 def _stop_project(layout: ProjectLayout, timeout: float) -> int:
@@ -690,8 +749,10 @@ def down(projects: Sequence[str] | None = None, echo: Callable[[str], None] = pr
     from concurrent.futures import ThreadPoolExecutor
 
     layouts = known_layouts() if not projects else [ProjectLayout.for_project(n) for n in projects]
+    if not layouts:
+        echo("no project has been started yet: nothing to stop")
     for layout in layouts:
-        if not layout.exists():
+        if not layout.has_started():
             raise EsdlError(f"project {layout.project!r} has never been started (no state in {layout.root})")
     for layout in layouts:
         _down_marker(layout).touch()
@@ -850,16 +911,17 @@ def _is_alive(pid: int | None, command: str) -> bool:
 
 
 def status(projects: Sequence[str] | None = None) -> list[ProjectStatus]:
-    """Status of the named projects (every project with state when ``None``).
+    """Status of the named projects (every started project when ``None``); a project that has never been
+    started (:meth:`ProjectLayout.has_started`) has none.
 
     >>> import tempfile
     >>> from unittest import mock
     >>> with mock.patch.dict(os.environ, {"ESDL_STATE_DIR": tempfile.mkdtemp()}):
-    ...     status()
-    []
+    ...     status(), status(["demo"])
+    ([], [])
     """
     layouts = known_layouts() if not projects else [ProjectLayout.for_project(n) for n in projects]
-    return [project_status(layout) for layout in layouts]
+    return [project_status(layout) for layout in layouts if layout.has_started()]
 
 
 # ---------------------------------------------------------------------------------------------------------
