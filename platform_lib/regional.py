@@ -288,7 +288,7 @@ def make_regional_cube(
     """
     check_cube_name(name)
     catalog = team_catalog_path(catalog_path, team=team_dir)
-    target = team_cubes_dir(team_dir) / f"{name}.zarr"
+    target = team_cubes_dir(team_dir, create=False) / f"{name}.zarr"  # made by the write, not before
     reconcile_team_cubes(team_dir, catalog)  # finish what a killed earlier call left
     _check_name_free(name, catalog, target)  # fail fast; checked again under the name's lock below
     if bbox is None:
@@ -414,7 +414,9 @@ def reconcile_team_cubes(
     >>> reconcile_team_cubes(tempfile.mkdtemp())
     []
     """
-    folder = team_cubes_dir(team_dir)
+    folder = team_cubes_dir(team_dir, create=False)
+    if not folder.is_dir():
+        return []
     remove_stale_temporaries(folder)
     catalog = team_catalog_path(catalog_path, team=team_dir)
     registered = []

@@ -69,14 +69,15 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------------------------- places
-def team_cubes_dir(team: str | os.PathLike[str] | None = None) -> Path:
-    """Where team cubes are stored: ``<team>/cubes`` (created if missing).
+def team_cubes_dir(team: str | os.PathLike[str] | None = None, *, create: bool = True) -> Path:
+    """Where team cubes are stored: ``<team>/cubes`` (created if missing, unless ``create=False``).
 
     >>> team_cubes_dir().name
     'cubes'
     """
     path = (Path(team) if team is not None else team_dir()) / "cubes"
-    path.mkdir(parents=True, exist_ok=True)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 

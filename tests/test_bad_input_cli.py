@@ -629,11 +629,6 @@ def test_the_real_command_prints_no_traceback_for_junk(world: World):
         assert 0 < len(outcome.err.strip().splitlines()) <= MAX_ERROR_LINES, outcome.err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="platform_lib.regional.make_regional_cube makes <team>/cubes before it opens its source (regional.py"
-    " is being reworked; this test passes, and must lose this mark, once it checks first)",
-)
 def test_a_failed_regional_cube_writes_nothing(
     in_world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
