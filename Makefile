@@ -18,13 +18,15 @@ PROJECT  ?= demo
 # platform_lib/local/interpreter.py
 BASE_PYTHON ?= $(shell python3 platform_lib/local/interpreter.py)
 
-.PHONY: setup browser up test lint lock chart-lock demo-cubes bench help
+.PHONY: setup browser up test lint lock chart-lock demo-cubes bench help image image-test ci
 
 help:
 	@echo "make up      set up, generate the demo cubes if missing, run the embedded platform (PROJECT=$(PROJECT)); Ctrl-C stops it"
 	@echo "make test    set up, then ruff (lint and format check) and the whole pytest suite"
 	@echo "make bench   run every benchmark in bench/ (prints ratios against references)"
-	@echo "make lock    re-resolve images/notebook/requirements.lock after a dependency change"
+	@echo "make lock    re-resolve the images' locks (images/notebook/*.lock) after a dependency change"
+	@echo "make image   build the user images esdl-user and esdl-user-ml with buildah (root; docs/images.md)"
+	@echo "make image-test  check inside each image, as its user: hub version, dask, platform_lib, cube, notebooks, torch"
 
 # bytecode up front (uv --compile-bytecode for the venv, compileall for our package): every hub, gateway,
 # user server and `esdl` start reads it instead of compiling, even where PYTHONDONTWRITEBYTECODE is set
@@ -33,13 +35,14 @@ setup: $(PY_STAMP) $(NODE_STAMP) $(HUB_STAMP)
 
 # torch comes first and pinned (constraints.txt): the CPU build on disk, not a CUDA download.
 # uv resolves and installs the rest in seconds (and compiles the venv's bytecode); pip only bootstraps it.
-# The image's lock (images/notebook/requirements.lock) constrains it too, so what the tests run is what
-# the user/worker image ships.
-$(PY_STAMP): pyproject.toml constraints.txt images/notebook/requirements.lock
+# The images' locks (images/notebook/requirements.lock and requirements-ml.lock, see IMAGE_LOCKS) constrain
+# it too, so what the tests run is what the user/worker images ship.
+IMAGE_LOCKS := images/notebook/requirements.lock images/notebook/requirements-ml.lock
+$(PY_STAMP): pyproject.toml constraints.txt $(IMAGE_LOCKS)
 	@test -x $(PY) || $(BASE_PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check uv -c constraints.txt torch==2.13.0
 	$(VENV)/bin/uv pip install -q --python $(PY) --compile-bytecode --constraint constraints.txt \
-	  --constraint images/notebook/requirements.lock -e '.[$(EXTRAS)]'
+	  $(addprefix --constraint ,$(IMAGE_LOCKS)) -e '.[$(EXTRAS)]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -76,7 +79,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check platform_lib tests bench
 
-# re-resolve the image's exact versions after a dependency change in pyproject.toml
+# re-resolve the images' exact versions (both locks, with hashes) after a dependency change in pyproject.toml
 lock: setup
 	$(PY) images/notebook/lock.py
 
@@ -86,3 +89,13 @@ chart-lock: setup
 
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# the user/worker images (docs/images.md): buildah, no daemon, as root; a base made with debootstrap when
+# none is given (IMAGE_BASE=docker.io/library/python:3.11-slim-bookworm@sha256:... for another)
+IMAGE_ARGS ?=
+image:
+	python3 images/build.py build $(if $(IMAGE_BASE),--base $(IMAGE_BASE)) $(IMAGE_ARGS)
+
+# checks inside each built image as its user; the demo cube they read is written here with .venv
+image-test: setup
+	$(PY) images/build.py test $(IMAGE_ARGS)

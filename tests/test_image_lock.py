@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -53,29 +54,106 @@ ROOTS = {
 def test_the_image_files_exist():
     dockerfile = (IMAGE / "Dockerfile").read_text()
     assert "requirements.lock" in dockerfile and "esdl-smoke-check --role worker" in dockerfile
-    assert "USER ${NB_UID}" in dockerfile and "NB_UID=1000" in dockerfile  # non-root
-    assert (IMAGE / "requirements.lock").is_file()
-
-
-def test_lock_is_fresh_against_pyproject():
-    assert lock.recorded_digest() == lock.inputs_digest(), (
-        "images/notebook/requirements.lock is stale against pyproject.toml/constraints.txt:"
-        " run `.venv/bin/python images/notebook/lock.py` and commit the lock"
+    assert "USER ${NB_UID}:${NB_GID}" in dockerfile and "ARG NB_UID=1000" in dockerfile  # non-root
+    # two targets, the ML one on top of the analysis one (its layers shared)
+    assert "FROM user AS esdl-user\n" in dockerfile and "FROM user AS esdl-user-ml\n" in dockerfile
+    assert (
+        'HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 CMD ["esdl-healthcheck"]'
+        in dockerfile
     )
+    for label in ("source", "revision", "version"):
+        assert dockerfile.count(f"org.opencontainers.image.{label}=") == 2, label
+    # the base is digest-pinned by default, and the CA bundle is a secret, never a layer
+    assert re.search(r"^ARG BASE=\S+@sha256:[0-9a-f]{64}$", dockerfile, re.M)
+    assert "--mount=type=secret,id=ca" in dockerfile and "COPY /etc/ssl" not in dockerfile
+    for name in ("requirements.lock", "requirements-ml.lock", "healthcheck.py", "smoke_check.py"):
+        assert (IMAGE / name).is_file(), name
 
 
-def test_lock_pins_exactly_what_pyproject_asks_for():
-    pins = lock.pins()
-    wrong = []
-    for text in lock.image_requirements():
-        req = Requirement(text)
-        name = lock._normalize(req.name)
-        if name not in pins:
-            wrong.append(f"{req.name} is not in the lock")
-        elif not req.specifier.contains(pins[name], prereleases=True):
-            wrong.append(f"{req.name}=={pins[name]} does not satisfy {req.specifier}")
-    assert wrong == []
-    assert pins["torch"].startswith("2.13.0")  # the pinned CPU build, not whatever is newest
+def test_the_build_context_holds_only_what_the_images_copy():
+    """.dockerignore: an allow-list; every COPY source of the Dockerfile is allowed, nothing of the
+    development environment, the state folder or the test artefacts is."""
+    ignore = (repo_root() / ".dockerignore").read_text().splitlines()
+    patterns = [ln.strip() for ln in ignore if ln.strip() and not ln.startswith("#")]
+    assert patterns[0] == "*"
+    allowed = {p.removeprefix("!").rstrip("/") for p in patterns if p.startswith("!")}
+    dockerfile = (IMAGE / "Dockerfile").read_text()
+    sources = set()
+    for line in dockerfile.splitlines():
+        if line.startswith("COPY ") and "--from" not in line:
+            sources |= set(line.split()[1:-1])
+    assert sources <= allowed, sources - allowed
+    for kept_out in (".venv", ".venv-hub", "node_modules", ".esdl-state", "tests", "bench", ".git"):
+        assert kept_out not in allowed
+    assert {"**/.esdl-state", "**/__pycache__"} <= set(patterns)
+
+
+def test_locks_are_fresh_against_pyproject():
+    for path in (lock.LOCK, lock.ML_LOCK):
+        assert lock.recorded_digest(path) == lock.inputs_digest(), (
+            f"{path.relative_to(repo_root())} is stale against pyproject.toml/constraints.txt:"
+            " run `make lock` and commit the locks"
+        )
+
+
+def test_locks_pin_exactly_what_pyproject_asks_for():
+    for image, extras in {"esdl-user": lock.USER_EXTRAS, "esdl-user-ml": lock.IMAGE_EXTRAS}.items():
+        pins = lock.image_pins(image)
+        wrong = []
+        for text in lock.image_requirements(extras=extras) + lock.build_requirements():
+            req = Requirement(text)
+            name = lock._normalize(req.name)
+            if name not in pins:
+                wrong.append(f"{image}: {req.name} is not in its locks")
+            elif not req.specifier.contains(pins[name], prereleases=True):
+                wrong.append(f"{image}: {req.name}=={pins[name]} does not satisfy {req.specifier}")
+        assert wrong == []
+    assert lock.image_pins("esdl-user-ml")["torch"] == "2.13.0+cpu"  # the pinned CPU build, not the newest
+
+
+def test_the_locks_split_one_resolution():
+    """The ML lock adds packages and changes none of the user lock's; torch and keras are only there,
+    and the analysis image has none of torch's or keras's own dependencies."""
+    user, ml = lock.pins(lock.LOCK), lock.pins(lock.ML_LOCK)
+    assert set(user).isdisjoint(ml)
+    assert {"torch", "keras", "sympy", "optree"} <= set(ml)
+    assert {"jupyterlab", "dask", "distributed", "dask-gateway", "xarray", "zarr", "setuptools"} <= set(user)
+    # besides the ml extra's own requirements, every package of the ML lock is there because another
+    # package of the ML lock needs it
+    roots = {lock._normalize(Requirement(r).name) for r in lock.image_requirements(extras=lock.ML_EXTRAS)}
+    roots -= {lock._normalize(Requirement(r).name) for r in lock.image_requirements(extras=())}
+    via = required_by(lock.ML_LOCK)
+    assert roots == {"torch", "keras"}
+    assert {name for name in set(ml) - roots if not via[name] & set(ml)} == set()
+
+
+def test_every_pin_has_a_hash_and_nothing_else_is_needed():
+    for path in (lock.LOCK, lock.ML_LOCK):
+        text = path.read_text()
+        assert "--index-url" not in text and "--extra-index-url" not in text  # no second index
+        for name, digests in lock.hashes(path).items():
+            assert digests and all(len(d) == 64 for d in digests), f"{path.name}: {name} has no sha256"
+    # torch's hash is the one of the CPU wheel the lock was resolved from (where that wheel is here)
+    wheel = (
+        next(lock.LOCAL_WHEELS.glob("torch-2.13.0+cpu-*.whl"), None) if lock.LOCAL_WHEELS.is_dir() else None
+    )
+    if wheel is not None:
+        import hashlib
+
+        assert hashlib.sha256(wheel.read_bytes()).hexdigest() in lock.hashes(lock.ML_LOCK)["torch"]
+
+
+def test_the_ml_lock_names_where_torch_comes_from_as_the_dockerfile_does():
+    assert lock.torch_wheels() == lock.TORCH_WHEELS
+    dockerfile = (IMAGE / "Dockerfile").read_text()
+    assert f"ARG TORCH_WHEELS={lock.TORCH_WHEELS}" in dockerfile
+    # torch's source is used for the ML lock only, as --find-links, never as an index
+    assert "--extra-index-url" not in dockerfile and "--index-url" not in dockerfile
+    installs = [ln for ln in dockerfile.splitlines() if "pip install" in ln and "-e /opt/esdl/src" not in ln]
+    assert len(installs) == 2 and all(
+        "--require-hashes --no-deps --only-binary=:all:" in ln for ln in installs
+    )
+    assert dockerfile.count('--find-links "${TORCH_WHEELS}"') == 1
 
 
 def test_staleness_is_detected(tmp_path):
@@ -85,10 +163,21 @@ def test_staleness_is_detected(tmp_path):
     assert lock.inputs_digest(pyproject) == lock.inputs_digest()
     pyproject.write_text(text.replace('"tqdm>=4.66",', '"tqdm>=4.66",\n  "rich>=13",', 1))
     assert lock.inputs_digest(pyproject) != lock.recorded_digest()
+    # moving an extra between the images changes the inputs too
+    pyproject.write_text(text)
+    saved = lock.USER_EXTRAS
+    try:
+        lock.USER_EXTRAS = ("hub",)
+        assert lock.inputs_digest(pyproject) != lock.recorded_digest()
+    finally:
+        lock.USER_EXTRAS = saved
     bad = tmp_path / "bad.lock"
     bad.write_text("dask>=2025.1\n")
     with pytest.raises(ValueError, match="is not an exact pin"):
         lock.pins(bad)
+    hashed = tmp_path / "hashed.lock"
+    hashed.write_text("dask==2026.1.0 \\\n    --hash=sha256:" + "a" * 64 + "\n    # via x\n")
+    assert lock.pins(hashed) == {"dask": "2026.1.0"} and lock.hashes(hashed) == {"dask": ["a" * 64]}
 
 
 def required_by(lock_path: Path) -> dict[str, set[str]]:
