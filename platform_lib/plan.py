@@ -420,7 +420,7 @@ def _dask_plan(spec: ProjectSpec) -> DaskPlan:
         worker_memory=dict(zip(dask.worker_memory.choices, dask.worker_memory.choices_bytes, strict=True)),
         default_worker_memory=dask.worker_memory.default,
         idle_timeout_minutes=dask.idle_timeout_minutes,
-        images=(f"{spec.image.name}:{spec.image.tag}",),
+        images=tuple(spec.images),  # the project's image and the profiles' own
         admin_writable_mounts=(TEAM_VOLUME,) if spec.storage.team_access == "admins-write" else (),
     )
 

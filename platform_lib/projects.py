@@ -290,10 +290,19 @@ class Login(_Model):
 
 
 class Image(_Model):
-    """The user image (JupyterLab and Dask workers share it). Locally the repository's venv is used."""
+    """The user image (JupyterLab and Dask workers share it). Locally the repository's venv is used.
+
+    >>> Image(name="ghcr.io/esdl-platform/esdl-user-ml").ref
+    'ghcr.io/esdl-platform/esdl-user-ml:0.1.0'
+    """
 
     name: Annotated[str, AfterValidator(_image_name)] = "ghcr.io/esdl-platform/esdl-user"
     tag: Annotated[str, AfterValidator(_image_tag)] = "0.1.0"
+
+    @property
+    def ref(self) -> str:
+        """``name:tag``, as a pod names it."""
+        return f"{self.name}:{self.tag}"
 
 
 class Profile(_Model):
@@ -305,6 +314,9 @@ class Profile(_Model):
     cpu: Cpu
     memory: Memory
     default: bool = False
+    # the image of this profile's servers and so of their dask workers (e.g. esdl-user-ml for training);
+    # unset: the project's image
+    image: Image | None = None
 
     @property
     def memory_bytes(self) -> int:
@@ -452,6 +464,16 @@ class ProjectSpec(_Model):
     quota: QuotaSettings = Field(default_factory=QuotaSettings)
 
     _source: Path | None = PrivateAttr(default=None)
+
+    @property
+    def images(self) -> list[str]:
+        """Every image the project's servers run (``name:tag``): the project's, then the profiles' own.
+
+        >>> ProjectSpec(name="t", title="T", admins=["ada"]).images
+        ['ghcr.io/esdl-platform/esdl-user:0.1.0']
+        """
+        refs = [self.image.ref] + [p.image.ref for p in self.profiles if p.image is not None]
+        return list(dict.fromkeys(refs))
 
     @model_validator(mode="after")
     def _people_and_profiles(self) -> ProjectSpec:

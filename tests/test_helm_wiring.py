@@ -395,6 +395,52 @@ def test_every_profile_applies_to_a_real_user_pod(release, kubeconfig):
         assert parse_quantity(resources["limits"]["memory"]) == spec_profile.memory_bytes
         assert parse_quantity(resources["requests"]["memory"]) == spec_profile.memory_bytes
         assert validate_manifests([pod]) == []
+        # the profile's own image, else the project's
+        image = spec_profile.image.ref if spec_profile.image else release.image
+        assert pod["spec"]["containers"][0]["image"] == image
+        env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+        assert env["JUPYTER_IMAGE_SPEC"] == image
+
+
+def test_a_users_workers_run_the_image_of_that_users_server(release, kubeconfig, monkeypatch):
+    """For every profile: the real user pod (KubeSpawner with the profile applied), the real gateway
+    client in it (the image option it sends), the gateway's policy and KubeBackend (the cluster config),
+    and the controller's worker pod all name the server's image; the project's images are exactly the
+    project's and the profiles' own, and any other image is refused."""
+    from dask_gateway import Gateway
+    from dask_gateway_server.backends.base import PublicException
+    from dask_gateway_server.backends.kubernetes.controller import KubeController
+    from dask_gateway_server.models import User
+
+    backend = make_backend(release)
+    controller = KubeController(
+        gateway_instance=gateway_fullname(release_name(release.spec)),
+        api_url=f"http://api-{gateway_fullname(release_name(release.spec))}:8000/api",
+    )
+    expected = {release.image} | {p.image.ref for p in release.spec.profiles if p.image}
+    assert set(gateway_config(release).DaskPolicy.images) == expected == set(release.spec.images)
+    seen = set()
+    for profile in release.hub["singleuser"]["profileList"]:
+        container = user_pod(release, False, profile)["spec"]["containers"][0]
+        env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+        with monkeypatch.context() as mp:
+            for key, value in env.items():
+                mp.setenv(key, value)
+            mp.setenv("JUPYTERHUB_API_TOKEN", "token-of-the-server")
+            dask.config.refresh()
+            options = Gateway()._config_cluster_options()
+        dask.config.refresh()
+        assert options == {"image": container["image"]}, profile["slug"]
+        _, config = start(backend, User("ada", admin=False), options)
+        assert config.image == container["image"]
+        worker = controller.make_pod(namespace_for(release.spec), "c1", config, is_worker=True)
+        scheduler = controller.make_pod(namespace_for(release.spec), "c1", config, is_worker=False)
+        assert worker["spec"]["containers"][0]["image"] == scheduler["spec"]["containers"][0]["image"]
+        assert worker["spec"]["containers"][0]["image"] == container["image"]
+        seen.add(container["image"])
+    assert seen == expected
+    with pytest.raises(PublicException, match="is not one of this project's images"):
+        start(backend, User("ada", admin=False), {"image": "ghcr.io/esdl-platform/esdl-user:latest"})
 
 
 HUB_CHECK = """

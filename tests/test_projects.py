@@ -156,6 +156,29 @@ def test_profiles_and_choices():
     assert mem == ["dask.worker_memory: default '4Gi' is not one of the choices ['1Gi', '2Gi']"]
 
 
+def test_a_profile_may_choose_its_image():
+    ml = {"name": "ghcr.io/esdl-platform/esdl-user-ml", "tag": "0.1.0"}
+    profiles = copy.deepcopy(GOOD["profiles"])
+    profiles[1]["image"] = ml
+    profiles.append({"name": "same", "display_name": "Same", "cpu": 2, "memory": "2Gi", "image": ml})
+    spec = parse_project(with_(profiles=profiles))
+    assert (
+        spec.profiles[0].image is None
+        and spec.profiles[1].image.ref == "ghcr.io/esdl-platform/esdl-user-ml:0.1.0"
+    )
+    # the project's image first, each other image once
+    assert spec.images == [
+        "ghcr.io/esdl-platform/esdl-user:0.1.0",
+        "ghcr.io/esdl-platform/esdl-user-ml:0.1.0",
+    ]
+    profiles[1]["image"] = {"name": "GHCR.io/Esdl:latest", "tag": "0.1.0"}
+    (problem,) = problems_of(with_(profiles=profiles[:2]))
+    assert problem.startswith("profiles[1].image.name: ") and "is not an image name" in problem, problem
+    profiles[1]["image"] = {"name": "ghcr.io/esdl-platform/esdl-user-ml", "tag": "0.1.0", "digest": "x"}
+    (problem,) = problems_of(with_(profiles=profiles[:2]))
+    assert problem.startswith("profiles[1].image.digest: "), problem
+
+
 def test_quantities():
     assert parse_quantity("1Ki") == 1024 and parse_quantity("2k") == 2000 and parse_quantity("0.5Gi") == 2**29
     with pytest.raises(ValueError, match="not a size"):

@@ -205,18 +205,22 @@ def _profile_list(spec: ProjectSpec) -> list[dict[str, Any]]:
     profiles = []
     for p in spec.profiles:
         mem = _hub_bytes(p.memory_bytes)
+        override: dict[str, Any] = {
+            "cpu_limit": float(p.cpu),
+            "cpu_guarantee": round(p.cpu * CPU_GUARANTEE_FRACTION, 3),
+            "mem_limit": mem,
+            "mem_guarantee": mem,
+        }
+        if p.image is not None:
+            # the server's image, so also its dask workers' (JUPYTER_IMAGE_SPEC -> the cluster's image option)
+            override["image"] = p.image.ref
         profiles.append(
             {
                 "display_name": p.display_name,
                 "slug": p.name,
                 "description": p.description or f"{p.cpu:g} CPU, {p.memory} memory",
                 "default": p.name == default.name,
-                "kubespawner_override": {
-                    "cpu_limit": float(p.cpu),
-                    "cpu_guarantee": round(p.cpu * CPU_GUARANTEE_FRACTION, 3),
-                    "mem_limit": mem,
-                    "mem_guarantee": mem,
-                },
+                "kubespawner_override": override,
             }
         )
     return profiles
