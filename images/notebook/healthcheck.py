@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """The ESDL images' health check (their ``HEALTHCHECK``): probe the role the container runs.
 
     esdl-healthcheck                 # the processes under PID 1 (tini) decide what is probed

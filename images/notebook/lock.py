@@ -226,11 +226,14 @@ def _compile(extras: tuple[str, ...], output: Path, constraint: Path | None) -> 
         source.unlink()
 
 
-def _blocks(text: str) -> dict[str, str]:
-    """``{normalized name: its lines}`` of a compiled lock (requirement, hashes and ``# via`` lines)."""
+def _blocks(text: str, drop: str = "") -> dict[str, str]:
+    """``{normalized name: its lines}`` of a compiled lock (requirement, hashes and ``# via`` lines),
+    without the annotation lines that name ``drop`` (the temporary constraint file)."""
     blocks: dict[str, list[str]] = {}
     current = None
     for raw in text.splitlines():
+        if drop and drop in raw and raw.lstrip().startswith("#"):
+            continue
         if raw and not raw[0].isspace() and not raw.startswith(("#", "-")):
             current = _normalize(raw.split("==", 1)[0])
             blocks[current] = []
@@ -256,7 +259,7 @@ def write_locks() -> tuple[Path, Path]:
         user.write_text(current[0] if current else "")
         _compile(IMAGE_EXTRAS, everything, None)
         _compile(USER_EXTRAS, user, everything)
-        all_blocks, user_blocks = _blocks(everything.read_text()), _blocks(user.read_text())
+        all_blocks, user_blocks = _blocks(everything.read_text()), _blocks(user.read_text(), str(everything))
     all_pins = {name: block.split("==", 1)[1].split()[0] for name, block in all_blocks.items()}
     user_pins = {name: block.split("==", 1)[1].split()[0] for name, block in user_blocks.items()}
     differ = {n: (v, all_pins.get(n)) for n, v in user_pins.items() if all_pins.get(n) != v}

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Smoke checks of the ESDL user/worker image, run inside its environment (the Dockerfile runs them at
 build time; the tests run them in environments installed from ``requirements.lock``).
 
