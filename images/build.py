@@ -149,7 +149,18 @@ def image_exists(ref: str) -> bool:
 def image_size(ref: str) -> int:
     """The unpacked size of an image in bytes (buildah's ``images`` size: all its layers)."""
     listing = json.loads(buildah("images", "--json", ref).stdout)
-    return int(listing[0]["size"])
+    return parse_size(str(listing[0]["size"]))
+
+
+def parse_size(text: str) -> int:
+    """Bytes of a size as buildah prints it (decimal units).
+
+    >>> parse_size("1.69 GB"), parse_size("129 MB"), parse_size("2.42 KB")
+    (1690000000, 129000000, 2420)
+    """
+    number, _, unit = text.strip().partition(" ")
+    scale = {"B": 1, "KB": 10**3, "kB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}[unit or "B"]
+    return round(float(number) * scale)
 
 
 def image_layers(ref: str) -> list[str]:
