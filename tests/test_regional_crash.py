@@ -32,7 +32,7 @@ REGION = dict(
 )
 #: where a write can die, and whether the cube is published (its store renamed into place) by then
 POINTS = {
-    "atomic:writing": False,
+    "atomic:started": False,
     "atomic:before-rename": False,
     "regional:stored": True,
     "team:catalog-write": True,
