@@ -544,7 +544,8 @@ def reconcile_team_cubes(
             warnings.warn(
                 CatalogWarning(
                     f"{store} is a finished regional cube whose registration was lost, and registering it"
-                    f" as {name!r} failed: {exc}"
+                    f" as {name!r} failed: {exc} It is left in place: register it under another name"
+                    " (platform_lib.team.register_cube), or remove it if nobody needs it."
                 ),
                 stacklevel=2,
             )

@@ -41,7 +41,7 @@ from hypothesis import strategies as st
 
 from platform_lib.cli import main as esdl
 from platform_lib.demo import make_demo_cube
-from platform_lib.errors import EsdlError
+from platform_lib.errors import CatalogWarning, EsdlError
 from platform_lib.regional import reconcile_team_cubes
 from platform_lib.storage import (
     CRASH_VARIABLE,
@@ -343,6 +343,32 @@ def test_the_team_listing_registers_a_finished_cube_whose_call_was_killed(
     out = capsys.readouterr().out
     assert "registered 'listed'" in out and re.search(r"^listed ", out, re.M)
     assert "listed" in nothing_lost(team, {"reference", "listed"}, reference)
+
+
+def test_a_store_that_cannot_be_registered_does_not_stop_the_others(
+    source: Path, team: Path, orphan: Path, reference: Reference, monkeypatch, tmp_path: Path
+):
+    """Killed calls' finished cubes, one of whose names the shared catalog took meanwhile: that one is
+    reported and left alone, the other registered, and the next call (another name) works."""
+    for name in ("shadowed", "fine"):
+        shutil.copytree(orphan, team / "cubes" / f"{name}.zarr")
+    shared = tmp_path / "shared.yaml"
+    shared.write_text(
+        f"sources:\n  shadowed:\n    driver: zarr\n    args: {{urlpath: {source}}}\n    description: shared\n"
+    )
+    monkeypatch.setenv("ESDL_CATALOG", str(shared))
+    with pytest.warns(
+        CatalogWarning,
+        match=r"shadowed\.zarr .* registering it as 'shadowed' failed: .*shared.* left in place",
+    ):
+        make(source, team, "next-call")
+    names = list_team_cubes(team / "catalog.yaml")
+    assert "fine" in names and "next-call" in names and "shadowed" not in names
+    assert (team / "cubes" / "shadowed.zarr" / "zarr.json").is_file()  # never deleted: someone decides
+    with pytest.raises(EsdlError, match="'shadowed' is already taken"), pytest.warns(CatalogWarning):
+        make(source, team, "shadowed")
+    shutil.rmtree(team / "cubes" / "shadowed.zarr")  # (the other tests' team has no unregistered store)
+    nothing_lost(team, {"reference", "fine", "next-call"}, reference)
 
 
 # ------------------------------------------------------------------------- the atomic write underneath
