@@ -420,9 +420,10 @@ def reconcile_team_cubes(
     remove_stale_temporaries(folder)
     catalog = team_catalog_path(catalog_path, team=team_dir)
     registered = []
+    listed = set(team_cube_entries(catalog))  # read once; checked again under each name's lock below
     for store in sorted(folder.glob("*.zarr")):
         name = store.name.removesuffix(".zarr")
-        if name in team_cube_entries(catalog) or (entry := _stored_entry(store)) is None:
+        if name in listed or (entry := _stored_entry(store)) is None:
             continue
         lock = _name_lock(folder, name, timeout=0)
         try:

@@ -102,35 +102,33 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
             continue
         marker = tmp.with_name(tmp.name + WRITING_SUFFIX)
         if marker.exists():
-            try:
-                fd = os.open(marker, os.O_RDWR)
-            except OSError:
-                continue  # not ours to judge (another person's, no permission)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # its writer is alive
-            finally:
-                os.close(fd)
+            if not _writer_gone(marker):
+                continue  # its writer is alive, or it is not ours to judge
         elif time.time() - tmp.stat().st_mtime < UNMARKED_STALE_S:
             continue
         remove_path(tmp)
         marker.unlink(missing_ok=True)
         removed.append(tmp)
     for marker in folder.glob(f".*.tmp-*{WRITING_SUFFIX}"):  # a marker whose temporary is gone
-        if not marker.with_name(marker.name.removesuffix(WRITING_SUFFIX)).exists():
-            try:
-                fd = os.open(marker, os.O_RDWR)
-            except OSError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                marker.unlink(missing_ok=True)
-            except BlockingIOError:
-                pass
-            finally:
-                os.close(fd)
+        if not marker.with_name(marker.name.removesuffix(WRITING_SUFFIX)).exists() and _writer_gone(marker):
+            marker.unlink(missing_ok=True)
     return removed
+
+
+def _writer_gone(marker: Path) -> bool:
+    """Whether the write that made ``marker`` has ended (nobody holds its lock); ``False`` when the marker
+    cannot be opened (another person's, no permission: not ours to judge)."""
+    try:
+        fd = os.open(marker, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
 
 
 #: for crash tests only: ``ESDL_CRASH_AT=<point>`` makes the process kill itself (SIGKILL) at that point
