@@ -41,8 +41,16 @@ import pandas as pd
 import xarray as xr
 from filelock import FileLock, Timeout
 
+from platform_lib.arguments import (
+    bbox_argument,
+    file_argument,
+    number_argument,
+    path_argument,
+    text_argument,
+    time_range_argument,
+)
 from platform_lib.catalog import describe_cube, list_cubes, open_cube, subset_cube
-from platform_lib.errors import CatalogWarning, EsdlError, allowed
+from platform_lib.errors import CatalogWarning, EsdlError, allowed, short_repr
 from platform_lib.storage import crash_point, remove_path, remove_stale_temporaries, write_zarr_atomic
 from platform_lib.team import (
     check_cube_name,
@@ -158,7 +166,9 @@ def coarsen_cube(ds: xr.Dataset, resolution: float, label: str = "the cube") -> 
     return out
 
 
-def output_chunks(sizes: Mapping[str, int], chunking: str | Mapping[str, int]) -> dict[str, int]:
+def output_chunks(
+    sizes: Mapping[str, int], chunking: str | Mapping[str, int], what: str = "chunking"
+) -> dict[str, int]:
     """The chunk shape of a regional cube of ``sizes`` for ``chunking`` ("ts", "map" or a mapping).
 
     >>> output_chunks({"time": 460, "lat": 200, "lon": 30}, "ts")
@@ -167,21 +177,27 @@ def output_chunks(sizes: Mapping[str, int], chunking: str | Mapping[str, int]) -
     {'time': 1, 'lat': 100, 'lon': 30}
     """
     if isinstance(chunking, Mapping):
-        unknown = set(chunking) - set(sizes)
+        unknown = [d for d in chunking if d not in sizes]
         if unknown:
-            raise EsdlError(f"chunking names unknown dims {sorted(unknown)}; the cube has {allowed(sizes)}.")
+            raise EsdlError(
+                f"{what} names unknown dims {sorted(map(short_repr, unknown))}; the cube has {allowed(sizes)}."
+            )
         spec = {d: chunking.get(d) for d in sizes}
-    elif chunking in CHUNKINGS:
+    elif isinstance(chunking, str) and chunking in CHUNKINGS:
         spec = {d: CHUNKINGS[chunking].get(d) for d in sizes}
     else:
         raise EsdlError(
-            f"chunking {chunking!r} is not known: use {allowed(CHUNKINGS)} or a mapping dim -> size."
+            f"{what} {short_repr(chunking)} is not known: use {allowed(CHUNKINGS)} or a mapping dim -> size."
         )
     out = {}
     for dim, size in sizes.items():
         want = spec.get(dim)
-        if want is not None and (not isinstance(want, int | np.integer) or want < 1):
-            raise EsdlError(f"chunk size {want!r} for dim {dim!r} must be a positive integer.")
+        if want is not None and (
+            isinstance(want, bool) or not isinstance(want, int | np.integer) or want < 1
+        ):
+            raise EsdlError(
+                f"{what}: chunk size {short_repr(want)} for dim {dim!r} must be a positive integer."
+            )
         out[dim] = int(size if want is None else min(want, size))
     return out
 
@@ -201,10 +217,7 @@ def _open_source(source: str | xr.Dataset) -> tuple[xr.Dataset, str, dict[str, A
 
 def _check_overlap(ds: xr.Dataset, bbox: Sequence[float], label: str) -> None:
     """A bbox that does not touch the source's extent at all gets its own, clearer message."""
-    try:
-        lon_min, lat_min, lon_max, lat_max = (float(b) for b in bbox)
-    except (TypeError, ValueError):
-        raise EsdlError(f"bbox {bbox!r} must be four numbers (lon_min, lat_min, lon_max, lat_max).") from None
+    lon_min, lat_min, lon_max, lat_max = bbox_argument(bbox)
     half = grid_resolution(ds) / 2 if ds.sizes.get("lat", 0) > 1 else 0.0
     lat = ds["lat"].values
     lon = ds["lon"].values
@@ -317,12 +330,22 @@ def make_regional_cube(
     platform_lib.errors.EsdlError: cube name 'x' is already taken ...
     """
     check_cube_name(name)
+    if bbox is None:
+        raise EsdlError("bbox is required: (lon_min, lat_min, lon_max, lat_max) in degrees.")
+    bbox = bbox_argument(bbox)
+    time_range = None if time_range is None else time_range_argument(time_range)
+    if resolution is not None:
+        resolution = number_argument(resolution, "resolution", low=0, low_open=True)
+    if description is not None:
+        description = text_argument(description, "description")
+    if not isinstance(progress, bool | str):
+        raise EsdlError(f"progress must be True, False or a label for the bar; got {short_repr(progress)}.")
+    team_dir = None if team_dir is None else path_argument(team_dir, "team_dir")
+    catalog_path = None if catalog_path is None else file_argument(catalog_path, "catalog_path")
     catalog = team_catalog_path(catalog_path, team=team_dir)
     target = team_cubes_dir(team_dir, create=False) / f"{name}.zarr"  # made by the write, not before
     recovered = reconcile_team_cubes(team_dir, catalog)  # finish what a killed earlier call left
     _check_name_free(name, catalog, target, recovered)  # fail fast; checked again under the name's lock
-    if bbox is None:
-        raise EsdlError("bbox is required: (lon_min, lat_min, lon_max, lat_max) in degrees.")
 
     ds, label, source_meta = _open_source(source)
     label_q = f"cube {label!r}"

@@ -76,7 +76,7 @@ def team_cubes_dir(team: str | os.PathLike[str] | None = None, *, create: bool =
     >>> team_cubes_dir().name
     'cubes'
     """
-    path = (Path(team) if team is not None else team_dir()) / "cubes"
+    path = (Path(team) if team is not None else team_dir(create=create)) / "cubes"
     if create:
         path.mkdir(parents=True, exist_ok=True)
     return path
@@ -244,7 +244,7 @@ def remove_cube(
         write_catalog(path, sources, title=TEAM_CATALOG_TITLE)
     if delete_data:
         store = Path(_resolve_urlpath(str(entry.get("args", {}).get("urlpath", "")), path))
-        owned = [path.parent.absolute(), team_dir().absolute()]
+        owned = [path.parent.absolute(), team_dir(create=False).absolute()]
         if store.exists() and any(store.absolute().is_relative_to(root) for root in owned):
             remove_path(store)
 
