@@ -31,6 +31,14 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from platform_lib.arguments import (
+    bbox_argument,
+    catalog_argument,
+    names_argument,
+    path_argument,
+    text_argument,
+    time_range_argument,
+)
 from platform_lib.errors import (
     CatalogError,
     CatalogWarning,
@@ -244,12 +252,9 @@ def malformed_entries(sources: dict[str, Any]) -> dict[str, str]:
 def _entries(
     catalog: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
 ) -> dict[str, CubeEntry]:
-    if catalog is None:
+    paths = catalog_argument(catalog)
+    if paths is None:
         paths = catalog_paths()
-    elif isinstance(catalog, str | os.PathLike):
-        paths = [Path(catalog)]
-    else:
-        paths = [Path(p) for p in catalog]
     team = team_catalog_path() if catalog is None else None
     merged: dict[str, CubeEntry] = {}
     for p in paths:
@@ -291,6 +296,7 @@ def get_entry(
     >>> get_entry("esdc-demo-ts").driver
     'zarr'
     """
+    name = text_argument(name, "the cube name")
     entries = _entries(catalog)
     if name not in entries:
         raise CubeNotFoundError(
@@ -414,6 +420,33 @@ def open_cube(
     return subset_cube(ds, variables=variables, bbox=bbox, time_range=time_range, label=f"cube {name!r}")
 
 
+def open_store(path: str | os.PathLike[str], what: str = "cube") -> xr.Dataset:
+    """Open the Zarr store at ``path`` lazily without dask (``chunks=None``), or raise
+    :class:`~platform_lib.errors.EsdlError` saying it is not one.
+
+    >>> open_store("/")
+    Traceback (most recent call last):
+    ...
+    platform_lib.errors.EsdlError: cube / is not a Zarr store (no zarr.json or .zgroup in it): pass an xarray.Dataset or the path of a Zarr store.
+    """
+    import xarray as xr
+    import zarr.errors
+
+    path = path_argument(path, what)
+    if "://" not in str(path) and not path.exists():
+        raise EsdlError(f"{what} {path}: no such store; pass an xarray.Dataset or the path of a Zarr store.")
+    try:
+        return xr.open_zarr(str(path), chunks=None)
+    except (zarr.errors.BaseZarrError, OSError) as exc:
+        reason = (
+            "no zarr.json or .zgroup in it" if isinstance(exc, zarr.errors.NodeNotFoundError) else str(exc)
+        )
+        raise EsdlError(
+            f"{what} {path} is not a Zarr store ({reason}): pass an xarray.Dataset or the path"
+            " of a Zarr store."
+        ) from None
+
+
 def subset_cube(
     ds: xr.Dataset,
     variables: str | Iterable[str] | None = None,
@@ -433,7 +466,7 @@ def subset_cube(
     {'time': 2, 'lat': 2, 'lon': 2}
     """
     if variables is not None:
-        wanted = [variables] if isinstance(variables, str) else list(variables)
+        wanted = list(names_argument(variables, "variables", empty_ok=True))
         have = list(ds.data_vars)
         missing = [v for v in wanted if v not in ds.data_vars]
         if missing:
@@ -454,20 +487,7 @@ def subset_cube(
 def _select_bbox(ds: xr.Dataset, bbox: Sequence[float], label: str) -> xr.Dataset:
     import numpy as np
 
-    try:
-        lon_min, lat_min, lon_max, lat_max = (float(b) for b in bbox)
-    except (TypeError, ValueError):
-        raise EsdlError(f"bbox {bbox!r} must be four numbers (lon_min, lat_min, lon_max, lat_max).") from None
-    if not (
-        -90 <= lat_min <= 90 and -90 <= lat_max <= 90 and -180 <= lon_min <= 360 and -180 <= lon_max <= 360
-    ):
-        raise EsdlError(
-            f"bbox {tuple(bbox)} is not (lon_min, lat_min, lon_max, lat_max) in degrees: lat within -90..90, lon within -180..180."
-        )
-    if lat_min > lat_max:
-        raise EsdlError(
-            f"bbox {tuple(bbox)} has lat_min {lat_min} > lat_max {lat_max}; the order is (lon_min, lat_min, lon_max, lat_max)."
-        )
+    lon_min, lat_min, lon_max, lat_max = bbox_argument(bbox)
     lat = ds["lat"].values
     lon = ds["lon"].values
     extent = f"lon {lon.min():g}..{lon.max():g}, lat {lat.min():g}..{lat.max():g}"
@@ -487,16 +507,7 @@ def _select_time(ds: xr.Dataset, time_range: Sequence[Any], label: str) -> xr.Da
     import numpy as np
     import pandas as pd
 
-    try:
-        start, end = (pd.Timestamp(t) for t in time_range)
-    except (TypeError, ValueError):
-        raise EsdlError(
-            f"time_range {time_range!r} must be (start, end) dates, e.g. ('2003-06-01', '2003-08-31')."
-        ) from None
-    if start > end:
-        raise EsdlError(
-            f"time_range starts ({start.date()}) after it ends ({end.date()}); give (start, end)."
-        )
+    start, end = time_range_argument(time_range)
     times = pd.DatetimeIndex(ds["time"].values)
     idx = np.flatnonzero((times >= start) & (times <= end))
     if idx.size == 0:

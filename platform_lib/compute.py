@@ -31,7 +31,16 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from platform_lib.errors import EsdlError, allowed, did_you_mean
+from platform_lib.arguments import (
+    callable_argument,
+    cube_argument,
+    flag_argument,
+    names_argument,
+    number_argument,
+    sizes_argument,
+    text_argument,
+)
+from platform_lib.errors import EsdlError, allowed, did_you_mean, short_repr
 
 STEPS_PER_YEAR = 46
 DEFAULT_BLOCK_BYTES = 256 * 2**20  # largest dask block map_cube hands to a function (input side)
@@ -59,6 +68,9 @@ def as_variable_array(
     ...
     platform_lib.errors.EsdlError: no variable 'c' in the cube; it has: 'a', 'b'.
     """
+    cube = cube_argument(cube, "cube")
+    if variables is not None:
+        variables = names_argument(variables, "variables")
     if isinstance(cube, xr.Dataset):
         names = list(cube.data_vars) if variables is None else list(variables)
         if not names:
@@ -84,8 +96,6 @@ def as_variable_array(
             name=None,
             attrs=dict(cube.attrs),
         )
-    if not isinstance(cube, xr.DataArray):
-        raise EsdlError(f"expected an xarray Dataset or DataArray, got {type(cube).__name__}.")
     if dim in cube.dims:
         if variables is not None:
             have = [str(v) for v in cube[dim].values]
@@ -194,6 +204,16 @@ def _check_dims(da: xr.DataArray, dims: Sequence[Hashable], what: str) -> None:
             )
 
 
+def _dtype_argument(value: Any) -> np.dtype:
+    """``value`` as a NumPy dtype (``np.float32``, ``'float32'`` ...), or a clear error."""
+    try:
+        return np.dtype(value)
+    except (TypeError, ValueError):
+        raise EsdlError(
+            f"output_dtype must be a NumPy data type, e.g. np.float32 or 'float32'; got {short_repr(value)}."
+        ) from None
+
+
 def _fit_blocks(da: xr.DataArray, core: Sequence[Hashable], max_block_bytes: int) -> xr.DataArray:
     """Put the core dims in one chunk (only if they are split) and keep blocks under a byte budget."""
     if da.chunks is None:
@@ -255,8 +275,21 @@ def map_cube(
     ...
     platform_lib.errors.EsdlError: input dimension 'depth' is not a dimension of the cube; it has: 'lat', 'lon', 'time'.
     """
-    input_dims = list(input_dims)
-    output_dims = list(output_dims)
+    callable_argument(func, "func")
+    cube = cube_argument(cube, "cube")
+    input_dims = list(names_argument(input_dims, "input_dims", empty_ok=True))
+    output_dims = list(names_argument(output_dims, "output_dims", empty_ok=True))
+    batched = flag_argument(batched, "batched")
+    contiguous = flag_argument(contiguous, "contiguous")
+    max_block_bytes = number_argument(max_block_bytes, "max_block_bytes", low=1, integer=True)
+    if variables is not None:
+        variables = names_argument(variables, "variables")
+    if name is not None:
+        name = text_argument(name, "name")
+    output_dtype = _dtype_argument(output_dtype)
+    for mapping, what in ((output_coords, "output_coords"), (kwargs, "kwargs"), (attrs, "attrs")):
+        if mapping is not None and not isinstance(mapping, Mapping):
+            raise EsdlError(f"{what} must be a mapping (a dict); got {short_repr(mapping)}.")
     if len(set(input_dims)) != len(input_dims) or len(set(output_dims)) != len(output_dims):
         raise EsdlError(
             f"dimension names must be unique: input_dims={input_dims}, output_dims={output_dims}."
@@ -276,7 +309,7 @@ def map_cube(
         if variables is not None:
             da = da.squeeze("variable", drop=True) if da.sizes["variable"] == 1 else da
     _check_dims(da, input_dims, "input dimension")
-    output_sizes = dict(output_sizes or {})
+    output_sizes = sizes_argument({} if output_sizes is None else output_sizes, "output_sizes")
     new_dims = [d for d in output_dims if d not in input_dims]
     for d in new_dims:
         if d not in output_sizes:
@@ -349,6 +382,7 @@ def seasonal_step(time: Any, steps_per_year: int = STEPS_PER_YEAR) -> np.ndarray
     [0, 1, 45, 45, 0]
     """
     times = pd.DatetimeIndex(time.values if isinstance(time, xr.DataArray) else time)
+    steps_per_year = number_argument(steps_per_year, "steps_per_year", low=1, high=366, integer=True)
     days = math.ceil(365 / steps_per_year)
     steps = np.minimum((times.day_of_year.to_numpy() - 1) // days, steps_per_year - 1)
     key = times.year.to_numpy().astype(np.int64) * steps_per_year + steps

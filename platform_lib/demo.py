@@ -800,8 +800,11 @@ def write_demo_cubes(
     (['map', 'ts'], 'esdc-8d-10deg-1x18x36-demo1.0.zarr')
     """
     from platform_lib.paths import data_dir as default_data_dir
+    from platform_lib.paths import state_dir
 
     resolution, years = _check_args(resolution, years)
+    if data_dir is None and "ESDL_DATA_DIR" not in os.environ:
+        state_dir()  # the default folder is in the state folder: make that one owner-only first
     out_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     ds = make_demo_cube(resolution, years, seed=seed)

@@ -53,8 +53,9 @@ def private_dir(path: str | os.PathLike[str]) -> Path:
     return p
 
 
-def state_dir() -> Path:
-    """The git-ignored state folder (``ESDL_STATE_DIR`` or ``<repo>/.esdl-state``), created 0700.
+def state_dir(*, create: bool = True) -> Path:
+    """The git-ignored state folder (``ESDL_STATE_DIR`` or ``<repo>/.esdl-state``), created 0700 (with
+    ``create=False`` only its path: a reader must not make folders, the repository may be read-only).
 
     >>> import tempfile
     >>> from unittest import mock
@@ -64,11 +65,13 @@ def state_dir() -> Path:
     (True, '0o700')
     """
     env = os.environ.get("ESDL_STATE_DIR")
-    return private_dir(Path(env) if env else REPO_ROOT / ".esdl-state")
+    path = Path(env) if env else REPO_ROOT / ".esdl-state"
+    return private_dir(path) if create else path
 
 
 def data_dir() -> Path:
-    """The folder that holds the demo cubes: ``ESDL_DATA_DIR`` or ``<state>/data``.
+    """The folder that holds the demo cubes: ``ESDL_DATA_DIR`` or ``<state>/data`` (not created: the
+    demo generator makes it).
 
     Catalog entries for the demo cubes are relative to this folder.
 
@@ -80,11 +83,12 @@ def data_dir() -> Path:
     env = os.environ.get("ESDL_DATA_DIR")
     if env:
         return Path(env)
-    return state_dir() / "data"
+    return state_dir(create=False) / "data"
 
 
-def team_dir() -> Path:
-    """The team's shared folder: ``ESDL_TEAM_DIR`` or ``<state>/team`` (created if missing).
+def team_dir(*, create: bool = True) -> Path:
+    """The team's shared folder: ``ESDL_TEAM_DIR`` or ``<state>/team`` (created if missing, unless
+    ``create=False``: then only its path).
 
     >>> import tempfile
     >>> from unittest import mock
@@ -94,6 +98,8 @@ def team_dir() -> Path:
     (True, True)
     """
     env = os.environ.get("ESDL_TEAM_DIR")
+    if not create:
+        return Path(env) if env else state_dir(create=False) / "team"
     path = Path(env) if env else state_dir() / "team"
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -113,4 +119,4 @@ def team_catalog_path(
     env = os.environ.get("ESDL_TEAM_CATALOG")
     if env:
         return Path(env)
-    return (Path(team) if team is not None else team_dir()) / "catalog.yaml"
+    return (Path(team) if team is not None else team_dir(create=False)) / "catalog.yaml"

@@ -785,13 +785,13 @@ def project_path(path_or_name: str | os.PathLike[str]) -> Path:
     'demo.yaml'
     """
     text = str(path_or_name)
-    if text.endswith((".yaml", ".yml")) or os.sep in text or Path(text).is_file():
+    if text.endswith((".yaml", ".yml")) or os.sep in text or _is_file(Path(text)):
         return Path(text)
     path = projects_dir() / f"{text}.yaml"
-    if not path.is_file():
+    if not _is_file(path):
         names = list_projects()
         raise EsdlError(
-            f"no project named {text!r} in {projects_dir()}.{did_you_mean(text, names)}"
+            f"no project named {short_repr(text)} in {projects_dir()}.{did_you_mean(text, names)}"
             f" Known projects: {allowed(names) or '(none)'}; or pass a path to a spec file."
         )
     return path
@@ -833,6 +833,14 @@ def parse_project(data: Any, source: str = "<spec>") -> ProjectSpec:
     return spec
 
 
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, and ``False`` for a path the file system cannot hold (too long, a NUL)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def load_project(path_or_name: str | os.PathLike[str]) -> ProjectSpec:
     """Load and validate a project spec by name (``projects/<name>.yaml``) or by path.
 
@@ -843,7 +851,7 @@ def load_project(path_or_name: str | os.PathLike[str]) -> ProjectSpec:
     """
     path = project_path(path_or_name)
     source = _display(path)
-    if not path.is_file():
+    if not _is_file(path):
         raise EsdlError(f"{source}: no such project spec file")
     try:
         data = load_yaml(path, source)
@@ -864,5 +872,5 @@ def load_project(path_or_name: str | os.PathLike[str]) -> ProjectSpec:
 def _display(path: Path) -> str:
     try:
         return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
+    except (OSError, ValueError):  # outside the working folder, or a path too long to resolve
         return str(path)

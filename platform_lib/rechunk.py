@@ -20,6 +20,7 @@ rechunker is not used: it pins ``zarr<3``.
 
 from __future__ import annotations
 
+import numbers
 import os
 import uuid
 import warnings
@@ -30,8 +31,15 @@ from typing import Any
 
 import numpy as np
 
+from platform_lib.arguments import (
+    file_argument,
+    flag_argument,
+    names_argument,
+    number_argument,
+    path_argument,
+)
 from platform_lib.chunks import chunk_edges
-from platform_lib.errors import EsdlError
+from platform_lib.errors import EsdlError, short_repr
 from platform_lib.storage import atomic_path, remove_path
 
 DEFAULT_MAX_MEM = "1GB"
@@ -48,14 +56,15 @@ def parse_mem(value: int | str) -> int:
     from dask.utils import parse_bytes
 
     try:
-        out = int(parse_bytes(value)) if isinstance(value, str) else int(value)
-    except (ValueError, TypeError) as exc:
+        out = parse_bytes(value) if isinstance(value, str) else value
+    except (ValueError, TypeError):
+        out = None
+    if isinstance(out, bool) or not isinstance(out, numbers.Integral) or out <= 0:
         raise EsdlError(
-            f"max_mem={value!r} is not a size; use bytes or a string like '512MB' or '2GiB'."
-        ) from exc
-    if out <= 0:
-        raise EsdlError(f"max_mem must be positive; got {value!r}.")
-    return out
+            f"max_mem={short_repr(value)} is not a size; use a positive number of bytes or a string like"
+            " '512MB' or '2GiB'."
+        )
+    return int(out)
 
 
 @dataclass(frozen=True)
@@ -200,12 +209,16 @@ def _open(cube: Any) -> tuple[Any, str]:
     if isinstance(cube, xr.Dataset):
         return cube, str(cube.attrs.get("id") or cube.attrs.get("title") or "an in-memory dataset")
     if isinstance(cube, str | os.PathLike) and Path(cube).exists():
-        return xr.open_zarr(cube, chunks=None), str(cube)
-    if isinstance(cube, str):
+        from platform_lib.catalog import open_store
+
+        return open_store(cube), str(cube)
+    if isinstance(cube, str) and cube:
         from platform_lib.catalog import open_cube
 
         return open_cube(cube), cube  # a catalog name (a clear error names the cubes that exist)
-    raise EsdlError(f"cube must be an xarray.Dataset, a Zarr store path or a catalog name; got {cube!r}.")
+    raise EsdlError(
+        f"cube must be an xarray.Dataset, a Zarr store path or a catalog name; got {short_repr(cube)}."
+    )
 
 
 def _resolve_shards(
@@ -217,12 +230,14 @@ def _resolve_shards(
         raise EsdlError(
             f"shards must be a mapping dim -> shard size (a multiple of the chunk); got {shards!r}."
         )
-    unknown = set(shards) - set(sizes)
+    unknown = [d for d in shards if d not in sizes]
     if unknown:
-        raise EsdlError(f"shards names unknown dims {sorted(unknown)}; the cube has {sorted(sizes)}.")
+        raise EsdlError(
+            f"shards names unknown dims {sorted(map(short_repr, unknown))}; the cube has {sorted(sizes)}."
+        )
     out = {}
     for d, c in chunks.items():
-        s = int(shards.get(d, c))
+        s = number_argument(shards.get(d, c), f"shards[{d!r}]", low=1, integer=True)
         if s < c or s % c:
             raise EsdlError(f"shard size {s} along {d!r} must be a multiple of the chunk size {c}.")
         out[d] = s
@@ -272,6 +287,18 @@ def rechunk_cube(
 
     from platform_lib.regional import output_chunks
 
+    store = path_argument(store, "store")
+    overwrite = flag_argument(overwrite, "overwrite")
+    progress = flag_argument(progress, "progress")
+    if catalog_path is not None:
+        catalog_path = file_argument(catalog_path, "catalog_path")
+    if variables is not None:
+        variables = names_argument(variables, "variables")
+    if register is not None:
+        from platform_lib.team import check_cube_name
+
+        check_cube_name(register)
+    budget = parse_mem(max_mem)
     ds, label = _open(cube)
     if variables is not None:
         missing = [v for v in variables if v not in ds.data_vars]
@@ -283,15 +310,9 @@ def rechunk_cube(
     if not ds.data_vars:
         raise EsdlError(f"{label} has no data variables to rechunk.")
     sizes = {str(d): int(n) for d, n in ds.sizes.items()}
-    chunks = output_chunks(sizes, target)
+    chunks = output_chunks(sizes, target, "target")
     shard_sizes = _resolve_shards(shards, chunks, sizes)
     unit = shard_sizes or chunks
-    budget = parse_mem(max_mem)
-    store = Path(store)
-    if register is not None:
-        from platform_lib.team import check_cube_name
-
-        check_cube_name(register)
 
     template = ds.copy()
     for name, var in template.data_vars.items():

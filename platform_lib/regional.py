@@ -5,7 +5,9 @@
 averages it to a coarser grid, re-chunks it for time-series ("ts") or map ("map") access, records its
 provenance (source cube, bbox, time range, who, when) in the store's attributes and the catalog entry,
 writes it atomically to the team storage and registers it in the team catalog, so every member sees
-it in :func:`platform_lib.catalog.list_cubes` at once.
+it in :func:`platform_lib.catalog.list_cubes` at once. The catalog entry is made from the store's own
+attributes, so a call killed between publishing the store and registering it is finished by the next
+call (:func:`reconcile_team_cubes`, which also removes the temporaries of killed writes).
 
 Bad requests (bbox outside the source, an empty selection, an unknown variable, a name already
 taken, a resolution that is not a multiple of the source's) raise
@@ -39,8 +41,16 @@ import pandas as pd
 import xarray as xr
 from filelock import FileLock, Timeout
 
+from platform_lib.arguments import (
+    bbox_argument,
+    file_argument,
+    number_argument,
+    path_argument,
+    text_argument,
+    time_range_argument,
+)
 from platform_lib.catalog import describe_cube, list_cubes, open_cube, subset_cube
-from platform_lib.errors import EsdlError, allowed
+from platform_lib.errors import CatalogWarning, EsdlError, allowed, short_repr
 from platform_lib.storage import crash_point, remove_path, remove_stale_temporaries, write_zarr_atomic
 from platform_lib.team import (
     check_cube_name,
@@ -69,9 +79,19 @@ __all__ = [
     "reconcile_team_cubes",
 ]
 
-#: the store attribute that carries the cube's team catalog entry, so a store whose registration was lost
-#: (the process killed between the rename and the catalog write) is registered by the next call
-ENTRY_ATTR = "esdl_catalog_entry"
+#: the provenance a regional cube's store carries as attributes (and its catalog entry as ``provenance``)
+PROVENANCE_ATTRS = (
+    "esdl_source_cube",
+    "esdl_bbox",
+    "esdl_time_range",
+    "esdl_variables",
+    "esdl_resolution",
+    "esdl_chunking",
+    "esdl_created_by",
+    "esdl_created_at",
+)
+#: the store attribute that keeps a description given to :func:`make_regional_cube`
+DESCRIPTION_ATTR = "esdl_description"
 
 
 def grid_resolution(ds: xr.Dataset) -> float:
@@ -146,7 +166,9 @@ def coarsen_cube(ds: xr.Dataset, resolution: float, label: str = "the cube") -> 
     return out
 
 
-def output_chunks(sizes: Mapping[str, int], chunking: str | Mapping[str, int]) -> dict[str, int]:
+def output_chunks(
+    sizes: Mapping[str, int], chunking: str | Mapping[str, int], what: str = "chunking"
+) -> dict[str, int]:
     """The chunk shape of a regional cube of ``sizes`` for ``chunking`` ("ts", "map" or a mapping).
 
     >>> output_chunks({"time": 460, "lat": 200, "lon": 30}, "ts")
@@ -155,21 +177,27 @@ def output_chunks(sizes: Mapping[str, int], chunking: str | Mapping[str, int]) -
     {'time': 1, 'lat': 100, 'lon': 30}
     """
     if isinstance(chunking, Mapping):
-        unknown = set(chunking) - set(sizes)
+        unknown = [d for d in chunking if d not in sizes]
         if unknown:
-            raise EsdlError(f"chunking names unknown dims {sorted(unknown)}; the cube has {allowed(sizes)}.")
+            raise EsdlError(
+                f"{what} names unknown dims {sorted(map(short_repr, unknown))}; the cube has {allowed(sizes)}."
+            )
         spec = {d: chunking.get(d) for d in sizes}
-    elif chunking in CHUNKINGS:
+    elif isinstance(chunking, str) and chunking in CHUNKINGS:
         spec = {d: CHUNKINGS[chunking].get(d) for d in sizes}
     else:
         raise EsdlError(
-            f"chunking {chunking!r} is not known: use {allowed(CHUNKINGS)} or a mapping dim -> size."
+            f"{what} {short_repr(chunking)} is not known: use {allowed(CHUNKINGS)} or a mapping dim -> size."
         )
     out = {}
     for dim, size in sizes.items():
         want = spec.get(dim)
-        if want is not None and (not isinstance(want, int | np.integer) or want < 1):
-            raise EsdlError(f"chunk size {want!r} for dim {dim!r} must be a positive integer.")
+        if want is not None and (
+            isinstance(want, bool) or not isinstance(want, int | np.integer) or want < 1
+        ):
+            raise EsdlError(
+                f"{what}: chunk size {short_repr(want)} for dim {dim!r} must be a positive integer."
+            )
         out[dim] = int(size if want is None else min(want, size))
     return out
 
@@ -189,10 +217,7 @@ def _open_source(source: str | xr.Dataset) -> tuple[xr.Dataset, str, dict[str, A
 
 def _check_overlap(ds: xr.Dataset, bbox: Sequence[float], label: str) -> None:
     """A bbox that does not touch the source's extent at all gets its own, clearer message."""
-    try:
-        lon_min, lat_min, lon_max, lat_max = (float(b) for b in bbox)
-    except (TypeError, ValueError):
-        raise EsdlError(f"bbox {bbox!r} must be four numbers (lon_min, lat_min, lon_max, lat_max).") from None
+    lon_min, lat_min, lon_max, lat_max = bbox_argument(bbox)
     half = grid_resolution(ds) / 2 if ds.sizes.get("lat", 0) > 1 else 0.0
     lat = ds["lat"].values
     lon = ds["lon"].values
@@ -210,16 +235,33 @@ def _check_overlap(ds: xr.Dataset, bbox: Sequence[float], label: str) -> None:
         )
 
 
-def _check_name_free(name: str, catalog: Path, target: Path) -> None:
+def _check_name_free(name: str, catalog: Path, target: Path, recovered: Sequence[str] = ()) -> None:
     names = set(list_team_cubes(catalog))
     names.update(list_cubes())
+    if name in recovered:
+        raise EsdlError(
+            f"cube name {name!r} is already taken: an earlier call making {name!r} was killed after its store"
+            f" {target} was finished and before it was registered, and that finished cube is registered now."
+            f" Open it (open_cube({name!r})), or remove it first (esdl cubes regional --remove {name})."
+            " Nothing was written."
+        )
     if name in names:
         raise EsdlError(
             f"cube name {name!r} is already taken (see `esdl cubes list`); choose another name or remove"
             f" the team cube first (esdl cubes regional --remove {name}). Nothing was written."
         )
     if target.exists():
-        raise EsdlError(f"a store {target} already exists for cube name {name!r}; choose another name.")
+        problem = _unfinished(target)
+        why = (
+            f"it {problem}, so it is never registered by itself"
+            if problem
+            else "it is complete but its registration has not happened yet (another call is registering it"
+            " now, or was killed a moment ago: the next call registers it)"
+        )
+        raise EsdlError(
+            f"a store {target} already exists for cube name {name!r} and is not in the team catalog {catalog}:"
+            f" {why}. Choose another name, or remove that store if nobody needs it. Nothing was written."
+        )
 
 
 def _provenance(
@@ -230,6 +272,7 @@ def _provenance(
     resolution: float,
     chunking: str | Mapping[str, int],
 ) -> dict[str, Any]:
+    """The provenance attributes (:data:`PROVENANCE_ATTRS`) of a new regional cube."""
     return {
         "esdl_source_cube": source_label,
         "esdl_bbox": [float(b) for b in bbox],
@@ -287,12 +330,22 @@ def make_regional_cube(
     platform_lib.errors.EsdlError: cube name 'x' is already taken ...
     """
     check_cube_name(name)
-    catalog = team_catalog_path(catalog_path, team=team_dir)
-    target = team_cubes_dir(team_dir, create=False) / f"{name}.zarr"  # made by the write, not before
-    reconcile_team_cubes(team_dir, catalog)  # finish what a killed earlier call left
-    _check_name_free(name, catalog, target)  # fail fast; checked again under the name's lock below
     if bbox is None:
         raise EsdlError("bbox is required: (lon_min, lat_min, lon_max, lat_max) in degrees.")
+    bbox = bbox_argument(bbox)
+    time_range = None if time_range is None else time_range_argument(time_range)
+    if resolution is not None:
+        resolution = number_argument(resolution, "resolution", low=0, low_open=True)
+    if description is not None:
+        description = text_argument(description, "description")
+    if not isinstance(progress, bool | str):
+        raise EsdlError(f"progress must be True, False or a label for the bar; got {short_repr(progress)}.")
+    team_dir = None if team_dir is None else path_argument(team_dir, "team_dir")
+    catalog_path = None if catalog_path is None else file_argument(catalog_path, "catalog_path")
+    catalog = team_catalog_path(catalog_path, team=team_dir)
+    target = team_cubes_dir(team_dir, create=False) / f"{name}.zarr"  # made by the write, not before
+    recovered = reconcile_team_cubes(team_dir, catalog)  # finish what a killed earlier call left
+    _check_name_free(name, catalog, target, recovered)  # fail fast; checked again under the name's lock
 
     ds, label, source_meta = _open_source(source)
     label_q = f"cube {label!r}"
@@ -347,24 +400,18 @@ def make_regional_cube(
     )
     region.attrs = attrs
 
-    metadata = {
-        "title": attrs["title"],
-        "variables": {v: {k: region[v].attrs.get(k, "") for k in ("long_name", "units")} for v in var_names},
-        "spatial_extent": [float(bbox[0]), float(bbox[1]), float(bbox[2]), float(bbox[3])],
-        "temporal_extent": [attrs["time_coverage_start"], attrs["time_coverage_end"]],
-        "resolution": out_res,
-        "chunking": chunking if isinstance(chunking, str) else "custom",
-        "chunks": [chunks[d] for d in ("time", "lat", "lon")],
-        "license": source_meta.get("license") or ds.attrs.get("license", "see source cube"),
-        "source": f"regional subset of {label}",
-        "provenance": {k.removeprefix("esdl_"): v for k, v in prov.items()},
-    }
-
-    description = description or f"{attrs['title']} (bbox {prov['esdl_bbox']})."
-    region.attrs[ENTRY_ATTR] = json.dumps({"metadata": metadata, "description": description})
+    # the license the catalog gives the source, which the store keeps like its other attributes
+    region.attrs["license"] = source_meta.get("license") or ds.attrs.get("license", "see source cube")
+    if description:
+        region.attrs[DESCRIPTION_ATTR] = description
+    # the catalog entry is made from the store's own attributes, as the next call makes it for a store
+    # whose registration a killed call lost (reconcile_team_cubes)
+    metadata, description = _catalog_entry(
+        region.attrs, {v: region[v].attrs for v in var_names}, chunks=chunks
+    )
     # one member at a time per name: two members making the same name never overwrite each other
     with _name_lock(target.parent, name, timeout=-1):
-        _check_name_free(name, catalog, target)
+        _check_name_free(name, catalog, target, recovered)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Mean of empty slice", category=RuntimeWarning)
             write_zarr_atomic(
@@ -388,27 +435,101 @@ def _name_lock(folder: Path, name: str, timeout: float) -> FileLock:
     return FileLock(str(folder / f".{name}.lock"), timeout=timeout)
 
 
-def _stored_entry(store: Path) -> dict[str, Any] | None:
-    """The catalog entry a regional cube's store carries (``ENTRY_ATTR``), or ``None`` if it has none."""
+def _catalog_entry(
+    attrs: Mapping[str, Any], variables: Mapping[str, Mapping[str, Any]], chunks: Mapping[str, int]
+) -> tuple[dict[str, Any], str]:
+    """A regional cube's catalog ``metadata`` and ``description``, from its store's attributes, its
+    variables' attributes and its chunk shape: the one place they are made, for a new cube and for one
+    whose registration was lost."""
+    prov = {k: attrs[k] for k in PROVENANCE_ATTRS}
+    metadata = {
+        "title": attrs["title"],
+        "variables": {v: {k: var.get(k, "") for k in ("long_name", "units")} for v, var in variables.items()},
+        "spatial_extent": [float(b) for b in prov["esdl_bbox"]],
+        "temporal_extent": [attrs["time_coverage_start"], attrs["time_coverage_end"]],
+        "resolution": prov["esdl_resolution"],
+        "chunking": prov["esdl_chunking"] if isinstance(prov["esdl_chunking"], str) else "custom",
+        "chunks": [int(chunks[d]) for d in ("time", *SPACE_DIMS)],
+        "license": attrs.get("license", "see source cube"),
+        "source": f"regional subset of {prov['esdl_source_cube']}",
+        "provenance": {k.removeprefix("esdl_"): v for k, v in prov.items()},
+    }
+    description = attrs.get(DESCRIPTION_ATTR) or f"{attrs['title']} (bbox {prov['esdl_bbox']})."
+    return metadata, description
+
+
+def _finished_store(store: Path) -> tuple[dict[str, Any], str] | str:
+    """The catalog entry (``metadata``, ``description``) of a finished regional cube's store, made from its
+    attributes (:func:`_catalog_entry`); or, for a store that is not one, what it lacks.
+
+    Finished means: Zarr v3 group metadata with consolidated metadata, the provenance attributes, and the
+    metadata of every variable and coordinate on disk. (Chunks are not counted: zarr writes no chunk that
+    holds only the fill value, so a complete store of an ocean region may have none.)"""
     try:
-        attrs = json.loads((store / "zarr.json").read_text()).get("attributes", {})
-        entry = json.loads(attrs[ENTRY_ATTR])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
-    return entry if isinstance(entry, dict) and isinstance(entry.get("metadata"), dict) else None
+        root = json.loads((store / "zarr.json").read_text())
+    except OSError:
+        return "has no Zarr metadata (zarr.json)"
+    except (ValueError, UnicodeDecodeError):
+        return "has unreadable Zarr metadata (zarr.json is not JSON)"
+    if not isinstance(root, dict) or root.get("node_type") != "group":
+        return "is not a Zarr v3 group"
+    attrs = root.get("attributes")
+    arrays = (root.get("consolidated_metadata") or {}).get("metadata")
+    if not isinstance(attrs, dict) or not isinstance(arrays, dict):
+        return "has no consolidated metadata"
+    missing = [
+        k for k in (*PROVENANCE_ATTRS, "title", "time_coverage_start", "time_coverage_end") if k not in attrs
+    ]
+    if missing:
+        return f"is not a regional cube (no {', '.join(missing)} attributes)"
+    variables = attrs["esdl_variables"]
+    if not isinstance(variables, list) or not variables or not all(isinstance(v, str) for v in variables):
+        return f"names no variables in esdl_variables ({variables!r})"
+    for array in (*variables, "time", *SPACE_DIMS):
+        meta = arrays.get(array)
+        if not isinstance(meta, dict) or not (store / array / "zarr.json").is_file():
+            return f"lacks the metadata of its array {array!r}"
+    try:
+        first = arrays[variables[0]]
+        chunks = dict(
+            zip(first["dimension_names"], first["chunk_grid"]["configuration"]["chunk_shape"], strict=True)
+        )
+        return _catalog_entry(attrs, {v: arrays[v].get("attributes") or {} for v in variables}, chunks)
+    except (KeyError, TypeError, ValueError) as exc:
+        return f"has metadata this version cannot read ({type(exc).__name__}: {exc})"
+
+
+def _unfinished(store: Path) -> str | None:
+    """What a store lacks to be a finished regional cube, or ``None`` if it is one."""
+    found = _finished_store(store)
+    return found if isinstance(found, str) else None
+
+
+def _name_lock(folder: Path, name: str, timeout: float) -> FileLock:
+    """The lock that one call making (or reconciling) cube ``name`` holds."""
+    return FileLock(str(folder / f".{name}.lock"), timeout=timeout)
 
 
 def reconcile_team_cubes(
     team_dir: str | os.PathLike[str] | None = None, catalog_path: str | os.PathLike[str] | None = None
 ) -> list[str]:
     """Finish what killed calls of :func:`make_regional_cube` left in the team folder; return the names
-    registered now.
+    registered now. Every call of :func:`make_regional_cube` and ``esdl cubes regional --list`` runs it.
 
-    A store is renamed into place only when complete, so a regional cube's store without a catalog entry
-    means the process died between the rename and the registration: it is registered from the entry it
-    carries. Temporaries of writes that died are removed (never a live write's, see
-    :func:`platform_lib.storage.remove_stale_temporaries`); a name another call is making right now is
-    left to it.
+    - Temporaries of writes that died are removed (never a live write's, in this process or another
+      member's: see :func:`platform_lib.storage.remove_stale_temporaries`).
+    - A store is renamed into place only when complete, so a finished regional cube's store without a
+      catalog entry means its call died between the rename and the registration: it is registered from
+      its own attributes (the provenance ``esdl_*``, title, extents, variables and chunks; the entry is
+      the one the call would have written, plus ``recovered_by`` / ``recovered_at``). Registering, not
+      removing, keeps the work the member asked for and that was finished; nothing of it is guessed.
+    - A store that is not a finished regional cube (no ``zarr.json``, an array's metadata missing, no
+      provenance) is never registered; it is left alone (it may be someone's data) and its name stays
+      refused with a message that says why. A name another call is making right now is left to it.
+
+    A store that cannot be registered (its name taken by the shared catalog meanwhile, a team catalog
+    with a bad entry, no write permission) is reported as a :class:`~platform_lib.errors.CatalogWarning`
+    and the others are still registered.
 
     >>> import tempfile
     >>> reconcile_team_cubes(tempfile.mkdtemp())
@@ -419,10 +540,11 @@ def reconcile_team_cubes(
         return []
     remove_stale_temporaries(folder)
     catalog = team_catalog_path(catalog_path, team=team_dir)
-    registered = []
+    registered: list[str] = []
+    entries = team_cube_entries(catalog)
     for store in sorted(folder.glob("*.zarr")):
         name = store.name.removesuffix(".zarr")
-        if name in team_cube_entries(catalog) or (entry := _stored_entry(store)) is None:
+        if name in entries or not store.is_dir() or not isinstance(found := _finished_store(store), tuple):
             continue
         lock = _name_lock(folder, name, timeout=0)
         try:
@@ -430,11 +552,26 @@ def reconcile_team_cubes(
         except Timeout:
             continue  # a live call is making this cube: it registers it itself
         try:
-            if name not in team_cube_entries(catalog):
-                register_cube(
-                    name, store, entry["metadata"], catalog_path=catalog, description=entry.get("description")
-                )
-                registered.append(name)
+            if name in team_cube_entries(catalog) or not store.is_dir():
+                continue
+            metadata, description = found
+            metadata = {
+                **metadata,
+                "registered_by": metadata["provenance"]["created_by"],
+                "recovered_by": current_user(),
+                "recovered_at": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+            }
+            register_cube(name, store, metadata, catalog_path=catalog, description=description)
+            registered.append(name)
+        except (EsdlError, OSError) as exc:
+            warnings.warn(
+                CatalogWarning(
+                    f"{store} is a finished regional cube whose registration was lost, and registering it"
+                    f" as {name!r} failed: {exc} It is left in place: register it under another name"
+                    " (platform_lib.team.register_cube), or remove it if nobody needs it."
+                ),
+                stacklevel=2,
+            )
         finally:
             lock.release()
     return registered

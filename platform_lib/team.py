@@ -7,7 +7,8 @@ written to ``<team>/cubes/`` and registered here; notebooks are shared to ``<tea
 their outputs stripped.
 
 Every change to the catalog file happens under a file lock (``<catalog>.lock``) as read, modify,
-atomic rewrite, so two members registering at the same moment never lose each other's entry.
+atomic rewrite, so two members registering at the same moment never lose each other's entry; the next
+change removes the temporary of a rewrite that was killed midway.
 
 >>> import os, tempfile
 >>> from pathlib import Path
@@ -45,7 +46,7 @@ from platform_lib.catalog import (
 )
 from platform_lib.errors import CatalogWarning, EsdlError, allowed, did_you_mean
 from platform_lib.paths import team_catalog_path, team_dir
-from platform_lib.storage import crash_point, remove_path, write_text_atomic
+from platform_lib.storage import crash_point, remove_path, remove_text_temporaries, write_text_atomic
 
 CUBE_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 NOTEBOOK_SUFFIX = ".ipynb"
@@ -75,7 +76,7 @@ def team_cubes_dir(team: str | os.PathLike[str] | None = None, *, create: bool =
     >>> team_cubes_dir().name
     'cubes'
     """
-    path = (Path(team) if team is not None else team_dir()) / "cubes"
+    path = (Path(team) if team is not None else team_dir(create=create)) / "cubes"
     if create:
         path.mkdir(parents=True, exist_ok=True)
     return path
@@ -203,6 +204,7 @@ def register_cube(
             f"cube name {name!r} is taken by the shared catalog ({shared[name]}); choose another name."
         )
     with _lock(path):
+        remove_text_temporaries(path)  # of a rewrite killed midway (every rewrite holds this lock)
         sources = read_catalog_document(path, missing_ok=True)["sources"]
         if name in sources and not overwrite:
             raise EsdlError(
@@ -230,6 +232,7 @@ def remove_cube(
     """
     path = team_catalog_path(catalog_path)
     with _lock(path):
+        remove_text_temporaries(path)  # of a rewrite killed midway (every rewrite holds this lock)
         sources = read_catalog_document(path, missing_ok=True)["sources"]
         if name not in sources:
             names = list(sources)
@@ -241,7 +244,7 @@ def remove_cube(
         write_catalog(path, sources, title=TEAM_CATALOG_TITLE)
     if delete_data:
         store = Path(_resolve_urlpath(str(entry.get("args", {}).get("urlpath", "")), path))
-        owned = [path.parent.absolute(), team_dir().absolute()]
+        owned = [path.parent.absolute(), team_dir(create=False).absolute()]
         if store.exists() and any(store.absolute().is_relative_to(root) for root in owned):
             remove_path(store)
 

@@ -17,6 +17,17 @@ TEST_RESOLUTION = 5.0
 TEST_YEARS = (2001, 2012)
 
 
+@pytest.hookimpl(tryfirst=True)  # before the fixtures are set up
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A ``browser`` test skips, with the one reason every browser test gives, where Chromium is missing:
+    before its fixtures start a platform it could not look at."""
+    if item.get_closest_marker("browser") is not None:
+        from platform_helpers import CHROMIUM, NO_CHROMIUM
+
+        if not Path(CHROMIUM).exists():
+            pytest.skip(NO_CHROMIUM)
+
+
 @pytest.fixture(scope="session")
 def demo_cubes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """``{"ts": path, "map": path}`` of a small demo cube written with the real generator."""

@@ -120,7 +120,7 @@ class PlatformEnv:
 
 #: Debian's Chromium and the flags it needs to run headless here (FIELD-NOTES); tools' own browser
 #: downloads fail on this kind of machine
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = os.environ.get("ESDL_TEST_CHROMIUM", "/usr/bin/chromium")  # (another path: tests of the skip)
 CHROMIUM_FLAGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -140,12 +140,9 @@ NO_CHROMIUM = (
 
 
 def launch_chromium(playwright: Any, profile: Path, **kwargs: Any) -> Any:
-    """A headless persistent Chromium context (a fresh ``profile`` folder) driven by Playwright; the calling
-    test skips (:data:`NO_CHROMIUM`, the one reason of every browser test) where Chromium is missing."""
-    import pytest
-
-    if not Path(CHROMIUM).exists():
-        pytest.skip(NO_CHROMIUM)
+    """A headless persistent Chromium context (a fresh ``profile`` folder) driven by Playwright. A test that
+    calls it is marked ``browser``: where Chromium is missing it skips before its fixtures start anything
+    (:data:`NO_CHROMIUM`, ``tests/conftest.py``)."""
     return playwright.chromium.launch_persistent_context(
         str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS, **kwargs
     )

@@ -137,7 +137,7 @@ def test_time_scales_give_one_map_per_scale_with_the_built_in_dimensions():
 
 def test_clear_errors():
     cube = cube_from_block(random_block(2, 46, 3, seed=0), 1, 2, esdc_time(2001, 2001))
-    with pytest.raises(EsdlError, match="must be fractions"):
+    with pytest.raises(EsdlError, match=r"explained_variance must be a number above 0 and below 1"):
         intrinsic_dimension(cube, explained_variance=95)
     with pytest.raises(EsdlError, match="at least 2 variables"):
         intrinsic_dimension(cube, ["v0"])

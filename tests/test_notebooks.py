@@ -150,6 +150,7 @@ def test_scaling_out_notebook_on_the_embedded_platform_gateway(platform, tmp_pat
 
 
 @pytest.mark.slow
+@pytest.mark.browser
 def test_getting_started_renders_a_plot_in_jupyterlab(platform):
     """A member opens notebook 1 in the embedded JupyterLab with Chromium, runs all cells and sees plots."""
     from platform_helpers import launch_chromium, log_in_to_lab

@@ -112,7 +112,7 @@ def test_every_package_data_pattern_matches_a_file():
 # the layers of docs/development.md: a module imports only from its own layer or the layers below
 
 LAYERS = {
-    "errors": 0, "paths": 0, "storage": 0, "chunks": 0, "strict_yaml": 0,
+    "errors": 0, "arguments": 0, "paths": 0, "storage": 0, "chunks": 0, "strict_yaml": 0,
     "projects": 1, "catalog": 1, "team": 1, "plan": 1, "demo": 1, "regional": 1, "rechunk": 1, "gateway": 1,
     "compute": 2,
     "analysis": 3, "ml": 3, "viz": 3,
@@ -212,3 +212,31 @@ def test_no_module_imports_another_modules_private_names():
         if target != module and any(n.startswith("_") for n in names)
     ]
     assert not private, "\n".join(private)
+
+
+def test_without_chromium_every_browser_test_skips_with_one_reason_before_starting_anything(tmp_path: Path):
+    """``make test`` on a machine where Chromium could not be installed: the browser tests skip, all with
+    the same reason, and their platform fixtures never start (pytest run on them, Chromium hidden)."""
+    import os
+
+    from platform_helpers import NO_CHROMIUM
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "ESDL_TEST_CHROMIUM": str(tmp_path / "no-chromium")}
+    files = ["tests/test_platform_e2e.py", "tests/test_notebooks.py"]
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-m", "browser", "-q", "-rs", "-p", "no:cacheprovider"]
+        + ["--basetemp", str(tmp_path / "run"), *files],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    skips = [line for line in run.stdout.splitlines() if line.startswith("SKIPPED")]
+    one_reason = f"SKIPPED [2] tests/conftest.py:{skips[0].split(':')[1]}: {NO_CHROMIUM}"
+    assert skips == [one_reason], run.stdout
+    assert "2 skipped, " in run.stdout and "passed" not in run.stdout and "error" not in run.stdout
+    made = [p.name for p in (tmp_path / "run").glob("*")]
+    assert not [name for name in made if name.startswith("platform")], made  # no platform was started

@@ -250,6 +250,7 @@ def test_max_workers_per_user_spans_a_users_clusters(platform: PlatformEnv):
         close_gateway(gateway)
 
 
+@pytest.mark.browser
 def test_browser_login_reaches_jupyterlab(platform: PlatformEnv):
     from playwright.sync_api import sync_playwright
 

@@ -95,7 +95,7 @@ def test_output_is_atomic_and_existing_stores_are_kept(stores, cube, tmp_path):
 def test_bad_arguments_give_clear_errors(stores, tmp_path):
     with pytest.raises(EsdlError, match="below the .* bytes one write unit"):
         rechunk_cube(stores["map"], "ts", tmp_path / "x.zarr", max_mem="1kB", progress=False)
-    with pytest.raises(EsdlError, match="chunking 'columns' is not known"):
+    with pytest.raises(EsdlError, match="target 'columns' is not known"):
         rechunk_cube(stores["map"], "columns", tmp_path / "x.zarr", progress=False)
     with pytest.raises(EsdlError, match="unknown dims"):
         rechunk_cube(stores["map"], {"depth": 3}, tmp_path / "x.zarr", progress=False)

@@ -51,6 +51,7 @@ from platform_lib.analysis.event_grid import (
     table_from_parts,
     touching_pairs,
 )
+from platform_lib.arguments import cube_argument, flag_argument, number_argument, text_argument
 from platform_lib.errors import EsdlError, allowed
 
 DEFAULT_QUANTILE = 0.999
@@ -297,6 +298,18 @@ def detect_events(
     >>> {k: round(v, 1) for k, v in skill.items()}  # measured: precision 0.73, recall 1.0
     {'precision': 0.7, 'recall': 1.0, 'f1': 0.8, 'event_precision': 0.4, 'event_recall': 1.0}
     """
+    scores = cube_argument(scores, "scores")
+    variable = text_argument(variable, "variable")
+    if quantile is not None:
+        quantile = number_argument(quantile, "quantile", low=0, high=1, low_open=True, high_open=True)
+    if threshold is not None:
+        threshold = number_argument(threshold, "threshold")
+    min_size = number_argument(min_size, "min_size", low=1, integer=True)
+    affected_threshold = number_argument(affected_threshold, "affected_threshold")
+    wrap_lon = None if wrap_lon is None else flag_argument(wrap_lon, "wrap_lon")
+    chunked = None if chunked is None else flag_argument(chunked, "chunked")
+    if features is not None:
+        features = cube_argument(features, "features")
     if isinstance(scores, xr.Dataset):
         if variable not in scores.data_vars:
             raise EsdlError(f"no score {variable!r} in the Dataset; it has: {allowed(scores.data_vars)}.")
@@ -310,8 +323,8 @@ def detect_events(
             UserWarning,
             stacklevel=2,
         )
-    if threshold is None and (quantile is None or not 0 < quantile < 1):
-        raise EsdlError(f"quantile={quantile} is not allowed: give 0 < quantile < 1, or a threshold value.")
+    if threshold is None and quantile is None:
+        raise EsdlError("quantile=None needs a threshold value: give 0 < quantile < 1, or threshold=.")
     if threshold is not None:
         quantile = None
     if use_chunks(scores, chunked):  # exact quantile, then labels and table in one pass over the chunks

@@ -54,6 +54,7 @@ import numpy as np
 import xarray as xr
 from scipy.spatial.distance import pdist, squareform
 
+from platform_lib.arguments import cube_argument, flag_argument, names_argument, number_argument
 from platform_lib.compute import (
     STEPS_PER_YEAR,
     as_variable_array,
@@ -62,7 +63,7 @@ from platform_lib.compute import (
     seasonal_step,
     split_over_threads,
 )
-from platform_lib.errors import EsdlError, allowed
+from platform_lib.errors import EsdlError, allowed, short_repr
 
 METHODS: tuple[str, ...] = ("KDE", "REC", "KNN_Gamma", "KNN_Delta", "T2")
 BEST_METHODS: tuple[str, ...] = ("KDE", "REC", "KNN_Gamma")  # the default ensemble (Flach et al. 2017)
@@ -215,8 +216,8 @@ def anomaly_features(
 # --- scores -----------------------------------------------------------------------------------------
 
 
-def _check_methods(methods: Sequence[str]) -> list[str]:
-    methods = list(methods)
+def _check_methods(methods: Sequence[str], what: str = "methods") -> list[str]:
+    methods = list(names_argument(methods, what, empty_ok=True))
     for m in methods:
         if m not in METHODS:
             raise EsdlError(f"unknown score method {m!r}; allowed: {allowed(METHODS)}.")
@@ -225,6 +226,13 @@ def _check_methods(methods: Sequence[str]) -> list[str]:
             f"methods must be a non-empty list of distinct names from {allowed(METHODS)}; got {methods}."
         )
     return methods
+
+
+def _check_ensemble(ensemble: object) -> None:
+    if ensemble is not None and (not isinstance(ensemble, str) or ensemble not in ENSEMBLES):
+        raise EsdlError(
+            f"ensemble={short_repr(ensemble)} is not allowed; use one of {allowed(ENSEMBLES)} or None."
+        )
 
 
 def distance_matrices(x: np.ndarray) -> np.ndarray:
@@ -578,8 +586,7 @@ def anomaly_scores_block(
     ((3, 40, 3), True, 1.0)
     """
     methods = _check_methods(methods)
-    if ensemble is not None and ensemble not in ENSEMBLES:
-        raise EsdlError(f"ensemble={ensemble!r} is not allowed; use one of {allowed(ENSEMBLES)} or None.")
+    _check_ensemble(ensemble)
     ens_idx = _ensemble_index(methods, ensemble, ensemble_methods)
     block = np.asarray(block, dtype=np.float64)
     if block.ndim != 3:
@@ -636,15 +643,25 @@ def anomaly_scores(
     >>> sorted(scores.data_vars), scores["ensemble"].dims
     (['KDE', 'KNN_Delta', 'KNN_Gamma', 'REC', 'T2', 'ensemble'], ('time', 'lat', 'lon'))
     """
+    features = cube_argument(features, "features")
     methods = _check_methods(methods)
-    if ensemble is not None and ensemble not in ENSEMBLES:
-        raise EsdlError(f"ensemble={ensemble!r} is not allowed; use one of {allowed(ENSEMBLES)} or None.")
+    _check_ensemble(ensemble)
+    k_perc = number_argument(k_perc, "k_perc", low=0, high=1, low_open=True, high_open=True)
+    quantiles = flag_argument(quantiles, "quantiles")
+    if ensemble_methods is not None and ensemble_methods is not BEST_METHODS:
+        ensemble_methods = _check_methods(ensemble_methods, "ensemble_methods")
     if ensemble_methods is BEST_METHODS:  # the default: the best performers that are computed
         ensemble_methods = [m for m in BEST_METHODS if m in methods] or None
     _ensemble_index(methods, ensemble, ensemble_methods)  # fail now, not inside a dask task
     stacked = as_variable_array(features, variables)
     if "time" not in stacked.dims:
         raise EsdlError(f"the features need a 'time' dimension; they have: {list(map(str, stacked.dims))}.")
+    n_steps = stacked.sizes["time"]
+    if {"KNN_Gamma", "KNN_Delta"} & set(methods) and not 1 <= math.ceil(k_perc * n_steps) <= n_steps - 1:
+        raise EsdlError(
+            f"k_perc={k_perc:g} of {n_steps} time steps gives k = {math.ceil(k_perc * n_steps)} nearest"
+            f" neighbours; the KNN scores need 1 <= k <= {n_steps - 1}."
+        )
     names = methods + (["ensemble"] if ensemble is not None else [])
     scored = map_cube(
         anomaly_scores_block,

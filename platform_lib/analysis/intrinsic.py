@@ -30,6 +30,7 @@ from collections.abc import Sequence
 import numpy as np
 import xarray as xr
 
+from platform_lib.arguments import flag_argument, number_argument
 from platform_lib.compute import (
     STEPS_PER_YEAR,
     as_variable_array,
@@ -277,11 +278,13 @@ def intrinsic_dimension(
     >>> dim.dims, int(dim.max()) <= 4, bool(dim.isnull().any())  # NaN over the ocean
     (('lat', 'lon'), True, True)
     """
-    if not 0 < explained_variance < 1 or not 0 < retained_variance <= 1:
-        raise EsdlError(
-            f"explained_variance={explained_variance} and retained_variance={retained_variance} must be "
-            "fractions: 0 < explained_variance < 1 and 0 < retained_variance <= 1."
-        )
+    explained_variance = number_argument(
+        explained_variance, "explained_variance", low=0, high=1, low_open=True, high_open=True
+    )
+    retained_variance = number_argument(retained_variance, "retained_variance", low=0, high=1, low_open=True)
+    time_scales = flag_argument(time_scales, "time_scales")
+    gap_fill = flag_argument(gap_fill, "gap_fill")
+    steps_per_year = number_argument(steps_per_year, "steps_per_year", low=1, high=366, integer=True)
     stacked = as_variable_array(cube, variables)
     if "time" not in stacked.dims:
         raise EsdlError(f"the cube needs a 'time' dimension; it has: {list(map(str, stacked.dims))}.")

@@ -187,6 +187,10 @@ def _path(text: str, what: str) -> Path:
     return Path(text)
 
 
+def _unreadable(text: str, exc: OSError) -> argparse.ArgumentTypeError:
+    return argparse.ArgumentTypeError(f"{_shown(text)} cannot be read ({exc.strerror}): name a readable file")
+
+
 def existing_file(text: str) -> Path:
     """A file that exists and can be read (not a folder).
 
@@ -208,9 +212,7 @@ def existing_file(text: str) -> Path:
         with open(path, "rb"):
             pass
     except OSError as exc:
-        raise argparse.ArgumentTypeError(
-            f"{_shown(text)} cannot be read ({exc.strerror}): name a readable file"
-        ) from None
+        raise _unreadable(text, exc) from None
     return path
 
 
@@ -244,9 +246,7 @@ def text_file(text: str) -> Path:
             f" {done + exc.start} is not): name a text file"
         ) from None
     except OSError as exc:
-        raise argparse.ArgumentTypeError(
-            f"{_shown(text)} cannot be read ({exc.strerror}): name a readable file"
-        ) from None
+        raise _unreadable(text, exc) from None
     return path
 
 

@@ -42,27 +42,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up.set_defaults(func=run_up)
 
     down = subparsers.add_parser("down", help="stop the embedded platform (all projects by default)")
-    down.add_argument(
-        "--project",
-        "-p",
-        action="append",
-        metavar="NAME",
-        type=project_spec,
-        help="only this project (repeatable)",
-    )
+    _only_projects(down)
     down.set_defaults(func=run_down)
 
     status = subparsers.add_parser(
         "status", help="components, servers, clusters and accounts of each project"
     )
-    status.add_argument(
-        "--project",
-        "-p",
-        action="append",
-        metavar="NAME",
-        type=project_spec,
-        help="only this project (repeatable)",
-    )
+    _only_projects(status)
     status.set_defaults(func=run_status)
 
     passwd = subparsers.add_parser(
@@ -81,6 +67,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the project (default: demo)",
     )
     passwd.set_defaults(func=run_passwd)
+
+
+def _only_projects(parser: argparse.ArgumentParser) -> None:
+    """``--project NAME`` (repeatable) of ``down`` and ``status``: only these projects."""
+    parser.add_argument(
+        "--project",
+        "-p",
+        action="append",
+        metavar="NAME",
+        type=project_spec,
+        help="only this project (repeatable)",
+    )
 
 
 def _project_names(values: list[str] | None) -> list[str]:

@@ -46,14 +46,8 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     deploy.add_argument(
         "--dry-run", action="store_true", help="print the plan; change nothing on the cluster"
     )
-    deploy.add_argument(
-        "-f",
-        "--values",
-        action="append",
-        default=[],
-        type=text_file,
-        metavar="FILE",
-        help="extra values layered on top (site settings: ingress, TLS, node selectors); repeatable",
+    _values_option(
+        deploy, "extra values layered on top (site settings: ingress, TLS, node selectors); repeatable"
     )
     deploy.add_argument("--kube-context", metavar="NAME", help="kubeconfig context (default: current)")
     deploy.set_defaults(func=run_deploy)
@@ -64,15 +58,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
         " 2 cluster not read",
     )
     diff.add_argument("spec", metavar="NAME|PATH", type=project_spec, help="project name or spec file")
-    diff.add_argument(
-        "-f",
-        "--values",
-        action="append",
-        default=[],
-        type=text_file,
-        metavar="FILE",
-        help="the extra values deploy gets",
-    )
+    _values_option(diff, "the extra values deploy gets")
     diff.add_argument("--kube-context", metavar="NAME", help="kubeconfig context (default: current)")
     diff.add_argument(
         "--last-render",
@@ -94,6 +80,13 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     )
     delete.add_argument("--kube-context", metavar="NAME", help="kubeconfig context (default: current)")
     delete.set_defaults(func=run_delete)
+
+
+def _values_option(parser: argparse.ArgumentParser, help: str) -> None:
+    """``-f/--values FILE`` (repeatable) of ``deploy`` and ``diff``: extra values files, layered in order."""
+    parser.add_argument(
+        "-f", "--values", action="append", default=[], type=text_file, metavar="FILE", help=help
+    )
 
 
 def run_render(args: argparse.Namespace) -> int:

@@ -40,7 +40,12 @@ def register_regional(cubes: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--chunking", choices=["ts", "map"], default="ts", help="output chunking (default %(default)s)"
     )
-    p.add_argument("--list", action="store_true", help="list the team's cubes")
+    p.add_argument(
+        "--list",
+        action="store_true",
+        help="list the team's cubes (first registering any finished cube whose call was killed before"
+        " registering it, and removing dead writes' temporaries)",
+    )
     p.add_argument(
         "--remove", metavar="NAME", help="remove a team cube (entry and its store in the team folder)"
     )
@@ -54,6 +59,10 @@ def cmd_regional(args: argparse.Namespace) -> int:
     from platform_lib import team
 
     if args.list:
+        from platform_lib.regional import reconcile_team_cubes
+
+        for name in reconcile_team_cubes():  # what killed calls left: registered, temporaries removed
+            print(f"registered {name!r}: its store was finished by a call killed before registering it")
         entries = team.team_cube_entries()
         if not entries:
             print(f"no team cubes yet in {team.team_catalog_path()}")

@@ -274,8 +274,11 @@ def _wait_gone(processes: Sequence, timeout: float) -> list:
                 p.wait(timeout=0)  # returns (and reaps) once a child of ours has exited
             except psutil.TimeoutExpired:
                 with contextlib.suppress(psutil.NoSuchProcess):
-                    if p.status() != psutil.STATUS_ZOMBIE:  # a zombie of another parent is gone too
+                    if p.status() != psutil.STATUS_ZOMBIE:
                         still.append(p)
+                    else:  # it exited after the wait above: reap it if it is ours (another parent's is gone too)
+                        with contextlib.suppress(psutil.TimeoutExpired, psutil.NoSuchProcess):
+                            p.wait(timeout=0)
             except psutil.NoSuchProcess:
                 pass
         alive = still

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from platform_lib.errors import EsdlError, allowed
+from platform_lib.arguments import flag_argument, number_argument
+from platform_lib.errors import EsdlError, allowed, short_repr
 from platform_lib.ml.boxsum import box_sums, summed_area
 
 DROPS = ("any", "all")
@@ -40,14 +41,15 @@ class NanPolicy:
     mask: bool = False
 
     def __post_init__(self) -> None:
-        if self.drop is not None and self.drop not in DROPS:
+        if self.drop is not None and (not isinstance(self.drop, str) or self.drop not in DROPS):
             raise EsdlError(f"NanPolicy drop={self.drop!r} is not one of {allowed(DROPS)} (or None).")
         if isinstance(self.fill, str) and self.fill not in FILLS:
             raise EsdlError(
                 f"NanPolicy fill={self.fill!r} is not a number or one of {allowed(FILLS)} (or None)."
             )
-        if self.fill is not None and not isinstance(self.fill, str | int | float):
-            raise EsdlError(f"NanPolicy fill must be a number, {allowed(FILLS)} or None; got {self.fill!r}.")
+        if self.fill is not None and not isinstance(self.fill, str):
+            number_argument(self.fill, "NanPolicy fill")
+        flag_argument(self.mask, "NanPolicy mask")
 
     @classmethod
     def coerce(cls, value: NanPolicy | str | None) -> NanPolicy:
@@ -67,8 +69,10 @@ class NanPolicy:
             "fill-mean": cls(fill="mean"),
             "fill-seasonal": cls(fill="seasonal"),
         }
-        if value not in shorthands:
-            raise EsdlError(f"Unknown NaN policy {value!r}; use a NanPolicy or one of {allowed(shorthands)}.")
+        if not isinstance(value, str) or value not in shorthands:
+            raise EsdlError(
+                f"nan={short_repr(value)} is not a NaN policy; use a NanPolicy or one of {allowed(shorthands)}."
+            )
         return shorthands[value]
 
 

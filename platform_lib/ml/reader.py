@@ -16,7 +16,6 @@ import os
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -38,17 +37,16 @@ def open_cube_for_reading(cube: Any) -> Any:
     >>> open_cube_for_reading("/no/such/cube.zarr")
     Traceback (most recent call last):
     ...
-    platform_lib.errors.EsdlError: No cube store at /no/such/cube.zarr; pass an xarray.Dataset or the path of a Zarr store.
+    platform_lib.errors.EsdlError: cube /no/such/cube.zarr: no such store; pass an xarray.Dataset or the path of a Zarr store.
     """
     import xarray as xr
 
     if isinstance(cube, xr.Dataset):
         return cube
     if isinstance(cube, str | os.PathLike):
-        path = Path(cube)
-        if not path.exists() and "://" not in str(cube):
-            raise EsdlError(f"No cube store at {cube}; pass an xarray.Dataset or the path of a Zarr store.")
-        ds = xr.open_zarr(cube, chunks=None)
+        from platform_lib.catalog import open_store
+
+        ds = open_store(cube)
         ds.encoding[DIRECT_STORE] = str(cube)  # ours, unsubset: BlockReader may read it with zarr directly
         return ds
     raise EsdlError(f"A cube must be an xarray.Dataset or a Zarr store path; got {type(cube).__name__}.")

@@ -14,35 +14,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from platform_lib.arguments import names_argument, number_argument, sizes_argument, text_argument
 from platform_lib.errors import EsdlError, allowed, did_you_mean
 
 TARGET_TIMES = ("same", "next")
-
-
-def _names(value: str | Sequence[str] | None, what: str) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return (value,)
-    names = tuple(value)
-    if not all(isinstance(n, str) for n in names):
-        raise EsdlError(f"SampleSpec {what} must be variable names (strings); got {value!r}.")
-    return names
-
-
-def _sizes(value: Mapping[str, int] | None, what: str) -> dict[str, int]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise EsdlError(
-            f"SampleSpec {what} must be a mapping dim -> size, e.g. {{'time': 8}}; got {value!r}."
-        )
-    out = {}
-    for dim, size in value.items():
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise EsdlError(f"SampleSpec {what}[{dim!r}] must be a positive integer; got {size!r}.")
-        out[str(dim)] = int(size)
-    return out
 
 
 @dataclass(frozen=True)
@@ -62,7 +37,7 @@ class SampleSpec:
     >>> SampleSpec(inputs=["a"], patch={"time": 0})
     Traceback (most recent call last):
     ...
-    platform_lib.errors.EsdlError: SampleSpec patch['time'] must be a positive integer; got 0.
+    platform_lib.errors.EsdlError: SampleSpec patch['time'] must be a whole number of at least 1; got 0.
     """
 
     inputs: tuple[str, ...]
@@ -73,20 +48,20 @@ class SampleSpec:
     horizon: int = 1
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "inputs", _names(self.inputs, "inputs"))
-        object.__setattr__(self, "targets", _names(self.targets, "targets"))
-        object.__setattr__(self, "patch", _sizes(self.patch, "patch"))
-        object.__setattr__(self, "stride", _sizes(self.stride, "stride"))
-        if not self.inputs:
+        if self.inputs is None or (isinstance(self.inputs, list | tuple) and not self.inputs):
             raise EsdlError("SampleSpec needs at least one input variable (inputs=[...]).")
-        if not self.patch:
+        object.__setattr__(self, "inputs", names_argument(self.inputs, "SampleSpec inputs"))
+        targets = () if self.targets is None else self.targets
+        object.__setattr__(self, "targets", names_argument(targets, "SampleSpec targets", empty_ok=True))
+        if isinstance(self.patch, Mapping) and not self.patch:
             raise EsdlError("SampleSpec needs a patch size for at least one dim, e.g. patch={'time': 8}.")
-        if self.target_time not in TARGET_TIMES:
-            raise EsdlError(
-                f"SampleSpec target_time={self.target_time!r} is not one of {allowed(TARGET_TIMES)}."
-            )
-        if isinstance(self.horizon, bool) or not isinstance(self.horizon, int) or self.horizon < 1:
-            raise EsdlError(f"SampleSpec horizon must be a positive integer; got {self.horizon!r}.")
+        object.__setattr__(self, "patch", sizes_argument(self.patch, "SampleSpec patch", empty_ok=False))
+        stride = {} if self.stride is None else self.stride
+        object.__setattr__(self, "stride", sizes_argument(stride, "SampleSpec stride"))
+        text_argument(self.target_time, "SampleSpec target_time", choices=TARGET_TIMES)
+        object.__setattr__(
+            self, "horizon", number_argument(self.horizon, "SampleSpec horizon", low=1, integer=True)
+        )
         if self.target_time == "next" and not self.targets:
             raise EsdlError("SampleSpec target_time='next' needs targets=[...] to forecast.")
 

@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from platform_lib.arguments import number_argument, text_argument
 from platform_lib.chunks import chunk_edges
-from platform_lib.errors import EsdlError
+from platform_lib.errors import EsdlError, short_repr
 from platform_lib.ml.nan import NanPolicy, keep_samples
 from platform_lib.ml.plan import SamplePlan, plan_samples, window_rng
 from platform_lib.ml.reader import BlockCache, BlockReader, open_cube_for_reading, read_ahead
@@ -73,8 +74,18 @@ class TrainingSet:
     ) -> None:
         if not isinstance(spec, SampleSpec):
             raise EsdlError(f"spec must be a SampleSpec; got {type(spec).__name__}.")
-        if normalise not in NORMALISE:
-            raise EsdlError(f"normalise={normalise!r} is not one of True, False, 'inputs'.")
+        if not (isinstance(normalise, bool) or normalise == "inputs"):
+            raise EsdlError(f"normalise={short_repr(normalise)} is not one of True, False, 'inputs'.")
+        block_bytes = number_argument(block_bytes, "block_bytes", low=1, integer=True)
+        window = number_argument(window, "window", low=1, integer=True)
+        prefetch = number_argument(prefetch, "prefetch", low=0, integer=True)
+        threads = number_argument(threads, "threads", low=1, integer=True)
+        if stats is not None and not isinstance(stats, NormStats):
+            raise EsdlError(
+                f"stats must be a NormStats (TrainingSet.stats of another set); got {short_repr(stats)}."
+            )
+        if subset is not None:
+            subset = text_argument(subset, "subset")
         if split is not None and not isinstance(split, BlockSplit | TimeSplit):
             raise EsdlError(f"split must be a BlockSplit or TimeSplit; got {type(split).__name__}.")
         if subset is not None and split is None:
