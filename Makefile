@@ -18,7 +18,7 @@ PROJECT  ?= demo
 # platform_lib/local/interpreter.py
 BASE_PYTHON ?= $(shell python3 platform_lib/local/interpreter.py)
 
-.PHONY: setup browser up test lint lock chart-lock demo-cubes bench help image image-test ci
+.PHONY: setup browser up test lint lock chart-lock demo-cubes bench help image image-test
 
 help:
 	@echo "make up      set up, generate the demo cubes if missing, run the embedded platform (PROJECT=$(PROJECT)); Ctrl-C stops it"
