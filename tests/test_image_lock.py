@@ -66,7 +66,7 @@ def test_the_image_files_exist():
     # the base is digest-pinned by default, and the CA bundle is a secret, never a layer
     assert re.search(r"^ARG BASE=\S+@sha256:[0-9a-f]{64}$", dockerfile, re.M)
     assert "--mount=type=secret,id=ca" in dockerfile and "COPY /etc/ssl" not in dockerfile
-    for name in ("requirements.lock", "requirements-ml.lock", "healthcheck.py", "smoke_check.py"):
+    for name in ("requirements.lock", "requirements-ml.lock", "healthcheck.py", "smoke_check.py", "slim.sh"):
         assert (IMAGE / name).is_file(), name
 
 
