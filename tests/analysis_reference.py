@@ -16,12 +16,15 @@ METHODS = ("KDE", "REC", "KNN_Gamma", "KNN_Delta", "T2")
 
 
 def reference_dimension(matrix: np.ndarray, explained: float = 0.95, retained: float = 0.999) -> float:
-    """The talk's per-pixel function, written plainly: z-score, SVD, keep 0.999, first k > 0.95."""
+    """The paper's per-pixel ``sufficient_dimensions`` (Mahecha, Gans et al. 2020, ESDLPaperCode.jl), written
+    plainly: z-score (a constant column becomes ones), PCA (which centres the columns again: the ones
+    become zeros), keep 0.999 of the variance, the first k whose share of the kept variance is > 0.95."""
     if np.isnan(matrix).any():
         return np.nan
     std = matrix.std(axis=0)
     z = (matrix - matrix.mean(axis=0)) / np.where(std == 0, 1.0, std)
     z[:, std == 0] = 1.0
+    z = z - z.mean(axis=0)  # the PCA's own centring
     s = np.linalg.svd(z, compute_uv=False)
     var = s**2
     share = np.cumsum(var) / var.sum()

@@ -47,9 +47,19 @@ def random_block(n_pixels: int, n_time: int, n_var: int, seed: int) -> np.ndarra
     return out
 
 
+def test_a_constant_variable_adds_no_dimension():
+    """Two redundant variables and one that never changes (bare soil, ice): one dimension, as in the
+    paper's code, where the constant's column of ones is centred away by the PCA (issue 17)."""
+    t = np.linspace(0, 20, 230)
+    signal = np.sin(t) + 0.1 * np.cos(3 * t)
+    block = np.stack([signal, 2 * signal + 1, np.full_like(t, 4.0)], axis=-1)[None]
+    assert intrinsic_dimension_block(block).tolist() == [1.0] == [reference_dimension(block[0])]
+    assert intrinsic_dimension_block(np.full((1, 230, 3), 4.0)).tolist() == [0.0]  # nothing varies
+
+
 def test_batched_dimension_matches_the_per_pixel_svd_reference_on_random_data():
     block = random_block(300, 230, 6, seed=1)
-    block[7, :, 2] = 4.0  # a zero-variance column becomes ones
+    block[7, :, 2] = 4.0  # a zero-variance column: no variance after the PCA's centring
     block[8, 5, 1] = np.nan  # a gap: NaN
     got = intrinsic_dimension_block(block)
     ref = np.array([reference_dimension(m) for m in block])

@@ -62,12 +62,13 @@ def _zscore_from_raw_gram(raw: np.ndarray, sums: np.ndarray, n: int) -> np.ndarr
     first value (:func:`_shifted_grams`).
 
     ``Z`` is never built: the centred Gram matrix is ``G - s s' / T`` (the shift keeps this free of
-    cancellation), then scaled by ``1 / (s_v s_w)``. A zero-variance column becomes a column of ones in
-    ``Z``: ``T`` on the diagonal and 0 against the (centred) others.
+    cancellation), then scaled by ``1 / (s_v s_w)``. A zero-variance column adds nothing: the reference
+    (``sufficient_dimensions`` of Mahecha, Gans et al. 2020) makes it a column of ones, and its PCA centres
+    the columns again, so that the ones become zeros -- a row and column of zeros here.
 
-    >>> x = np.array([[[1.0, 5.0], [3.0, 5.0]]])          # one pixel, 2 steps: z = [-1, 1] and ones
+    >>> x = np.array([[[1.0, 5.0], [3.0, 5.0]]])          # one pixel, 2 steps: z = [-1, 1] and a constant
     >>> _zscore_from_raw_gram(*_shifted_grams(x, np.array([0])), 2).tolist()
-    [[[2.0, 0.0], [0.0, 2.0]]]
+    [[[2.0, 0.0], [0.0, 0.0]]]
     """
     gram = raw - sums[..., :, None] * sums[..., None, :] / n
     var = np.diagonal(gram, axis1=-2, axis2=-1) / n  # population variance (ddof 0), as np.std
@@ -75,8 +76,6 @@ def _zscore_from_raw_gram(raw: np.ndarray, sums: np.ndarray, n: int) -> np.ndarr
     scale = 1.0 / np.sqrt(np.where(flat, 1.0, var))
     gram *= scale[..., :, None] * scale[..., None, :]
     gram[np.broadcast_to(flat[..., :, None] | flat[..., None, :], gram.shape)] = 0.0
-    k = np.arange(gram.shape[-1])
-    gram[..., k, k] = np.where(flat, float(n), gram[..., k, k])
     return gram
 
 
@@ -101,8 +100,10 @@ def dimension_from_variances(
     ``retained_variance``; the answer is the first ``k`` whose cumulative share of the retained variance
     is strictly greater than ``explained_variance``.
 
-    >>> dimension_from_variances(np.array([[6.0, 3.0, 1.0], [1.0, 0.0, 0.0]])).tolist()
-    [3, 1]
+    No variance at all (every variable constant) is dimension 0.
+
+    >>> dimension_from_variances(np.array([[6.0, 3.0, 1.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])).tolist()
+    [3, 1, 0]
     """
     lam = np.clip(np.asarray(variances, dtype=np.float64), 0.0, None)
     n = lam.shape[-1]
@@ -114,7 +115,8 @@ def dimension_from_variances(
     kept_total = kept.sum(axis=-1, keepdims=True)
     kept_share = np.cumsum(kept, axis=-1) / np.where(kept_total > 0, kept_total, 1.0)
     over = kept_share > explained_variance
-    return np.where(over.any(axis=-1), over.argmax(axis=-1) + 1, n_keep)
+    dimension = np.where(over.any(axis=-1), over.argmax(axis=-1) + 1, n_keep)
+    return np.where(total[..., 0] > 0, dimension, 0)
 
 
 def intrinsic_dimension_block(
