@@ -405,3 +405,15 @@ def test_chunk_by_chunk_runs_on_a_distributed_cluster_of_worker_processes():
     assert got.threshold == ref.threshold
     np.testing.assert_array_equal(labels, ref.labels.values)
     assert_same_tables(got.table, ref.table)
+
+
+def test_event_skill_counts_the_events_a_size_filter_left_not_the_largest_label():
+    """Labels 1 and 5 are left of 5 events: one touches a true event, so event precision is 1/2, not 1/5
+    (it counted ``labels.max()`` events, issue 17)."""
+    truth = xr.DataArray(np.zeros((4, 3, 3), bool), dims=("time", "lat", "lon"))
+    truth[0, 0, 0] = True
+    labels = xr.DataArray(np.zeros((4, 3, 3), np.int32), dims=("time", "lat", "lon"))
+    labels[0, 0, 0] = 1
+    labels[3, 2, 2] = 5
+    skill = event_skill(labels, truth)
+    assert skill["event_precision"] == 0.5 and skill["event_recall"] == 1.0

@@ -389,7 +389,8 @@ def event_skill(
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     tl = np.asarray(label_events(truth, wrap_lon=wrap_lon).values)
     dl = np.asarray(det_labels.values)
-    n_true, n_det = int(tl.max()), int(dl.max()) if dl.size else 0
+    # events are the distinct labels: after a size filter the numbers that are left need not be 1..n
+    n_true, n_det = np.unique(tl[tl > 0]).size, np.unique(dl[dl > 0]).size
     true_found = np.unique(tl[(tl > 0) & d]).size
     det_true = np.unique(dl[(dl > 0) & tr]).size
     return {
