@@ -368,6 +368,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: ``buildah run`` attempts when buildah itself fails to start the command (never when the command fails)
+RUN_ATTEMPTS = 3
+#: what buildah prints when it failed before the command ran: a transient race of its re-executed copy
+#: ("Close_Fd sealing memfd copy: Device or resource busy"), seen once in CI on this kind of machine
+RUNTIME_HICCUPS = ("sealing memfd copy",)
+
+
+def _runtime_hiccup(stderr: str) -> bool:
+    """Whether ``buildah run`` failed in buildah's own start-up, not in the command it ran.
+
+    >>> _runtime_hiccup("Close_Fd sealing memfd copy: Device or resource busy\\nError: exit status 1")
+    True
+    >>> _runtime_hiccup("AssertionError: means differ")
+    False
+    """
+    return any(text in stderr for text in RUNTIME_HICCUPS)
+
+
 class ImageRun:
     """One working container of an image, run as its user: ``run`` waits, ``start`` runs in the
     background (its own process group, stopped at the end)."""
@@ -389,7 +407,12 @@ class ImageRun:
         return [*command, self.container, "--", *args]
 
     def run(self, args: list[str], env: dict[str, str] | None = None, timeout: float = 600) -> str:
-        done = subprocess.run(self.command(args, env), capture_output=True, text=True, timeout=timeout)
+        for attempt in range(RUN_ATTEMPTS):
+            done = subprocess.run(self.command(args, env), capture_output=True, text=True, timeout=timeout)
+            if done.returncode == 0 or not _runtime_hiccup(done.stderr) or attempt == RUN_ATTEMPTS - 1:
+                break
+            say(f"  buildah run could not start ({done.stderr.strip().splitlines()[0]}); again")
+            time.sleep(1)
         if done.returncode != 0:
             raise AssertionError(f"{' '.join(args)} failed in {self.ref} (exit {done.returncode}):\n"
                                  f"{done.stdout[-3000:]}{done.stderr[-3000:]}")  # fmt: skip
