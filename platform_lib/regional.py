@@ -192,12 +192,8 @@ def output_chunks(
     out = {}
     for dim, size in sizes.items():
         want = spec.get(dim)
-        if want is not None and (
-            isinstance(want, bool) or not isinstance(want, int | np.integer) or want < 1
-        ):
-            raise EsdlError(
-                f"{what}: chunk size {short_repr(want)} for dim {dim!r} must be a positive integer."
-            )
+        if want is not None:
+            number_argument(want, f"{what}: the chunk size of dim {dim!r}", low=1, integer=True)
         out[dim] = int(size if want is None else min(want, size))
     return out
 
@@ -215,9 +211,9 @@ def _open_source(source: str | xr.Dataset) -> tuple[xr.Dataset, str, dict[str, A
     return open_cube(source, chunks=None), source, describe_cube(source)
 
 
-def _check_overlap(ds: xr.Dataset, bbox: Sequence[float], label: str) -> None:
-    """A bbox that does not touch the source's extent at all gets its own, clearer message."""
-    lon_min, lat_min, lon_max, lat_max = bbox_argument(bbox)
+def _check_overlap(ds: xr.Dataset, bbox: tuple[float, float, float, float], label: str) -> None:
+    """A bbox (checked by ``bbox_argument``) that does not touch the source's extent gets its own message."""
+    lon_min, lat_min, lon_max, lat_max = bbox
     half = grid_resolution(ds) / 2 if ds.sizes.get("lat", 0) > 1 else 0.0
     lat = ds["lat"].values
     lon = ds["lon"].values

@@ -430,3 +430,15 @@ def test_a_project_name_too_long_for_the_file_system_is_a_clear_error(name: str)
 
     with pytest.raises(EsdlError, match=r"no project named 'aaa.*\.\.\.|no such project spec file"):
         load_project(name)
+
+
+@pytest.mark.parametrize("size", [0, -3, 2.5, "8", True, np.nan, [4]])
+def test_whole_number_sizes_are_checked_alike_everywhere(cube: xr.Dataset, size: object) -> None:
+    """Chunk sizes, split blocks and batch sizes: one check (``number_argument``), one message."""
+    from platform_lib.ml.splits import BlockSplit
+    from platform_lib.regional import output_chunks
+
+    with pytest.raises(EsdlError, match=r"chunk size of dim 'lat' must be a whole number of at least 1"):
+        output_chunks({"time": 10, "lat": 4}, {"lat": size})
+    with pytest.raises(EsdlError, match=r"BlockSplit block\['time'\] must be a whole number of at least 1"):
+        BlockSplit({"time": size}).grid(cube)

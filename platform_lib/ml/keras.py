@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from platform_lib.arguments import number_argument
 from platform_lib.errors import EsdlError, import_extra
 from platform_lib.ml.training_set import TrainingSet
 
@@ -49,8 +50,7 @@ class CubePyDataset(keras.utils.PyDataset):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if batch_size < 1:
-            raise EsdlError(f"batch_size must be a positive integer; got {batch_size}.")
+        batch_size = number_argument(batch_size, "batch_size", low=1, integer=True)
         if not training_set.spec.targets:
             raise EsdlError("A Keras dataset needs targets: give the SampleSpec targets=[...].")
         if weights not in (None, "mask"):

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from platform_lib.arguments import number_argument
 from platform_lib.errors import EsdlError, allowed, did_you_mean
 from platform_lib.ml.boxsum import box_sums, summed_area
 
@@ -119,8 +120,7 @@ class BlockSplit:
             )
         dims = _check_names(ds, list(self.block) + list(self.buffer), "BlockSplit", dims)
         for d, size in self.block.items():
-            if size < 1:
-                raise EsdlError(f"BlockSplit block[{d!r}] must be a positive integer; got {size}.")
+            number_argument(size, f"BlockSplit block[{d!r}]", low=1, integer=True)
         edges = tuple(
             np.unique(np.r_[np.arange(0, ds.sizes[d], self.block.get(d, ds.sizes[d])), ds.sizes[d]])
             for d in dims

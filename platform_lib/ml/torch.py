@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from platform_lib.arguments import number_argument
 from platform_lib.errors import EsdlError, import_extra
 from platform_lib.ml.reader import BlockCache
 from platform_lib.ml.training_set import TrainingSet
@@ -228,8 +229,7 @@ def make_dataloader(
     ``DataLoader`` (``pin_memory``, ``persistent_workers``, ``prefetch_factor``...). ``even=True``
     gives every rank and worker the same number of samples (for ``DistributedDataParallel``).
     """
-    if batch_size is None or batch_size < 1:
-        raise EsdlError(f"batch_size must be a positive integer; got {batch_size}.")
+    batch_size = number_argument(batch_size, "batch_size", low=1, integer=True)
     if num_workers < 0:
         raise EsdlError(f"num_workers must be >= 0; got {num_workers}.")
     if map_style:

@@ -380,8 +380,8 @@ class TrainingSet:
         Blocks are read once each (``prefetch`` ahead, in threads) in a seeded shuffled order; samples
         are shuffled within ``window`` blocks. ``batch_size=None`` yields single samples.
         """
-        if batch_size is not None and batch_size < 1:
-            raise EsdlError(f"batch_size must be a positive integer or None; got {batch_size}.")
+        if batch_size is not None:
+            batch_size = number_argument(batch_size, "batch_size (or None)", low=1, integer=True)
         if self.stats is None and (self.normalise or self.nan.fill in ("mean", "seasonal")):
             raise EsdlError("Normalisation statistics could not be computed.")
         blocks = self.plan.epoch_blocks(
