@@ -7,6 +7,7 @@
 ('long_term', 'annual', 'fast')
 """
 
+from platform_lib.analysis.cycles import cycle_dominance
 from platform_lib.analysis.events import (
     Events,
     cell_area_km2,
@@ -42,6 +43,7 @@ __all__ = [
     "anomaly_scores",
     "anomaly_scores_block",
     "cell_area_km2",
+    "cycle_dominance",
     "decompose_time_scales",
     "detect_events",
     "event_skill",
