@@ -20,11 +20,12 @@ import datetime as dt
 import math
 import numbers
 import os
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from platform_lib.errors import EsdlError, allowed, short_repr
+from platform_lib.errors import DatelineWarning, EsdlError, allowed, short_repr
 
 #: what a date in a time range may be (numbers are refused: ``2001`` is not a date but 2001 ns after 1970)
 DATE_EXAMPLE = "('2003-06-01', '2003-08-31')"
@@ -321,6 +322,9 @@ def bbox_argument(value: object, what: str = "bbox") -> tuple[float, float, floa
     Traceback (most recent call last):
     ...
     platform_lib.errors.EsdlError: bbox (0, 60, 10, 50) has lat_min 60 > lat_max 50; the order is (lon_min, lat_min, lon_max, lat_max).
+
+    ``lon_min > lon_max`` over more than 180 degrees of longitude warns (:class:`DatelineWarning`): most
+    likely the longitudes are swapped.
     """
     import numpy as np
 
@@ -345,5 +349,15 @@ def bbox_argument(value: object, what: str = "bbox") -> tuple[float, float, floa
         raise EsdlError(
             f"{what} {shown} has lat_min {lat_min:g} > lat_max {lat_max:g};"
             " the order is (lon_min, lat_min, lon_max, lat_max)."
+        )
+    span = lon_max + 360.0 - lon_min
+    if lon_min > lon_max and span > 180.0:
+        warnings.warn(
+            DatelineWarning(
+                f"{what} {shown} has lon_min {lon_min:g} > lon_max {lon_max:g}, so it crosses the dateline and"
+                f" spans {span:g} degrees of longitude; if you meant lon {lon_max:g}..{lon_min:g}, write"
+                f" ({lon_max:g}, {lat_min:g}, {lon_min:g}, {lat_max:g})."
+            ),
+            stacklevel=3,
         )
     return lon_min, lat_min, lon_max, lat_max

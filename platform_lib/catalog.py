@@ -34,6 +34,8 @@ import yaml
 from platform_lib.arguments import (
     bbox_argument,
     catalog_argument,
+    date_argument,
+    flag_argument,
     names_argument,
     path_argument,
     text_argument,
@@ -44,6 +46,7 @@ from platform_lib.errors import (
     CatalogWarning,
     CubeNotFoundError,
     CubeNotGeneratedError,
+    CubeUnreachableError,
     EsdlError,
     allowed,
     did_you_mean,
@@ -91,6 +94,35 @@ class CubeEntry:
     def is_local(self) -> bool:
         """True for a store on a local filesystem (no ``s3://`` or other protocol)."""
         return "://" not in self.urlpath or self.urlpath.startswith("file://")
+
+    @property
+    def endpoint(self) -> tuple[str, int] | None:
+        """``(host, port)`` a remote store is read from (None for a local one, or a protocol without a host).
+
+        From ``storage_options`` (``endpoint_url``, also under ``client_kwargs``), else the protocol's
+        public service (``s3://`` on AWS, ``gs://`` on Google Cloud Storage) or the URL's own host.
+
+        >>> CubeEntry("x", Path("c.yaml"), "zarr", {"urlpath": "s3://b/c.zarr", "storage_options":
+        ...     {"client_kwargs": {"endpoint_url": "https://s3.example.org:9000"}}}).endpoint
+        ('s3.example.org', 9000)
+        """
+        from urllib.parse import urlsplit
+
+        if self.is_local:
+            return None
+        options = self.args.get("storage_options") or {}
+        client = options.get("client_kwargs") or {} if isinstance(options, dict) else {}
+        url = (options.get("endpoint_url") if isinstance(options, dict) else None) or client.get(
+            "endpoint_url"
+        )
+        protocol = self.urlpath.split("://", 1)[0]
+        if not url:
+            url = {"s3": "https://s3.amazonaws.com", "gs": "https://storage.googleapis.com",
+                   "gcs": "https://storage.googleapis.com"}.get(protocol, self.urlpath)  # fmt: skip
+        parts = urlsplit(str(url))
+        if not parts.hostname or parts.scheme not in ("http", "https"):
+            return None
+        return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
 
 
 def expand_template(text: str, catalog_dir: Path) -> str:
@@ -279,13 +311,100 @@ def _entries(
     return merged
 
 
-def list_cubes(catalog: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None) -> list[str]:
+def list_cubes(
+    catalog: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+    *,
+    remote: bool | None = None,
+) -> list[str]:
     """Names of every cube in the shared and team catalogs (or in ``catalog``), sorted.
+
+    ``remote=False`` lists only the cubes stored on this machine's file systems (they work offline),
+    ``remote=True`` only those read over the network (they need internet); ``None`` lists all.
 
     >>> "esdc-demo-map" in list_cubes()
     True
+    >>> list_cubes(remote=True)  # the public ESDC v3 on its S3 endpoint
+    ['esdc-v3-map', 'esdc-v3-tiny', 'esdc-v3-ts']
     """
-    return sorted(_entries(catalog))
+    entries = _entries(catalog)
+    if remote is not None:
+        remote = flag_argument(remote, "remote")
+        entries = {name: e for name, e in entries.items() if e.is_local != remote}
+    return sorted(entries)
+
+
+def find_cubes(
+    variable: str | Iterable[str] | None = None,
+    bbox: Sequence[float] | None = None,
+    time: Any = None,
+    catalog: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+    *,
+    remote: bool | None = None,
+) -> list[str]:
+    """Names of the cubes whose catalog metadata hold every ``variable``, overlap ``bbox`` and cover ``time``.
+
+    - ``variable``: a name or a list of names (all must be in the cube), exact ESDC names;
+    - ``bbox``: ``(lon_min, lat_min, lon_max, lat_max)`` (``lon_min > lon_max`` crosses the dateline):
+      the cube's ``spatial_extent`` must overlap it;
+    - ``time``: a date (covered by the cube's ``temporal_extent``) or a ``(start, end)`` range (overlapped);
+    - ``remote``: as for :func:`list_cubes`.
+
+    Only the catalogs are read, no store is opened.
+
+    >>> find_cubes(variable="kndvi", bbox=(-10, 35, 30, 60), time="2003-08-01", remote=False)
+    ['esdc-demo-map', 'esdc-demo-ts']
+    >>> find_cubes(variable="sea_ice_fraction")
+    []
+    """
+    import pandas as pd
+
+    wanted = [] if variable is None else list(names_argument(variable, "variable"))
+    box = None if bbox is None else bbox_argument(bbox)
+    if time is None:
+        window = None
+    elif isinstance(time, list | tuple):
+        window = time_range_argument(time, "time")
+    else:
+        day = date_argument(time, "time")
+        window = (day, day)
+    found = []
+    for name in list_cubes(catalog, remote=remote):
+        meta = describe_cube(name, catalog)
+        if wanted and not set(wanted) <= set(meta.get("variables") or {}):
+            continue
+        if box is not None and not _extents_overlap(meta.get("spatial_extent"), box):
+            continue
+        if window is not None:
+            extent = meta.get("temporal_extent") or [None, None]
+            start, end = (
+                (pd.Timestamp(extent[0]), pd.Timestamp(extent[1])) if None not in extent else (None, None)
+            )
+            if start is None or window[1] < start or window[0] > end:
+                continue
+        found.append(name)
+    return found
+
+
+def _lon_intervals(lon_min: float, lon_max: float) -> list[tuple[float, float]]:
+    """A longitude range as intervals within -180..180 (two when it crosses the dateline)."""
+    lo, hi = (lon if -180.0 <= lon <= 180.0 else (lon + 180.0) % 360.0 - 180.0 for lon in (lon_min, lon_max))
+    if lon_max - lon_min >= 360.0:
+        return [(-180.0, 180.0)]
+    return [(lo, hi)] if lo <= hi else [(lo, 180.0), (-180.0, hi)]
+
+
+def _extents_overlap(extent: Any, box: tuple[float, float, float, float]) -> bool:
+    """Does a catalog ``spatial_extent`` ``[lon_min, lat_min, lon_max, lat_max]`` overlap ``box``?"""
+    if not isinstance(extent, list | tuple) or len(extent) != 4:
+        return False
+    e_lon_min, e_lat_min, e_lon_max, e_lat_max = (float(v) for v in extent)
+    if box[3] < e_lat_min or box[1] > e_lat_max:
+        return False
+    return any(
+        a_hi >= b_lo and a_lo <= b_hi
+        for a_lo, a_hi in _lon_intervals(e_lon_min, e_lon_max)
+        for b_lo, b_hi in _lon_intervals(box[0], box[2])
+    )
 
 
 def get_entry(
@@ -324,6 +443,7 @@ def describe_cube(
         "description": entry.description,
         "urlpath": entry.urlpath,
         "catalog": str(entry.catalog),
+        "remote": not entry.is_local,
         **entry.metadata,
     }
 
@@ -365,12 +485,74 @@ def _open_entry_uncached(entry: CubeEntry, chunks: Any) -> xr.Dataset:
         raise CatalogError(
             f"{entry.catalog}: entry {entry.name!r} has driver {entry.driver!r}; only 'zarr' is supported."
         )
+    if not entry.is_local:
+        check_reachable(entry)
     # Intake fills {{ env(ESDL_DATA_DIR) }} from the environment: give it the default data folder
     os.environ.setdefault("ESDL_DATA_DIR", str(data_dir()))
     source = _intake_catalog(entry.catalog)[entry.name]
-    if chunks is _STORED:
-        return source.to_dask()
-    return source.reader.read(chunks=chunks)
+    try:
+        if chunks is _STORED:
+            return source.to_dask()
+        return source.reader.read(chunks=chunks)
+    except Exception as exc:
+        if entry.is_local:
+            raise
+        # a remote store's failure surfaces from deep in an async stack (s3fs, aiobotocore), often as
+        # an unrelated follow-up error: say in one line what failed, with the first cause
+        cause = _first_cause(exc)
+        raise EsdlError(
+            f"cube {entry.name!r}: could not open {entry.urlpath}: {type(cause).__name__}: {_one_line(cause)}"
+        ) from None
+
+
+#: seconds to wait for a remote cube's endpoint to accept a connection before calling it unreachable
+REACH_TIMEOUT = 5.0
+
+
+def check_reachable(entry: CubeEntry, timeout: float = REACH_TIMEOUT) -> None:
+    """Raise :class:`CubeUnreachableError` (one line) when a remote cube's endpoint takes no connection.
+
+    Without a network, opening a remote store fails after seconds deep inside an async S3 client, with
+    a traceback of hundreds of lines; one TCP connection answers the question first.
+
+    >>> entry = CubeEntry("far", Path("c.yaml"), "zarr", {"urlpath": "s3://b/c.zarr", "storage_options":
+    ...     {"endpoint_url": "http://127.0.0.1:9"}})
+    >>> check_reachable(entry)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    platform_lib.errors.CubeUnreachableError: cube 'far' needs internet: could not reach 127.0.0.1:9 (...); the demo cubes work offline: ...
+    """
+    import socket
+
+    where = entry.endpoint
+    if where is None:
+        return
+    try:
+        with socket.create_connection(where, timeout=timeout):
+            return
+    except OSError as exc:
+        try:
+            offline = [name for name, e in _entries().items() if e.is_local]
+        except EsdlError:  # a broken shared catalog must not hide why this cube failed
+            offline = []
+        raise CubeUnreachableError(
+            f"cube {entry.name!r} needs internet: could not reach {where[0]}:{where[1]} ({_one_line(exc)});"
+            f" the demo cubes work offline: {allowed(offline)}."
+        ) from None
+
+
+def _first_cause(exc: BaseException) -> BaseException:
+    """The earliest exception in ``exc``'s chain (``__cause__`` / ``__context__``): what went wrong first."""
+    seen = {id(exc)}
+    while (nxt := exc.__cause__ or exc.__context__) is not None and id(nxt) not in seen:
+        seen.add(id(nxt))
+        exc = nxt
+    return exc
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 _INTAKE_CACHE: dict[Path, tuple[tuple[int, int], Any]] = {}
@@ -533,7 +715,8 @@ def cube_metadata(
 ) -> dict[str, Any]:
     """Catalog metadata for a cube, derived from the dataset itself (DeepESDL dataset-spec style).
 
-    ``spatial_extent`` is ``[lon_min, lat_min, lon_max, lat_max]`` of the cell edges, ``temporal_extent``
+    ``spatial_extent`` is ``[lon_min, lat_min, lon_max, lat_max]`` of the cell edges (``lon_min > lon_max``
+    for a cube across the dateline, whose longitudes wrap from 180 to -180), ``temporal_extent``
     the first and last time stamps, ``chunks`` the stored chunk shape (from the encoding or dask chunks).
 
     >>> import numpy as np, pandas as pd, xarray as xr
@@ -543,12 +726,16 @@ def cube_metadata(
     >>> m["spatial_extent"], m["variables"]["t"]["units"]
     ([-180.0, -90.0, 180.0, 90.0], 'K')
     """
+    import numpy as np
     import pandas as pd
 
     lat, lon = ds["lat"].values, ds["lon"].values
     dlat = float(abs(lat[1] - lat[0])) if lat.size > 1 else 0.0
     dlon = float(abs(lon[1] - lon[0])) if lon.size > 1 else 0.0
     times = pd.DatetimeIndex(ds["time"].values)
+    # a cube across the dateline (longitudes that wrap, 170..180 then -180..-170): west > east, as in a bbox
+    wraps = lon.size > 1 and bool((np.diff(lon) < 0).any())
+    west, east = (lon[0], lon[-1]) if wraps else (lon.min(), lon.max())
     if chunks is None:
         first = next(iter(ds.data_vars.values()))
         enc = first.encoding.get("chunks") or first.encoding.get("preferred_chunks")
@@ -568,9 +755,9 @@ def cube_metadata(
         },
         "dims": {d: int(n) for d, n in ds.sizes.items()},
         "spatial_extent": [
-            round(float(lon.min()) - dlon / 2, 6),
+            round(float(west) - dlon / 2, 6),
             round(float(lat.min()) - dlat / 2, 6),
-            round(float(lon.max()) + dlon / 2, 6),
+            round(float(east) + dlon / 2, 6),
             round(float(lat.max()) + dlat / 2, 6),
         ],
         "spatial_resolution": dlat,
@@ -668,9 +855,15 @@ def _check_metadata(entry: CubeEntry) -> list[str]:
             and len(ext) == 4
             and all(isinstance(x, int | float) and not isinstance(x, bool) for x in ext)
         )
-        if not ok or not (-180 <= ext[0] < ext[2] <= 180 and -90 <= ext[1] < ext[3] <= 90):
+        if not ok or not (
+            -180 <= ext[0] <= 180
+            and -180 <= ext[2] <= 180
+            and ext[0] != ext[2]
+            and -90 <= ext[1] < ext[3] <= 90
+        ):
             problems.append(
-                f"{where}: spatial_extent {ext!r} must be [lon_min, lat_min, lon_max, lat_max] within -180..180, -90..90"
+                f"{where}: spatial_extent {ext!r} must be [lon_min, lat_min, lon_max, lat_max] within -180..180,"
+                " -90..90 (lon_min > lon_max across the dateline)"
             )
     span = meta.get("temporal_extent")
     if "temporal_extent" in meta:
@@ -689,6 +882,7 @@ def _check_metadata(entry: CubeEntry) -> list[str]:
 
 def _check_store(entry: CubeEntry) -> list[str]:
     """Problems found by opening the store and comparing it with the metadata."""
+    import numpy as np
     import pandas as pd
 
     where = f"{entry.catalog}: entry {entry.name!r}"
@@ -713,7 +907,10 @@ def _check_store(entry: CubeEntry) -> list[str]:
     if {"lat", "lon"} <= set(ds.coords) and isinstance(meta.get("spatial_extent"), list):
         lon_min, lat_min, lon_max, lat_max = meta["spatial_extent"]
         lat, lon = ds["lat"].values, ds["lon"].values
-        if lat.min() < lat_min or lat.max() > lat_max or lon.min() < lon_min or lon.max() > lon_max:
+        inside = np.zeros(lon.shape, bool)
+        for west, east in _lon_intervals(lon_min, lon_max):
+            inside |= (lon >= west) & (lon <= east)
+        if lat.min() < lat_min or lat.max() > lat_max or not inside.all():
             problems.append(
                 f"{where}: store cells span lon {lon.min():g}..{lon.max():g}, lat {lat.min():g}..{lat.max():g},"
                 f" outside spatial_extent {meta['spatial_extent']}"

@@ -30,12 +30,20 @@ class CubeNotGeneratedError(EsdlError, FileNotFoundError):
     """A demo cube whose store has not been generated yet."""
 
 
+class CubeUnreachableError(EsdlError, ConnectionError):
+    """A remote cube whose endpoint cannot be reached (no network, or the server is down)."""
+
+
 class CatalogError(EsdlError):
     """A catalog file or entry that is malformed."""
 
 
 class CatalogWarning(UserWarning):
     """A catalog entry (or a whole team catalog) that was skipped; the others stay usable."""
+
+
+class DatelineWarning(UserWarning):
+    """A bbox that crosses the dateline over more than half the globe: most likely its longitudes are swapped."""
 
 
 class MissingExtraError(EsdlError, ImportError):

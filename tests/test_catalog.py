@@ -7,12 +7,15 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
 import yaml
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 import platform_lib
 from platform_lib import catalog
@@ -222,14 +225,14 @@ def test_validate_cli_passes_and_opens(demo_catalog):
 def test_validate_cli_names_the_broken_entry(demo_catalog, tmp_path):
     doc = yaml.safe_load(demo_catalog.read_text())
     doc["sources"]["esdc-demo-map"]["metadata"]["variables"]["kndvi"] = {"long_name": "no units"}
-    doc["sources"]["esdc-demo-ts"]["metadata"]["spatial_extent"] = [10, 0, -10, 5]
+    doc["sources"]["esdc-demo-ts"]["metadata"]["spatial_extent"] = [10, 0, 200, 5]  # lon beyond 180
     del doc["sources"]["esdc-demo-ts"]["metadata"]["license"]
     broken = tmp_path / "broken.yaml"
     broken.write_text(yaml.safe_dump(doc).replace("{{ CATALOG_DIR }}", str(demo_catalog.parent)))
     res = run_esdl("catalog", "validate", str(broken))
     assert res.returncode == 1
     assert "entry 'esdc-demo-map': variable 'kndvi' needs 'units'" in res.stderr
-    assert "entry 'esdc-demo-ts': spatial_extent [10, 0, -10, 5] must be" in res.stderr
+    assert "entry 'esdc-demo-ts': spatial_extent [10, 0, 200, 5] must be" in res.stderr
     assert "entry 'esdc-demo-ts': metadata is missing 'license'" in res.stderr
     assert "3 problem(s)" in res.stderr
 
@@ -347,3 +350,179 @@ def test_repo_catalog_path_is_default(monkeypatch, tmp_path):
     (tmp_path / "catalog.yaml").write_text(catalog.dump_catalog({}, title="team"))
     assert catalog.catalog_paths() == [SHIPPED, tmp_path / "catalog.yaml"]
     assert Path(catalog.describe_cube("esdc-demo-ts")["catalog"]) == SHIPPED.resolve()
+
+
+# --- remote cubes, finding cubes (issue 20) -------------------------------------------------------
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    return _free_port()
+
+
+def _remote_catalog(
+    tmp_path: Path, endpoint_url: str, meta: dict, urlpath: str = "s3://cubes/far.zarr"
+) -> Path:
+    cat = tmp_path / "remote.yaml"
+    options = {"anon": True, "client_kwargs": {"endpoint_url": endpoint_url}}
+    cat.write_text(
+        catalog.dump_catalog(
+            {"far-cube": catalog.catalog_source(urlpath, "far away", meta, storage_options=options)},
+            title="remote",
+        )
+    )
+    return cat
+
+
+@pytest.mark.parametrize("endpoint", ["refused", "no such host"])
+def test_an_unreachable_remote_cube_fails_at_once_in_one_line(tmp_path, demo_catalog, endpoint):
+    """No network (a name that does not resolve, RFC 2606's .invalid) or no server (a closed port): one line
+    that says the cube needs internet and which cubes work offline -- not 270 lines of async traceback."""
+    from platform_lib.errors import CubeUnreachableError
+
+    url = (
+        f"http://127.0.0.1:{_closed_port()}" if endpoint == "refused" else "https://esdl-nowhere.invalid:9000"
+    )
+    meta = catalog.describe_cube("esdc-demo-ts")
+    cat = _remote_catalog(tmp_path, url, {k: meta[k] for k in catalog.REQUIRED_METADATA})
+    started = time.monotonic()
+    with pytest.raises(CubeUnreachableError) as caught:
+        catalog.open_cube("far-cube", catalog=cat)
+    message = str(caught.value)
+    assert time.monotonic() - started < catalog.REACH_TIMEOUT + 5  # told at once, not after retries
+    assert len(message.splitlines()) == 1 and "cube 'far-cube' needs internet: could not reach" in message
+    assert url.split("//")[1] in message and caught.value.__suppress_context__
+    done = run_esdl("cubes", "regional", "far-cube", "--name", "x", "--bbox", "0", "0", "10", "10",
+                    env={"ESDL_CATALOG": f"{cat}{os.pathsep}{demo_catalog}"})  # fmt: skip
+    assert done.returncode == 2 and done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("esdl: error: cube 'far-cube' needs internet"), done.stderr
+    assert "the demo cubes work offline: 'esdc-demo-map', 'esdc-demo-ts'" in lines[0]
+
+
+def test_a_reachable_endpoint_without_the_store_is_one_line_too(s3_endpoint, tmp_path):
+    meta = catalog.describe_cube("esdc-demo-ts")
+    cat = _remote_catalog(
+        tmp_path, s3_endpoint, {k: meta[k] for k in catalog.REQUIRED_METADATA}, "s3://nobucket/x.zarr"
+    )
+    with pytest.raises(EsdlError) as caught:
+        catalog.open_cube("far-cube", catalog=cat)
+    message = str(caught.value)
+    assert len(message.splitlines()) == 1 and message.startswith(
+        "cube 'far-cube': could not open s3://nobucket/x.zarr:"
+    )
+
+
+def test_listings_say_which_cubes_need_the_internet():
+    assert catalog.list_cubes(SHIPPED, remote=True) == ["esdc-v3-map", "esdc-v3-tiny", "esdc-v3-ts"]
+    assert catalog.list_cubes(SHIPPED, remote=False) == ["esdc-demo-map", "esdc-demo-ts"]
+    assert catalog.describe_cube("esdc-v3-ts", SHIPPED)["remote"] is True
+    assert catalog.describe_cube("esdc-demo-ts", SHIPPED)["remote"] is False
+    done = run_esdl("cubes", "list", "--catalog", str(SHIPPED))
+    rows = {line.split()[0]: line for line in done.stdout.splitlines()}
+    assert done.returncode == 0 and set(rows) == set(catalog.list_cubes(SHIPPED))
+    assert all(("needs internet" in row) == name.startswith("esdc-v3") for name, row in rows.items())
+    assert all(("offline" in row) == name.startswith("esdc-demo") for name, row in rows.items())
+
+
+def _extent_cube(
+    lon: list[float], lat: list[float], start: str, steps: int, variables: list[str]
+) -> xr.Dataset:
+    import pandas as pd
+
+    shape = (steps, len(lat), len(lon))
+    return xr.Dataset(
+        {v: (("time", "lat", "lon"), np.zeros(shape, "float32"), {"units": "1"}) for v in variables},
+        coords={"time": pd.date_range(start, periods=steps, freq="8D"), "lat": lat, "lon": lon},
+    )
+
+
+@pytest.fixture()
+def find_catalog(tmp_path) -> Path:
+    """Three cubes: one across the dateline (Chukotka), one over Europe, one global with other variables."""
+    cubes = {
+        "chukotka": _extent_cube(
+            [170.0, 175.0, -180.0, -175.0], [62.5, 67.5], "2007-06-01", 10, ["kndvi", "t2m"]
+        ),
+        "europe": _extent_cube([0.0, 5.0, 10.0], [45.0, 50.0], "2003-01-01", 46, ["kndvi"]),
+        "global": _extent_cube([-135.0, -45.0, 45.0, 135.0], [-45.0, 45.0], "2001-01-01", 92, ["sst"]),
+    }
+    sources = {
+        name: catalog.catalog_source(
+            str(tmp_path / f"{name}.zarr"),
+            name,
+            catalog.cube_metadata(ds, chunking="ts", license="x", source="y"),
+        )
+        for name, ds in cubes.items()
+    }
+    for name, ds in cubes.items():
+        ds.to_zarr(tmp_path / f"{name}.zarr")
+    cat = tmp_path / "find.yaml"
+    cat.write_text(catalog.dump_catalog(sources, title="find"))
+    return cat
+
+
+def test_find_cubes_by_variable_box_and_time(find_catalog):
+    find = lambda **kw: catalog.find_cubes(catalog=find_catalog, **kw)  # noqa: E731
+    assert catalog.describe_cube("chukotka", find_catalog)["spatial_extent"] == [167.5, 60.0, -172.5, 70.0]
+    assert (
+        catalog.validate_catalog(find_catalog, open_stores=True) == []
+    )  # an extent across the dateline is valid
+    assert find(variable="kndvi") == ["chukotka", "europe"]
+    assert find(variable=["kndvi", "t2m"]) == ["chukotka"]
+    assert find(variable="nope") == []
+    assert find(bbox=(-178, 60, -170, 70)) == ["chukotka", "global"]  # east of the dateline
+    assert find(bbox=(160, 60, 169, 70)) == ["chukotka", "global"]  # west of it
+    assert find(bbox=(150, 60, 160, 70)) == ["global"]
+    assert find(bbox=(179, 40, -179, 50)) == ["global"]  # a box across the dateline, south of Chukotka
+    assert find(variable="kndvi", time="2003-08-01") == ["europe"]
+    assert find(time=("2007-07-01", "2010-01-01")) == ["chukotka"]
+    assert find(time="1990-01-01") == []
+    done = run_esdl(
+        "cubes",
+        "list",
+        "--catalog",
+        str(find_catalog),
+        "--variable",
+        "kndvi",
+        "--bbox",
+        "-178",
+        "60",
+        "-170",
+        "70",
+    )
+    assert done.returncode == 0 and [line.split()[0] for line in done.stdout.splitlines()] == ["chukotka"]
+    done = run_esdl("cubes", "list", "--catalog", str(find_catalog), "--variable", "nope")
+    assert done.returncode == 1 and done.stdout == "" and "no cube matches" in done.stderr
+
+
+lons = st.floats(-180, 180, allow_nan=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(a=st.tuples(lons, lons), b=st.tuples(lons, lons))
+def test_longitude_overlap_agrees_with_counting_degrees(a, b):
+    """Two longitude ranges (either may cross the dateline) overlap exactly when some longitude on a fine grid
+    lies in both (the reference walks the circle instead of reasoning about intervals)."""
+    assume(a[0] != a[1] and b[0] != b[1])
+
+    def covers(lo, hi, x):
+        return lo <= x <= hi if lo <= hi else x >= lo or x <= hi
+
+    grid = np.union1d(np.linspace(-180, 180, 36001), [*a, *b])
+    expected = any(covers(*a, x) and covers(*b, x) for x in grid)
+    assert catalog._extents_overlap([a[0], -10, a[1], 10], (b[0], -5, b[1], 5)) == expected
+
+
+def test_a_bbox_with_swapped_longitudes_warns_and_one_across_the_dateline_does_not():
+    from platform_lib.arguments import bbox_argument
+    from platform_lib.errors import DatelineWarning
+
+    with pytest.warns(DatelineWarning, match=r"spans 320 degrees.*write \(-10, 35, 30, 60\)"):
+        bbox_argument((30, 35, -10, 60))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert bbox_argument((170, 60, -170, 70)) == (170.0, 60.0, -170.0, 70.0)
+        bbox_argument((-10, 35, 30, 60))
+    done = run_esdl("cubes", "list", "--bbox", "30", "35", "-10", "60", "--catalog", str(SHIPPED))
+    assert "esdl: warning: bbox (30.0, 35.0, -10.0, 60.0) has lon_min 30 > lon_max -10" in done.stderr

@@ -16,9 +16,12 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
-from platform_lib.errors import EsdlError
+from platform_lib.errors import CatalogWarning, DatelineWarning, EsdlError
+
+_python_show_warning = warnings.showwarning
 
 # module names under platform_lib.cli, in the order they appear in --help
 COMMAND_GROUPS: list[str] = ["cubes", "catalog", "project", "platform", "share", "rechunk"]
@@ -49,7 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return int(args.func(args) or 0)
     except EsdlError as exc:
         print(f"esdl: error: {exc}", file=sys.stderr)
         return 2
@@ -59,6 +64,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("esdl: interrupted", file=sys.stderr)
         return 130
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """The platform's own warnings as one line (``esdl: warning: ...``); others as Python shows them."""
+    if issubclass(category, CatalogWarning | DatelineWarning):
+        print(f"esdl: warning: {message}", file=sys.stderr)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
 
 
 def os_error_text(exc: OSError) -> str:

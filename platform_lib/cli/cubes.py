@@ -10,6 +10,7 @@ import json
 import time
 
 from platform_lib.cli.arguments import (
+    finite_number,
     positive_number,
     text_file,
     whole_number,
@@ -44,10 +45,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cubes", help="find, describe and generate cubes")
     cubes = p.add_subparsers(dest="cubes_command", metavar="ACTION", required=True)
 
-    ls = cubes.add_parser("list", help="list every cube in the shared and team catalogs")
+    ls = cubes.add_parser(
+        "list",
+        help="list (or find) cubes in the shared and team catalogs",
+        description="List the cubes of the shared and team catalogs: name, chunking, where they are read"
+        " from ('offline': a store on this machine; 'needs internet': a remote store) and title. The filters"
+        " read only the catalogs' metadata. Exits 1 when no cube matches.",
+        epilog="Example: esdl cubes list --variable kndvi --bbox -10 35 30 60 --time 2003-08-01",
+    )
     ls.add_argument(
         "--catalog", type=text_file, help="a catalog file instead of ESDL_CATALOG / the shared one"
     )
+    ls.add_argument(
+        "--variable", nargs="+", metavar="NAME", help="cubes holding every one of these variables"
+    )
+    ls.add_argument(
+        "--bbox",
+        nargs=4,
+        type=finite_number,
+        metavar=("LON_MIN", "LAT_MIN", "LON_MAX", "LAT_MAX"),
+        help="cubes overlapping this box (degrees; LON_MIN > LON_MAX crosses the dateline)",
+    )
+    ls.add_argument(
+        "--time", nargs="+", metavar="DATE", help="cubes covering this date, or overlapping START END"
+    )
+    where = ls.add_mutually_exclusive_group()
+    where.add_argument("--offline", action="store_true", help="only cubes stored on this machine")
+    where.add_argument("--remote", action="store_true", help="only cubes read over the network")
     ls.set_defaults(func=cmd_list)
 
     desc = cubes.add_parser("describe", help="show a cube's catalog metadata (no data read)")
@@ -81,11 +105,29 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from platform_lib import catalog
+    import sys
 
-    for name in catalog.list_cubes(args.catalog):
+    from platform_lib import catalog
+    from platform_lib.errors import EsdlError
+
+    remote = True if args.remote else False if args.offline else None
+    time = args.time
+    if time is not None and len(time) > 2:
+        raise EsdlError(f"--time takes one date or START END; got {len(time)} values: {' '.join(time)}.")
+    names = catalog.find_cubes(
+        variable=args.variable,
+        bbox=args.bbox,
+        time=None if time is None else time[0] if len(time) == 1 else tuple(time),
+        catalog=args.catalog,
+        remote=remote,
+    )
+    for name in names:
         meta = catalog.describe_cube(name, args.catalog)
-        print(f"{name:28s} {meta.get('chunking', ''):4s} {meta.get('title', '')}")
+        where = "needs internet" if meta["remote"] else "offline"
+        print(f"{name:28s} {meta.get('chunking', ''):4s} {where:14s} {meta.get('title', '')}")
+    if not names:
+        print("no cube matches; `esdl cubes list` shows them all", file=sys.stderr)
+        return 1
     return 0
 
 
