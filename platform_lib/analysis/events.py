@@ -144,14 +144,16 @@ def label_events(
     >>> bool((chunked == label_events(m)).all())
     True
 
-    On a 10 degree grid of 8-day steps a cell at 45N covers 87,400 km2 x 8 days = 0.7 million km2 x
-    days; one cell is dropped, a block of two steps x two cells is kept:
+    On a 10 degree grid of 8-day steps a cell at 45N covers 874,000 km2 for 8 days: 7.0 million km2 x
+    days. With ``min_area_days=1e7`` one cell is dropped, two cells over two steps are kept:
 
-    >>> grid = xr.DataArray(np.zeros((3, 1, 4), bool), dims=("time", "lat", "lon"), coords={
-    ...     "time": pd.date_range("2003-07-04", periods=3, freq="8D"), "lat": [45.0], "lon": [0.0, 10.0, 20.0, 30.0]})
+    >>> grid = xr.DataArray(np.zeros((3, 2, 4), bool), dims=("time", "lat", "lon"), coords={
+    ...     "time": pd.date_range("2003-07-04", periods=3, freq="8D"), "lat": [45.0, 55.0], "lon": [0.0, 10.0, 20.0, 30.0]})
     >>> grid[0, 0, 0] = True; grid[0:2, 0, 2:4] = True
-    >>> label_events(grid, min_area_days=1e6).values[:, 0].tolist()
+    >>> label_events(grid, min_area_days=1e7).values[:, 0].tolist()
     [[0, 0, 1, 1], [0, 0, 1, 1], [0, 0, 0, 0]]
+    >>> int((label_events(grid, min_size=1).values > 0).sum())   # by cells alone: 5, the single one too
+    5
     """
     min_size = number_argument(min_size, "min_size", low=1, integer=True)
     if min_area_days is not None:
