@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import warnings
 from collections import deque
 
 import dask
@@ -12,6 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from platform_lib.analysis import (
     anomaly_features,
@@ -22,7 +25,7 @@ from platform_lib.analysis import (
     event_table,
     label_events,
 )
-from platform_lib.analysis.events_chunked import exact_quantile
+from platform_lib.analysis.events_chunked import exact_quantile, quantile_counts
 from platform_lib.demo import event_mask
 from platform_lib.errors import EsdlError
 from platform_lib.paths import repo_root
@@ -417,3 +420,215 @@ def test_event_skill_counts_the_events_a_size_filter_left_not_the_largest_label(
     labels[3, 2, 2] = 5
     skill = event_skill(labels, truth)
     assert skill["event_precision"] == 0.5 and skill["event_recall"] == 1.0
+
+
+# --- ties at the quantile: REC and other scores with many equal values ------------------------------
+
+
+def tie_reference(values: np.ndarray, quantile: float) -> tuple[bool, int, float, float]:
+    """The tie rule of ``detect_events`` written out: numpy's quantile of the finite values; held by two
+    or more cells, flag ``>`` when its share is at least as close to ``1 - quantile`` as that of ``>=``.
+    Returns (strict, cells flagged, flagged share, requested share)."""
+    finite = values[np.isfinite(values)].astype(np.float64)
+    tau = np.quantile(finite, quantile)
+    n_ge, n_gt = int(np.count_nonzero(finite >= tau)), int(np.count_nonzero(finite > tau))
+    wanted = 1 - quantile
+    strict = n_ge - n_gt >= 2 and abs(n_gt / finite.size - wanted) <= abs(n_ge / finite.size - wanted)
+    flagged = n_gt if strict else n_ge
+    return strict, flagged, flagged / finite.size, wanted
+
+
+def test_rec_on_the_demo_cube_does_not_flag_its_whole_tie_and_says_so(demo_cubes):
+    """REC = 1 - a recurrence rate moves in steps of 1/T: its 0.999 quantile lands on a value hundreds of
+    cells share. Flagged as ``>=`` they would be far more than 0.1 % of the cells; the closer share is
+    taken, with a warning, the same in memory and chunk by chunk."""
+    cube = xr.open_zarr(demo_cubes["ts"])
+    features = anomaly_features(cube, ["air_temperature_2m", "root_moisture", "gross_primary_productivity"])
+    with dask.config.set(scheduler="threads"):
+        rec = anomaly_scores(features, ["REC"], quantiles=False, ensemble=None)["REC"].compute()
+    strict, flagged, share, wanted = tie_reference(rec.values, 0.999)
+    finite = rec.values[np.isfinite(rec.values)]
+    tau = np.quantile(finite, 0.999)
+    tied = int((finite == tau).sum())
+    assert tied > 100 and (finite >= tau).mean() > 1.5 * wanted  # the tie: >= flags too many
+    with pytest.warns(
+        UserWarning, match=rf"REC: its 0.999 quantile, {tau:g}, is held by {tied} cells"
+    ) as said:
+        ref = detect_events(rec, min_size=1)
+    message = str(said[0].message)
+    assert f"flagging the {flagged} cells {'>' if strict else '>='} {tau:g} ({share:.3%}" in message
+    assert "requested 0.100%" in message
+    assert ref.strict == strict and ref.threshold == tau
+    assert int((ref.labels > 0).sum()) == flagged and share <= 2 * wanted
+    with pytest.warns(UserWarning, match="is held by") as said_chunked, dask.config.set(scheduler="threads"):
+        got = detect_events(rec.chunk({"time": 100, "lat": 12, "lon": 20}), min_size=1, chunked=True)
+        labels = got.labels.values
+    assert str(said_chunked[0].message) == message
+    assert got.strict == ref.strict and got.threshold == ref.threshold
+    np.testing.assert_array_equal(labels, ref.labels.values)
+    assert_same_tables(got.table, ref.table)
+
+
+TIED_CUBES = st.tuples(
+    st.integers(2, 7), st.integers(1, 5), st.integers(1, 9), st.integers(1, 4), st.integers(0, 2**32 - 1)
+)
+
+
+@settings(max_examples=60)
+@given(
+    shape_levels_seed=TIED_CUBES,
+    quantile=st.floats(0.01, 0.99) | st.sampled_from([0.5, 0.9, 0.999]),
+    top_share=st.floats(0, 0.6),
+)
+def test_tied_scores_flag_no_more_than_the_tie_rule_allows_both_ways(shape_levels_seed, quantile, top_share):
+    """Scores with few distinct values (heavy ties, a block of equal top values, gaps): the flagged share
+    is the reference rule's, at most twice the requested one (or one cell above it), and the in-memory
+    and the chunked path flag the very same cells and count the same ties."""
+    n_t, n_y, n_x, levels, seed = shape_levels_seed
+    rng = np.random.default_rng(seed)
+    values = rng.integers(0, levels + 1, (n_t, n_y, n_x)).astype(np.float64)
+    values[rng.random(values.shape) < top_share] = levels + 1.0  # a tie at the top, as REC's 1.0
+    values[rng.random(values.shape) < 0.1] = np.nan
+    if not np.isfinite(values).any():
+        values[0, 0, 0] = 1.0
+    cube = grid_cube(values, resolution=10.0)
+    strict, flagged, share, wanted = tie_reference(values, quantile)
+    n = int(np.isfinite(values).sum())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = detect_events(cube, quantile, min_size=1)
+        got = detect_events(cube.chunk({"time": 3, "lat": 2, "lon": 4}), quantile, min_size=1, chunked=True)
+        labels = got.labels.values
+    assert ref.strict == got.strict == strict and ref.threshold == got.threshold
+    assert int((ref.labels.values > 0).sum()) == flagged
+    np.testing.assert_array_equal(labels, ref.labels.values)
+    assert share - wanted <= max(wanted, 1 / n) + 1e-12
+    counts = quantile_counts(da.from_array(values, chunks=3), quantile, sort_at_most=1)  # every radix pass
+    finite = values[np.isfinite(values)]
+    assert counts == (
+        ref.threshold,
+        n,
+        int((finite >= ref.threshold).sum()),
+        int((finite == ref.threshold).sum()),
+    )
+
+
+def test_a_threshold_value_is_used_as_given_even_on_a_tie():
+    values = np.zeros((4, 3, 36))
+    values[0, 0, :10] = 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no tie warning: the user chose the value
+        events = detect_events(grid_cube(values), threshold=1.0, min_size=1)
+    assert not events.strict and int((events.labels > 0).sum()) == 10
+
+
+# --- size filters in km2 x days -------------------------------------------------------------------------
+
+
+def box_cube(resolution: float) -> xr.DataArray:
+    """Scores on a regional grid (30..60 N, 0..40 E) of 8-day steps: one event 8 x 8 degrees x 3 steps at
+    40..48 N, 10..18 E, one 2 x 2 degrees x 2 steps at 50..52 N, 30..32 E, whatever the resolution."""
+    lat = np.arange(30 + resolution / 2, 60, resolution)
+    lon = np.arange(resolution / 2, 40, resolution)
+    values = np.zeros((8, lat.size, lon.size))
+    big = ((lat > 40) & (lat < 48))[:, None] & ((lon > 10) & (lon < 18))[None, :]
+    small = ((lat > 50) & (lat < 52))[:, None] & ((lon > 30) & (lon < 32))[None, :]
+    values[2:5][:, big] = 1.0
+    values[5:7][:, small] = 1.0
+    return xr.DataArray(
+        values,
+        dims=("time", "lat", "lon"),
+        coords={"time": pd.date_range("2003-06-02", periods=8, freq="8D"), "lat": lat, "lon": lon},
+    )
+
+
+def reference_km2_days(
+    labels: np.ndarray, lat: np.ndarray, time: np.ndarray, dlat: float, dlon: float
+) -> dict:
+    """Per label: sum over its cells of the cos(lat)-weighted cell area (km2) times its step's length in
+    days (the gap to the next stamp; the last step the median gap)."""
+    gaps = np.diff(time).astype("timedelta64[s]").astype(float) / 86400.0
+    days = np.append(gaps, np.median(gaps))
+    out: dict[int, float] = {}
+    for t, y, x in zip(*np.nonzero(labels), strict=True):
+        area = KM_PER_DEGREE**2 * dlat * dlon * math.cos(math.radians(lat[y]))
+        out[int(labels[t, y, x])] = out.get(int(labels[t, y, x]), 0.0) + area * days[t]
+    return out
+
+
+def test_a_km2_days_filter_keeps_the_same_event_on_a_1_and_a_2_degree_grid_a_cell_filter_does_not():
+    fine, coarse = box_cube(1.0), box_cube(2.0)
+    big_volume = (
+        KM_PER_DEGREE**2 * 24 * sum(math.cos(math.radians(la)) for la in np.arange(40.5, 48, 1.0)) * 8
+    )
+    # cells: 8 x 8 x 3 = 192 on the 1 degree grid, 4 x 4 x 3 = 48 on the 2 degree grid
+    by_cells = [len(detect_events(c, threshold=0.5, min_size=100).table) for c in (fine, coarse)]
+    assert by_cells == [1, 0]  # the same event, kept on one grid and dropped on the other
+    for min_area_days, kept in [(0.5 * big_volume, 1), (2.0 * big_volume, 0), (0.01 * big_volume, 2)]:
+        found = [detect_events(c, threshold=0.5, min_area_days=min_area_days) for c in (fine, coarse)]
+        assert [len(f.table) for f in found] == [kept, kept], min_area_days
+        if kept == 1:
+            volumes = [float(f.table["volume_km2_days"].iloc[0]) for f in found]
+            assert volumes == pytest.approx([big_volume, big_volume], rel=1e-3)  # cos(lat) of 1 vs 2 degrees
+    truth = box_cube(2.0) > 0
+    truth[5:7] = False  # the big event only
+    skill = event_skill(detect_events(coarse, threshold=0.5, min_area_days=0.5 * big_volume).labels, truth)
+    assert skill["event_precision"] == 1.0 and skill["event_recall"] == 1.0
+    skill = event_skill(detect_events(coarse, threshold=0.5, min_size=1).labels, truth)
+    assert skill["event_precision"] == 0.5  # the small one counts against it when kept
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_km2_days_filter_agrees_with_a_reference_sum_in_memory_and_chunk_by_chunk(seed):
+    """Random events on a global 10 degree grid (wraps at the dateline) whose time axis crosses a year end
+    (the ESDC's 5- or 6-day last step of a year): kept are those of at least the reference volume."""
+    rng = np.random.default_rng(seed)
+    time = pd.DatetimeIndex(
+        [d for y in (2003, 2004) for d in pd.date_range(f"{y}-01-01", periods=46, freq="8D")]
+    )[40:52]
+    mask = rng.random((len(time), 9, 36)) < 0.15
+    cube = grid_cube(mask, resolution=10.0, lat0=-80.0).assign_coords(time=time)
+    ref_labels = flood_fill(mask, wrap=True)
+    volumes = reference_km2_days(ref_labels, cube.lat.values, time.values, 10.0, 10.0)
+    sizes = np.bincount(ref_labels.ravel())
+    limit = float(np.median(list(volumes.values())))
+    for min_size in (1, 4):
+        keep = [i for i, v in volumes.items() if v >= limit and sizes[i] >= min_size]
+        assert 0 < len(keep) < len(volumes)
+        want = np.where(np.isin(ref_labels, keep), ref_labels, 0)
+        got = label_events(cube, min_size=min_size, min_area_days=limit)
+        assert same_partition(got.values, want)
+        chunked = label_events(
+            cube.chunk({"time": 5, "lat": 4, "lon": 12}), min_size=min_size, min_area_days=limit, chunked=True
+        )
+        np.testing.assert_array_equal(chunked.values, got.values)
+        table = event_table(got)
+        assert (table["volume_km2_days"] >= limit * (1 - 1e-12)).all()
+    for edge in sorted(volumes.values())[:: max(1, len(volumes) // 5)]:  # a limit that equals a volume
+        np.testing.assert_array_equal(
+            label_events(
+                cube.chunk({"time": 3, "lat": 5, "lon": 7}), min_area_days=edge, chunked=True
+            ).values,
+            label_events(cube, min_area_days=edge).values,
+        )
+
+
+def test_detect_events_with_min_area_days_is_the_same_chunk_by_chunk():
+    rng = np.random.default_rng(9)
+    scores = grid_cube(rng.random((14, 9, 36)), resolution=10.0, lat0=-40.0)
+    ref = detect_events(scores, 0.9, min_area_days=3e7, min_size=2)
+    got = detect_events(
+        scores.chunk({"time": 4, "lat": 4, "lon": 10}), 0.9, min_area_days=3e7, min_size=2, chunked=True
+    )
+    np.testing.assert_array_equal(got.labels.values, ref.labels.values)
+    assert_same_tables(got.table, ref.table)
+    assert (ref.table["volume_km2_days"] >= 3e7).all() and (ref.table["n_cells"] >= 2).all()
+    everything = detect_events(scores, 0.9, min_size=2).table
+    dropped = everything[everything["volume_km2_days"] < 3e7]
+    assert len(dropped) > 0 and len(ref.table) == len(everything) - len(dropped) > 0  # the area filter bit
+    with pytest.raises(EsdlError, match=r"min_area_days must be a number of at least 0; got -1"):
+        detect_events(scores, min_area_days=-1)
+    with pytest.raises(
+        EsdlError, match=r"min_area_days needs the grid's coordinates .* none for \['time', 'lat'\]"
+    ):
+        label_events(xr.DataArray(np.ones((2, 2, 2), bool), dims=("time", "lat", "lon")), min_area_days=1.0)

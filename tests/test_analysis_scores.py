@@ -113,7 +113,7 @@ def test_cube_scores_are_lazy_and_equal_the_reference_on_features():
         coords={"time": time, "lat": [10.0, 20.0], "lon": [0.0, 10.0, 20.0]},
     ).chunk({"time": 46, "lat": 1})
     cube["a"][:, 1, 2] = np.nan
-    features = anomaly_features(cube, ["a", "b"], ewma_lambda=0.5)
+    features = anomaly_features(cube, ["a", "b"], ewma_lambda=0.5, cycle="median")
     scores = anomaly_scores(features)
     assert scores["ensemble"].chunks is not None and scores["KDE"].dims == ("time", "lat", "lon")
     feats = features.transpose("lat", "lon", "time", "variable").values.reshape(6, len(time), 2)
@@ -130,6 +130,69 @@ def test_cube_scores_are_lazy_and_equal_the_reference_on_features():
     )
     np.testing.assert_allclose(got, ref[..., 5:], atol=1e-6, equal_nan=True)
     assert np.isnan(got[5]).all()
+
+
+def remove_msc(x: np.ndarray, npy: int) -> np.ndarray:
+    """MultivariateAnomalies.jl's ``sMSC(datacube, cycle_length)`` (src/FeatureExtraction.jl), which calls
+    ``removeMSC!(xin, xout, NpY, 1)``: per series, ``msc[imsc] += curval; nmsc[imsc] += 1`` over the
+    non-NaN values with ``imsc`` cycling 1..NpY from the first step, ``msc = nmsc > 0 ? msc / nmsc : NaN``,
+    then ``xout = xin - msc[imsc]``: the mean seasonal cycle (time is the first axis)."""
+    out = np.empty_like(x)
+    for j in range(x.shape[1]):
+        msc, nmsc = [0.0] * npy, [0] * npy
+        for i, v in enumerate(x[:, j]):
+            if not math.isnan(v):
+                msc[i % npy] += v
+                nmsc[i % npy] += 1
+        msc = [m / c if c > 0 else math.nan for m, c in zip(msc, nmsc, strict=True)]
+        for i in range(x.shape[0]):
+            out[i, j] = x[i, j] - msc[i % npy]
+    return out
+
+
+def median_cycle(x: np.ndarray, cycle_length: int) -> np.ndarray:
+    """MultivariateAnomalies.jl's ``get_MedianCycle!`` (src/FeatureExtraction.jl): the first
+    ``complete_years * cycle_length`` steps are copied column-major into a ``cycle_length x complete_years``
+    matrix; each row's median over its non-NaN values (NaN when there are none) is that step's cycle."""
+    years = len(x) // cycle_length
+    rows = x[: years * cycle_length].reshape(years, cycle_length).T  # row i: step i of every year
+    out = np.empty(cycle_length)
+    for i, row in enumerate(rows):
+        ok = [v for v in row if not math.isnan(v)]
+        out[i] = float(np.median(ok)) if ok else math.nan  # Statistics.median: mean of the middle two
+    return out
+
+
+def test_features_subtract_the_package_mean_seasonal_cycle_or_the_median_one():
+    """The default is what MultivariateAnomalies.jl's ``sMSC`` computes (the mean, as ESDL.jl's
+    ``removeMSC``); ``cycle="median"`` is its ``get_MedianCycle``. Whole years on the ESDC axis, which
+    restarts on 1 January, so the package's step counter and the calendar step agree."""
+    time = esdc_time(2001, 2004)  # 4 x 46 steps
+    rng = np.random.default_rng(12)
+    season = 5 * np.sin(2 * np.pi * np.arange(len(time)) / 46)[:, None, None]
+    values = season + rng.standard_normal((len(time), 2, 2))
+    values[50:53, 0, 0] += 9.0  # an event in one year: it moves the mean cycle, not the median
+    values[rng.random(values.shape) < 0.1] = np.nan  # gaps, some steps of a year all missing
+    values[[3, 49, 95, 141], 1, 1] = np.nan
+    cube = xr.Dataset(
+        {"a": (("time", "lat", "lon"), values)},
+        coords={"time": time, "lat": [0.0, 10.0], "lon": [0.0, 10.0]},
+    )
+    series = values.reshape(len(time), 4)  # (time, pixel) in (lat, lon) order
+    default = anomaly_features(cube, ["a"], standardize=False)
+    median = anomaly_features(cube, ["a"], standardize=False, cycle="median")
+    got_mean = default.transpose("time", "lat", "lon", "variable").values.reshape(len(time), 4)
+    got_median = median.transpose("time", "lat", "lon", "variable").values.reshape(len(time), 4)
+    np.testing.assert_allclose(got_mean, remove_msc(series, 46), rtol=1e-12, atol=1e-12, equal_nan=True)
+    want = np.stack([series[:, p] - np.tile(median_cycle(series[:, p], 46), 4) for p in range(4)], 1)
+    np.testing.assert_allclose(got_median, want, rtol=1e-12, atol=1e-12, equal_nan=True)
+    assert not np.allclose(got_mean[50:53, 0], got_median[50:53, 0])  # the two cycles differ
+    assert np.isnan(got_mean[[3, 49, 95, 141], 3]).all() and np.isnan(got_median[[3, 49], 3]).all()
+    assert default.attrs["long_name"] == "anomalies against the mean seasonal cycle"
+    assert median.attrs["long_name"] == "anomalies against the median seasonal cycle"
+    for bad in ("Median", "", None, 1, ["mean"]):
+        with pytest.raises(EsdlError, match=r"cycle must be one of 'mean', 'median'; got"):
+            anomaly_features(cube, ["a"], cycle=bad)
 
 
 def test_ties_and_duplicates_follow_the_package_stable_order():

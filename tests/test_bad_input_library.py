@@ -130,7 +130,7 @@ def _regional(**arguments: Any) -> Any:
 
 def _calls(cube: xr.Dataset, scores: xr.Dataset) -> dict[str, Call]:
     from platform_lib import describe_cube, list_cubes, open_cube
-    from platform_lib.analysis import anomaly_scores, detect_events, intrinsic_dimension
+    from platform_lib.analysis import anomaly_features, anomaly_scores, detect_events, intrinsic_dimension
     from platform_lib.compute import map_cube
     from platform_lib.ml import SampleSpec, TrainingSet
 
@@ -168,6 +168,11 @@ def _calls(cube: xr.Dataset, scores: xr.Dataset) -> dict[str, Call]:
             {"cube": cube, "variables": names[:4], "explained_variance": 0.95, "steps_per_year": 46},
             {"variables": unknown_names, "explained_variance": st.floats(-1, 2)},
         ),
+        "anomaly_features": Call(
+            anomaly_features,
+            {"cube": cube, "variables": names[:2], "cycle": "median"},
+            {"variables": unknown_names, "cycle": st.sampled_from(["mean", "median", "Mean", "mode", "msc"])},
+        ),
         "anomaly_scores": Call(
             anomaly_scores,
             {
@@ -183,8 +188,12 @@ def _calls(cube: xr.Dataset, scores: xr.Dataset) -> dict[str, Call]:
         ),
         "detect_events": Call(
             detect_events,
-            {"scores": scores, "quantile": 0.9, "variable": "KNN_Gamma", "min_size": 2},
-            {"variable": st.sampled_from(["REC", "rec", "T2"]), "min_size": st.integers(-3, 10**6)},
+            {"scores": scores, "quantile": 0.9, "variable": "KNN_Gamma", "min_size": 2, "min_area_days": 1e6},
+            {
+                "variable": st.sampled_from(["REC", "rec", "T2"]),
+                "min_size": st.integers(-3, 10**6),
+                "min_area_days": st.floats(-1e7, 1e12),
+            },
         ),
         "map_cube": Call(
             map_cube,
@@ -249,6 +258,7 @@ CALL_NAMES = [
     "describe_cube",
     "open_cube",
     "intrinsic_dimension",
+    "anomaly_features",
     "anomaly_scores",
     "detect_events",
     "map_cube",
@@ -392,6 +402,8 @@ def test_a_k_perc_too_large_for_the_series_is_refused_before_anything_is_compute
         ({"threshold": "high"}, r"threshold must be a finite number; got 'high'"),  # a numpy UFuncTypeError
         ({"min_size": "2"}, r"min_size must be a whole number of at least 1; got '2'"),  # silently accepted
         ({"variable": ["REC"]}, r"variable must be a non-empty string"),  # unhashable
+        ({"min_area_days": "1e6"}, r"min_area_days must be a number of at least 0; got '1e6'"),
+        ({"min_area_days": float("nan")}, r"min_area_days must be a number of at least 0; got nan"),
     ],
 )
 def test_detect_events_refuses_bad_arguments_by_name(scores: xr.Dataset, arguments: dict, said: str) -> None:

@@ -157,6 +157,65 @@ def grid_geometry(labels: xr.DataArray) -> dict:
     }
 
 
+def step_counts(
+    ids: np.ndarray, t: np.ndarray, y: np.ndarray, counts: np.ndarray | None = None
+) -> np.ndarray:
+    """``(k, 4)`` int64 rows ``(id, t, y, cells)``: how many cells each event has at each step and latitude.
+
+    ``ids, t, y`` are event cells (``counts``: how many cells each row stands for, default one). Rows
+    for the same ``(id, t, y)`` are summed (integers: the same whatever the order or the chunks), and
+    the result is sorted by ``(id, t, y)``; :func:`event_volumes` turns it into km2 x days.
+
+    >>> step_counts(np.array([2, 1, 2, 2]), np.array([0, 0, 0, 1]), np.array([5, 5, 5, 5])).tolist()
+    [[1, 0, 5, 1], [2, 0, 5, 2], [2, 1, 5, 1]]
+    """
+    keys = np.stack([np.asarray(a, dtype=np.int64) for a in (ids, t, y)], axis=1)
+    weights = np.ones(len(keys), np.int64) if counts is None else np.asarray(counts, dtype=np.int64)
+    if len(keys) == 0:
+        return np.zeros((0, 4), np.int64)
+    unique, inverse = np.unique(keys, axis=0, return_inverse=True)  # sorted by (id, t, y)
+    summed = np.bincount(inverse.ravel(), weights=weights, minlength=len(unique)).astype(np.int64)
+    return np.column_stack([unique, summed])
+
+
+def event_volumes(rows: np.ndarray, geometry: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Event ids and their volume in km2 x days (cell area x step length, summed) from
+    :func:`step_counts` rows.
+
+    The sums run in ``(id, t, y)`` order over integer cell counts, so the in-memory and the chunked
+    path get the very same floats, and a size filter on them keeps the same events both ways.
+
+    >>> grid = xr.DataArray(np.zeros((2, 2, 3)), dims=DIMS, coords={"time": pd.date_range("2001-01-01",
+    ...     periods=2, freq="8D"), "lat": [0.0, 60.0], "lon": [0.0, 1.0, 2.0]})
+    >>> ids, km2_days = event_volumes(step_counts([4, 4, 4], [0, 0, 1], [0, 1, 1]), grid_geometry(grid))
+    >>> equator_cell = cell_area_km2(np.array([0.0]), 60.0, 1.0)[0]  # 60 x 1 degree cells
+    >>> ids.tolist(), round(float(km2_days[0] / equator_cell / 8), 6)  # 1 + 2 x cos(60) cells, 8 days
+    ([4], 2.0)
+    """
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1, 4)
+    ids, inverse = np.unique(rows[:, 0], return_inverse=True)
+    w = geometry["area"][rows[:, 2]] * geometry["days"][rows[:, 1]] * rows[:, 3]
+    return ids, np.bincount(inverse.ravel(), weights=w, minlength=len(ids))
+
+
+def needs_coords(grid: xr.DataArray, what: str) -> None:
+    """Raise an :class:`~platform_lib.errors.EsdlError` unless ``grid`` has ``time`` and ``lat`` coordinates
+    (cell areas and step lengths come from them).
+
+    >>> needs_coords(xr.DataArray(np.zeros((1, 1, 1)), dims=DIMS), "min_area_days")
+    Traceback (most recent call last):
+    ...
+    platform_lib.errors.EsdlError: min_area_days needs the grid's coordinates (cell areas and step lengths); it has none for ['time', 'lat'].
+    """
+    from platform_lib.errors import EsdlError
+
+    missing = [d for d in ("time", "lat") if d not in grid.coords]
+    if missing:
+        raise EsdlError(
+            f"{what} needs the grid's coordinates (cell areas and step lengths); it has none for {missing}."
+        )
+
+
 #: per-event reductions of the cell frame (:func:`cell_frame`); chunk by chunk they combine again by
 #: the same reduction (min of mins, sum of sums)
 EVENT_SUMS = {
@@ -250,8 +309,11 @@ __all__ = [
     "cell_area_km2",
     "cell_frame",
     "connectivity_name",
+    "event_volumes",
     "grid_geometry",
     "is_global_lon",
+    "needs_coords",
+    "step_counts",
     "table_from_parts",
     "touching_pairs",
 ]

@@ -4,7 +4,9 @@ An event is a connected set of ``(time, lat, lon)`` cells whose score reaches a 
 26-connectivity (cells touching by a face, an edge or a corner, in time as in space) and, on a global
 grid, wrap-around in longitude: a cell in the last longitude column touches the first column, so an
 event crossing the dateline is one event (labels touching across the seam are merged with a
-union-find). Events smaller than ``min_size`` cells are dropped.
+union-find). Events smaller than ``min_size`` cells, or (``min_area_days``) covering fewer km2 x days
+(cell area x step length: the same for the same event on any grid), are dropped. A quantile threshold
+that lands on a tie of many equal scores (REC) flags the closer share, ``>`` or ``>=``, with a warning.
 
 Large dask-backed cubes are thresholded, labelled and described chunk by chunk (memory bounded by
 the chunk size; :mod:`platform_lib.analysis.events_chunked`), with the same threshold, labels and
@@ -46,8 +48,11 @@ from platform_lib.analysis.event_grid import (
     cell_area_km2,
     cell_frame,
     connectivity_name,
+    event_volumes,
     grid_geometry,
     is_global_lon,
+    needs_coords,
+    step_counts,
     table_from_parts,
     touching_pairs,
 )
@@ -107,13 +112,22 @@ def use_chunks(data: xr.DataArray, chunked: bool | None) -> bool:
 
 
 def label_events(
-    mask: xr.DataArray, *, min_size: int = 1, wrap_lon: bool | None = None, chunked: bool | None = None
+    mask: xr.DataArray,
+    *,
+    min_size: int = 1,
+    min_area_days: float | None = None,
+    wrap_lon: bool | None = None,
+    chunked: bool | None = None,
 ) -> xr.DataArray:
     """Label connected events in a boolean ``(time, lat, lon)`` mask: 0 outside events, 1..N inside.
 
     26-connectivity in (time, lat, lon); ``wrap_lon`` (default: when the grid is global) also joins
-    the first and last longitude columns. Events of fewer than ``min_size`` cells are dropped; the rest
-    are numbered by their first cell in ``(time, lat, lon)`` order (earliest start first).
+    the first and last longitude columns. An event is kept when it has at least ``min_size`` cells
+    **and** (when given) covers at least ``min_area_days`` km2 x days: the sum over its cells of the
+    cell area (``cos(lat)``-weighted, :func:`~platform_lib.analysis.event_grid.cell_area_km2`) times
+    the step length in days -- the event table's ``volume_km2_days``, which, unlike a number of cells,
+    does not change with the grid's resolution or latitude. The kept events are numbered by their
+    first cell in ``(time, lat, lon)`` order (earliest start first).
 
     In memory (numpy, or ``chunked=False``) the mask is loaded (one byte per cell; the labels take
     four). Chunk by chunk (``chunked=True``; by default for dask-backed masks of more than
@@ -129,18 +143,34 @@ def label_events(
     >>> chunked = label_events(m.chunk({"time": 1, "lon": 2}), chunked=True)   # one chunk at a time
     >>> bool((chunked == label_events(m)).all())
     True
+
+    On a 10 degree grid of 8-day steps a cell at 45N covers 874,000 km2 for 8 days: 7.0 million km2 x
+    days. With ``min_area_days=1e7`` one cell is dropped, two cells over two steps are kept:
+
+    >>> grid = xr.DataArray(np.zeros((3, 2, 4), bool), dims=("time", "lat", "lon"), coords={
+    ...     "time": pd.date_range("2003-07-04", periods=3, freq="8D"), "lat": [45.0, 55.0], "lon": [0.0, 10.0, 20.0, 30.0]})
+    >>> grid[0, 0, 0] = True; grid[0:2, 0, 2:4] = True
+    >>> label_events(grid, min_area_days=1e7).values[:, 0].tolist()
+    [[0, 0, 1, 1], [0, 0, 1, 1], [0, 0, 0, 0]]
+    >>> int((label_events(grid, min_size=1).values > 0).sum())   # by cells alone: 5, the single one too
+    5
     """
+    min_size = number_argument(min_size, "min_size", low=1, integer=True)
+    if min_area_days is not None:
+        min_area_days = number_argument(min_area_days, "min_area_days", low=0)
     if mask.dtype != bool:
         raise EsdlError(
             f"label_events needs a boolean mask, got dtype {mask.dtype}; threshold the scores first."
         )
     mask = _as_cube(mask, "the event mask")
+    if min_area_days is not None:
+        needs_coords(mask, "min_area_days")
     if wrap_lon is None:
         wrap_lon = is_global_lon(mask["lon"]) if "lon" in mask.coords else False
     if use_chunks(mask, chunked):
         from platform_lib.analysis.events_chunked import label_chunked
 
-        return label_chunked(mask, min_size=min_size, wrap_lon=wrap_lon)
+        return label_chunked(mask, min_size=min_size, min_area_days=min_area_days, wrap_lon=wrap_lon)
     m = np.asarray(mask.values, dtype=bool)
     labels, n = ndimage.label(m, structure=STRUCTURE)
     if n and wrap_lon and m.shape[2] > 1:
@@ -149,6 +179,10 @@ def label_events(
         sizes = np.bincount(labels.ravel(), minlength=n + 1)
         keep = sizes >= max(min_size, 1)
         keep[0] = False
+        if min_area_days is not None:
+            t, y, x = np.nonzero(labels)
+            ids, km2_days = event_volumes(step_counts(labels[t, y, x], t, y), grid_geometry(mask))
+            keep[ids[km2_days < min_area_days]] = False
         flat = labels.ravel()
         _, first_at = np.unique(flat, return_index=True)  # first cell of each label, raster (time) order
         present = np.unique(flat)
@@ -246,6 +280,9 @@ class Events:
     table: pd.DataFrame
     threshold: float
     quantile: float | None
+    #: the cells flagged were those ``> threshold`` (a tie at the quantile, see :func:`detect_events`),
+    #: not ``>=`` it
+    strict: bool = False
 
     @property
     def mask(self) -> xr.DataArray:
@@ -259,7 +296,8 @@ def detect_events(
     *,
     threshold: float | None = None,
     variable: str = "KNN_Gamma",
-    min_size: int = DEFAULT_MIN_SIZE,
+    min_size: int | None = None,
+    min_area_days: float | None = None,
     features: xr.DataArray | None = None,
     wrap_lon: bool | None = None,
     affected_threshold: float = 1.0,
@@ -270,7 +308,10 @@ def detect_events(
     The threshold is the ``quantile`` (default 0.999) of all finite scores, or ``threshold`` when
     given; cells with ``score >= threshold`` are candidates, labelled with :func:`label_events`
     (26-connectivity, dateline wrap-around) and kept when they have at least ``min_size`` cells
-    (default 8). ``scores`` is a DataArray or a Dataset from
+    and, when given, cover at least ``min_area_days`` km2 x days (cell area times step length, summed
+    over the event's cells: its ``volume_km2_days``; unlike cells, the same for the same event on a
+    finer or coarser grid). Both filters apply when both are given; ``min_size`` defaults to 8 cells,
+    or to 1 (no cell filter) when ``min_area_days`` is given. ``scores`` is a DataArray or a Dataset from
     :func:`~platform_lib.analysis.anomaly_scores` (``variable`` picks the score, default KNN-Gamma).
     ``features`` (e.g. :func:`~platform_lib.analysis.anomaly_features`) name the affected variables.
     In memory (numpy scores, dask-backed ones of at most :data:`IN_MEMORY_MAX_CELLS` cells, or
@@ -282,6 +323,16 @@ def detect_events(
     table): write expensive scores to a store, or persist them on a cluster, first. Both ways give
     the same threshold, labels and table.
 
+    **Ties.** A quantile of scores with many equal values (REC, ``1 -`` a recurrence rate, moves in
+    steps of ``1/T``; quantile scores in steps of 0.01) can land on a value that many cells share, and
+    ``>=`` would flag all of them: far more than the requested share ``1 - quantile``. So when the
+    threshold from ``quantile`` is held by two or more cells, the cells flagged are those ``>`` it
+    when that share of the finite scores is at least as close to ``1 - quantile`` as the share of
+    those ``>=`` it, else those ``>=`` it; a warning names the score, the requested share, the tie
+    and the share flagged. The flagged share is then never above twice the requested share (or one
+    cell above it); it can be far below it (down to none, when the tie is at the top: the score
+    cannot rank those cells). ``Events.strict`` says which was used. A ``threshold=`` value is used
+    as given (``>=``).
     One threshold for all pixels needs scores that compare across pixels: use raw scores
     (``anomaly_scores(..., quantiles=False)``). Per-pixel quantile scores put the same share of every
     pixel's steps at the top, so they find as many "events" in calm places as in hot ones (a warning
@@ -295,11 +346,15 @@ def detect_events(
     >>> features = anomaly_features(cube, ["air_temperature_2m", "root_moisture", "gross_primary_productivity"])
     >>> events = detect_events(anomaly_scores(features, ["KNN_Gamma"], quantiles=False, ensemble=None))
     >>> skill = event_skill(events.labels, event_mask(cube))
-    >>> {k: round(v, 1) for k, v in skill.items()}  # measured: precision 0.73, recall 1.0
-    {'precision': 0.7, 'recall': 1.0, 'f1': 0.8, 'event_precision': 0.4, 'event_recall': 1.0}
+    >>> {k: round(v, 2) for k, v in skill.items()}
+    {'precision': 0.75, 'recall': 1.0, 'f1': 0.86, 'event_precision': 0.5, 'event_recall': 1.0}
     """
     scores = cube_argument(scores, "scores")
     variable = text_argument(variable, "variable")
+    if min_area_days is not None:
+        min_area_days = number_argument(min_area_days, "min_area_days", low=0)
+    if min_size is None:
+        min_size = DEFAULT_MIN_SIZE if min_area_days is None else 1
     if quantile is not None:
         quantile = number_argument(quantile, "quantile", low=0, high=1, low_open=True, high_open=True)
     if threshold is not None:
@@ -327,21 +382,27 @@ def detect_events(
         raise EsdlError("quantile=None needs a threshold value: give 0 < quantile < 1, or threshold=.")
     if threshold is not None:
         quantile = None
+    if min_area_days is not None:
+        needs_coords(scores, "min_area_days")
+    name = str(scores.name or variable)
+    strict = False
     if use_chunks(scores, chunked):  # exact quantile, then labels and table in one pass over the chunks
-        from platform_lib.analysis.events_chunked import detect_chunked, exact_quantile
+        from platform_lib.analysis.events_chunked import detect_chunked, quantile_counts
 
         if threshold is None:
             try:
-                threshold = exact_quantile(scores.data, quantile)
+                threshold, n, at_least, equal = quantile_counts(scores.data, quantile)
             except ValueError:
                 raise EsdlError("the score cube has no finite values: nothing to threshold.") from None
+            strict = tie_rule(name, quantile, threshold, n, at_least, equal)
         if wrap_lon is None:
             wrap_lon = is_global_lon(scores["lon"]) if "lon" in scores.coords else False
         labels, table = detect_chunked(
-            (scores >= threshold).fillna(False).astype(bool),
+            ((scores > threshold) if strict else (scores >= threshold)).fillna(False).astype(bool),
             scores,
             _features_cube(features),
             min_size=min_size,
+            min_area_days=min_area_days,
             wrap_lon=wrap_lon,
             affected_threshold=affected_threshold,
         )
@@ -353,10 +414,48 @@ def detect_events(
             if finite.size == 0:
                 raise EsdlError("the score cube has no finite values: nothing to threshold.")
             threshold = float(np.quantile(finite, quantile))
-        mask = (values >= threshold).fillna(False).astype(bool)
-        labels = label_events(mask, min_size=min_size, wrap_lon=wrap_lon, chunked=False)
+            at_least, equal = int((finite >= threshold).sum()), int((finite == threshold).sum())
+            strict = tie_rule(name, quantile, threshold, finite.size, at_least, equal)
+        mask = ((values > threshold) if strict else (values >= threshold)).fillna(False).astype(bool)
+        labels = label_events(
+            mask, min_size=min_size, min_area_days=min_area_days, wrap_lon=wrap_lon, chunked=False
+        )
         table = event_table(labels, values, features, affected_threshold=affected_threshold, chunked=False)
-    return Events(labels=labels, table=table, threshold=threshold, quantile=quantile)
+    return Events(labels=labels, table=table, threshold=threshold, quantile=quantile, strict=strict)
+
+
+def tie_rule(name: str, quantile: float, threshold: float, n: int, at_least: int, equal: int) -> bool:
+    """Whether to flag the scores ``> threshold`` rather than ``>=`` it (see :func:`detect_events`).
+
+    ``threshold`` is the ``quantile`` of ``n`` finite scores of which ``at_least`` are ``>=`` it and
+    ``equal`` are ``==`` it. Held by two or more: ``>`` when its share is at least as close to
+    ``1 - quantile`` as that of ``>=``, with a warning naming the score, the shares and the tie.
+
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as said:
+    ...     warnings.simplefilter("always")
+    ...     tie_rule("REC", 0.999, 1.0, 100_000, 4_000, 4_000)   # REC = 1.0 in 4 % of the cells
+    True
+    >>> print(said[0].message)
+    REC: its 0.999 quantile, 1, is held by 4000 cells (a tie); flagging the 0 cells > 1 (0.000% of the finite scores) rather than the 4000 cells >= 1 (4.000%), the closer share to the requested 0.100%. Give threshold= to choose otherwise.
+    >>> tie_rule("KNN_Gamma", 0.999, 2.5, 100_000, 100, 1)   # no tie: >=
+    False
+    """
+    if equal < 2:
+        return False
+    wanted = 1.0 - quantile
+    share_ge, share_gt = at_least / n, (at_least - equal) / n
+    strict = abs(share_gt - wanted) <= abs(share_ge - wanted)
+    chosen, other = ((">", at_least - equal, share_gt), (">=", at_least, share_ge))[:: 1 if strict else -1]
+    warnings.warn(
+        f"{name}: its {quantile:g} quantile, {threshold:g}, is held by {equal} cells (a tie); flagging the"
+        f" {chosen[1]} cells {chosen[0]} {threshold:g} ({chosen[2]:.3%} of the finite scores) rather than"
+        f" the {other[1]} cells {other[0]} {threshold:g} ({other[2]:.3%}), the closer share to the"
+        f" requested {wanted:.3%}. Give threshold= to choose otherwise.",
+        UserWarning,
+        stacklevel=3,
+    )
+    return strict
 
 
 def event_skill(
@@ -414,5 +513,6 @@ __all__ = [
     "event_table",
     "is_global_lon",
     "label_events",
+    "tie_rule",
     "use_chunks",
 ]

@@ -10,8 +10,10 @@ the chunk size (plus what is proportional to the events themselves), never by th
   first plane after it, over the whole extent of the other two axes and with the nine shifts of
   26-connectivity, so face, edge and corner neighbours all meet; on a global grid also the last
   longitude plane against the first (the dateline seam). A union-find (``connected_components``)
-  resolves them; events below ``min_size`` are dropped and the rest numbered by their first cell in
-  ``(time, lat, lon)`` order, exactly as in memory. Pass 2 (lazy) relabels each chunk the same way
+  resolves them; events below ``min_size`` cells (or, with ``min_area_days``, below that many km2 x days,
+  from each chunk's integer cell counts per event, step and latitude, summed in the same order as in
+  memory) are dropped and the rest numbered by their first cell in ``(time, lat, lon)`` order, exactly
+  as in memory. Pass 2 (lazy) relabels each chunk the same way
   and maps it through the resulting lookup table.
 - **event table**: each chunk gives per-label partial sums, minima and maxima (and its footprint
   cells, peak and feature sums), renamed to event ids and reduced across chunks; in
@@ -20,7 +22,8 @@ the chunk size (plus what is proportional to the events themselves), never by th
 - **quantile**: :func:`exact_quantile` is numpy's ``np.quantile`` (method ``linear``) of the finite
   values, found by a radix select over the values' sortable 64-bit keys: 16 bits per pass over the
   cube (a histogram of 65536 counts per chunk, summed as a tree), until the few candidates left fit
-  in memory and are sorted. Usually two or three passes.
+  in memory and are sorted. Usually two or three passes. The same passes count the values ``>=`` and
+  ``==`` the quantile (:func:`quantile_counts`), which ``detect_events`` needs for its tie rule.
 
 Every pass reads the input again (``detect_events``: 3-4 passes): dask-backed scores that are
 expensive to compute should be written to a store (or persisted on a cluster) first.
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import NamedTuple
 
 import dask
 import dask.array as da
@@ -51,7 +55,9 @@ from platform_lib.analysis.event_grid import (
     STRUCTURE,
     cell_frame,
     connectivity_name,
+    event_volumes,
     grid_geometry,
+    step_counts,
     table_from_parts,
     touching_pairs,
 )
@@ -111,6 +117,15 @@ def _gather(data: da.Array, level: int, prefix: int) -> np.ndarray:
     return np.sort(np.concatenate([np.zeros(0, np.uint64), *parts]))
 
 
+class QuantileCounts(NamedTuple):
+    """A quantile and how the finite values fall around it (see :func:`quantile_counts`)."""
+
+    value: float  #: ``np.quantile`` (linear) of the finite values
+    n: int  #: number of finite values
+    at_least: int  #: how many are ``>= value``
+    equal: int  #: how many are ``== value`` (more than one: the quantile lands on a tie)
+
+
 def exact_quantile(data: da.Array, q: float, *, sort_at_most: int = SORT_AT_MOST) -> float:
     """``np.quantile`` (linear) of the finite values of ``data`` (as float64), reading it chunk by chunk.
 
@@ -121,6 +136,20 @@ def exact_quantile(data: da.Array, q: float, *, sort_at_most: int = SORT_AT_MOST
     >>> exact_quantile(da.from_array(np.array([3.0, np.nan, 1.0, 2.0, np.inf]), chunks=2), 0.5)
     2.0
     """
+    return quantile_counts(data, q, sort_at_most=sort_at_most).value
+
+
+def quantile_counts(data: da.Array, q: float, *, sort_at_most: int = SORT_AT_MOST) -> QuantileCounts:
+    """:func:`exact_quantile` and, from the same passes, how many finite values are ``>=`` it and ``==`` it.
+
+    The radix select keeps, for each order statistic it looks for, the number of values in the digits
+    above the one it follows; the last pass (the sorted candidates, or a full 64-bit key) gives the
+    values equal to it. No extra pass over ``data``.
+
+    >>> import dask.array as da, numpy as np
+    >>> tuple(quantile_counts(da.from_array(np.array([0.0, 1.0, 1.0, 1.0, np.nan]), chunks=2), 0.5))
+    (1.0, 4, 3, 3)
+    """
     if isinstance(data, np.ndarray):
         data = da.from_array(data)
     hist = _histogram(data, 0, 0)
@@ -130,18 +159,20 @@ def exact_quantile(data: da.Array, q: float, *, sort_at_most: int = SORT_AT_MOST
     h = (n - 1) * q
     k = math.floor(h)
     ranks = sorted({k, min(k + 1, n - 1)})
-    # each rank: (level, prefix, rank among the candidates, number of candidates, their histogram)
-    state = {r: (0, 0, r, n, hist) for r in ranks}
-    found: dict[int, int] = {}
+    # each rank: [level, prefix, rank among the candidates, number of candidates, their histogram,
+    # values above the candidates]
+    state = {r: [0, 0, r, n, hist, 0] for r in ranks}
+    found: dict[int, tuple[int, int, int]] = {}  # rank -> (key, values equal, values greater)
     while len(found) < len(ranks):
         todo: dict[tuple[int, int], list[int]] = {}
         for r in ranks:
             if r in found:
                 continue
-            level, prefix, rank, count, counts = state[r]
+            level, prefix, rank, count, counts, greater = state[r]
             cum = np.cumsum(counts)
             digit = int(np.searchsorted(cum, rank, side="right"))
             below = int(cum[digit - 1]) if digit else 0
+            greater += int(cum[-1] - cum[digit])
             level, prefix, rank, count = (
                 level + 1,
                 (prefix << RADIX_BITS) | digit,
@@ -149,21 +180,31 @@ def exact_quantile(data: da.Array, q: float, *, sort_at_most: int = SORT_AT_MOST
                 int(counts[digit]),
             )
             if level * RADIX_BITS == 64:
-                found[r] = prefix  # every candidate has this very key
+                found[r] = (prefix, count, greater)  # every candidate has this very key
             else:
-                state[r] = (level, prefix, rank, count, None)
+                state[r] = [level, prefix, rank, count, None, greater]
                 todo.setdefault((level, prefix), []).append(r)
         for (level, prefix), rs in todo.items():
             if state[rs[0]][3] <= sort_at_most:
                 keys = _gather(data, level, prefix)
                 for r in rs:
-                    found[r] = int(keys[state[r][2]])
+                    key = keys[state[r][2]]
+                    lo, hi = np.searchsorted(keys, key, "left"), np.searchsorted(keys, key, "right")
+                    found[r] = (int(key), int(hi - lo), state[r][5] + int(keys.size - hi))
             else:
                 counts = _histogram(data, level, prefix)
                 for r in rs:
-                    state[r] = (*state[r][:4], counts)
-    low, high = _key_value(found[ranks[0]]), _key_value(found[ranks[-1]])
-    return float(np.quantile(np.array([low, high]), h - k))
+                    state[r][4] = counts
+    (low_key, low_eq, low_gt), (high_key, high_eq, high_gt) = found[ranks[0]], found[ranks[-1]]
+    low, high = _key_value(low_key), _key_value(high_key)
+    value = float(np.quantile(np.array([low, high]), h - k))
+    if value == low:
+        at_least, equal = low_gt + low_eq, low_eq
+    elif value == high:
+        at_least, equal = high_gt + high_eq, high_eq
+    else:  # strictly between two neighbouring order statistics: nothing equals it
+        at_least, equal = low_gt, 0
+    return QuantileCounts(value, n, at_least, equal)
 
 
 def _label_block(
@@ -173,9 +214,11 @@ def _label_block(
     score: np.ndarray | None = None,
     feature: np.ndarray | None = None,
     geometry: dict | None = None,
+    step_cells: bool = False,
 ) -> dict:
     """Pass 1 on one chunk: label count, per-label size and first cell, sparse labels on the faces,
-    and (with ``geometry``) the per-label partial event table."""
+    (``step_cells``) the per-label cell counts at each step and latitude (global indices; for
+    ``min_area_days``) and (with ``geometry``) the per-label partial event table."""
     lab, n = ndimage.label(np.asarray(block, dtype=bool), structure=STRUCTURE)
     flat = lab.ravel()
     cells = np.flatnonzero(flat)
@@ -190,6 +233,9 @@ def _label_block(
             nz = np.flatnonzero(plane)
             faces[axis, side] = (nz, plane.ravel()[nz])
     part = {"n": n, "sizes": sizes.astype(np.int64), "first": first_global.astype(np.int64), "faces": faces}
+    if step_cells:
+        ct, cy, _ = np.unravel_index(cells, lab.shape)
+        part["steps"] = step_counts(flat[cells], ct + origin[0], cy + origin[1])
     if geometry is not None:
         part["table"] = _table_block(lab, score, feature, origin, shape, geometry)
     return part
@@ -235,11 +281,16 @@ def _label_pass(
     *,
     min_size: int,
     wrap_lon: bool,
+    min_area_days: float | None = None,
+    grid: dict | None = None,
     scores: da.Array | None = None,
     features: da.Array | None = None,
     geometry: dict | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
-    """Pass 1 and the merge: (lookup global label -> event id, label offset of each chunk, the parts)."""
+    """Pass 1 and the merge: (lookup global label -> event id, label offset of each chunk, the parts).
+
+    ``min_area_days`` (with ``grid``, the :func:`grid_geometry`) drops events of a smaller volume, from
+    the chunks' cell counts per step and latitude summed per event, as in memory."""
     chunks, shape, numblocks = data.chunks, data.shape, data.numblocks
     origins = _origins(chunks)
     blocks = data.to_delayed()
@@ -257,6 +308,7 @@ def _label_pass(
                 None if score_blocks is None else score_blocks[b],
                 None if feature_blocks is None else feature_blocks[(*b, 0)],
                 geometry,
+                min_area_days is not None,
             )
             for b in ids
         ]
@@ -286,7 +338,13 @@ def _label_pass(
     comp_size = np.bincount(component, weights=sizes, minlength=n_comp) if n else np.zeros(0)
     comp_first = np.full(n_comp, np.iinfo(np.int64).max, dtype=np.int64)
     np.minimum.at(comp_first, component, first)
-    kept = np.flatnonzero(comp_size >= max(min_size, 1))
+    keep = comp_size >= max(min_size, 1)
+    if min_area_days is not None and n:
+        steps = np.concatenate([parts[b]["steps"] + [offsets[b], 0, 0, 0] for b in ids])
+        steps[:, 0] = component[steps[:, 0] - 1]  # global label (1..n) -> component
+        comp, km2_days = event_volumes(step_counts(*steps.T), grid)
+        keep[comp[km2_days < min_area_days]] = False
+    kept = np.flatnonzero(keep)
     order = kept[np.argsort(comp_first[kept], kind="stable")]
     comp_id = np.zeros(n_comp, dtype=np.int32)
     comp_id[order] = np.arange(1, order.size + 1, dtype=np.int32)
@@ -312,10 +370,15 @@ def _lazy_labels(data: da.Array, lookup: np.ndarray, offsets: np.ndarray, like: 
     )
 
 
-def label_chunked(mask: xr.DataArray, *, min_size: int, wrap_lon: bool) -> xr.DataArray:
+def label_chunked(
+    mask: xr.DataArray, *, min_size: int, wrap_lon: bool, min_area_days: float | None = None
+) -> xr.DataArray:
     """Labels of a (time, lat, lon) boolean mask, chunk by chunk; the result is lazy (dask)."""
     data = _dask(mask).astype(bool)
-    lookup, offsets, _ = _label_pass(data, min_size=min_size, wrap_lon=wrap_lon)
+    grid = None if min_area_days is None else grid_geometry(mask)
+    lookup, offsets, _ = _label_pass(
+        data, min_size=min_size, wrap_lon=wrap_lon, min_area_days=min_area_days, grid=grid
+    )
     return _lazy_labels(data, lookup, offsets, mask, wrap_lon)
 
 
@@ -327,6 +390,7 @@ def detect_chunked(
     min_size: int,
     wrap_lon: bool,
     affected_threshold: float,
+    min_area_days: float | None = None,
 ) -> tuple[xr.DataArray, pd.DataFrame]:
     """Lazy labels and the event table in one pass over the chunks (the table from per-label partials
     of pass 1, renamed to event ids after the merge): the scores are read once, not twice."""
@@ -336,6 +400,8 @@ def detect_chunked(
         data,
         min_size=min_size,
         wrap_lon=wrap_lon,
+        min_area_days=min_area_days,
+        grid=geometry,
         scores=_dask(scores),
         features=None if features is None else _dask(features),
         geometry=geometry,
@@ -482,4 +548,11 @@ def _reduce_partials(
     return table_from_parts(agg, footprint, peak, affected, geometry)
 
 
-__all__ = ["detect_chunked", "event_table_chunked", "exact_quantile", "label_chunked"]
+__all__ = [
+    "QuantileCounts",
+    "detect_chunked",
+    "event_table_chunked",
+    "exact_quantile",
+    "label_chunked",
+    "quantile_counts",
+]

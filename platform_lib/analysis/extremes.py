@@ -54,7 +54,13 @@ import numpy as np
 import xarray as xr
 from scipy.spatial.distance import pdist, squareform
 
-from platform_lib.arguments import cube_argument, flag_argument, names_argument, number_argument
+from platform_lib.arguments import (
+    cube_argument,
+    flag_argument,
+    names_argument,
+    number_argument,
+    text_argument,
+)
 from platform_lib.compute import (
     STEPS_PER_YEAR,
     as_variable_array,
@@ -69,6 +75,9 @@ METHODS: tuple[str, ...] = ("KDE", "REC", "KNN_Gamma", "KNN_Delta", "T2")
 BEST_METHODS: tuple[str, ...] = ("KDE", "REC", "KNN_Gamma")  # the default ensemble (Flach et al. 2017)
 ENSEMBLES = ("mean", "median", "max", "min")
 QUANTILE_LEVELS = np.arange(101) / 100.0  # Julia's 0.0:0.01:1.0, each level correctly rounded
+#: seasonal cycles :func:`anomaly_features` can subtract; the default is MultivariateAnomalies.jl's
+CYCLES = ("mean", "median")
+DEFAULT_CYCLE = "mean"
 MIN_STEPS = 10  # fewer valid time steps than this in a pixel: no scores
 DEFAULT_SCORE_BYTES = 128 * 2**20  # working memory of one batch of pixels (points, neighbour lists)
 
@@ -121,10 +130,10 @@ def time_delay_embedding(x: np.ndarray, delay: int, dimension: int = 3) -> np.nd
     return np.concatenate(parts, axis=-1)
 
 
-def _median_cycle_anomalies(x: np.ndarray, steps: np.ndarray, years: np.ndarray, n_steps: int) -> np.ndarray:
-    msc = seasonal_cycle_numpy(
-        np.moveaxis(x, -2, -1), steps, years, n_steps, "median"
-    )  # (..., feature, step)
+def _cycle_anomalies(
+    x: np.ndarray, steps: np.ndarray, years: np.ndarray, n_steps: int, cycle: str
+) -> np.ndarray:
+    msc = seasonal_cycle_numpy(np.moveaxis(x, -2, -1), steps, years, n_steps, cycle)  # (..., feature, step)
     return x - np.moveaxis(msc[..., steps], -1, -2)
 
 
@@ -136,8 +145,9 @@ def _feature_kernel(
     standardize: bool,
     ewma_lambda: float | None,
     embedding: tuple[int, int] | None,
+    cycle: str = "mean",
 ) -> np.ndarray:
-    x = _median_cycle_anomalies(np.asarray(block, dtype=np.float64), steps, years, steps_per_year)
+    x = _cycle_anomalies(np.asarray(block, dtype=np.float64), steps, years, steps_per_year, cycle)
     if standardize:
         with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns (ocean) stay NaN
@@ -161,8 +171,19 @@ def anomaly_features(
     ewma_lambda: float | None = None,
     embedding: tuple[int, int] | None = None,
     steps_per_year: int = STEPS_PER_YEAR,
+    cycle: Literal["mean", "median"] = DEFAULT_CYCLE,
 ) -> xr.DataArray:
-    """Features for the scores: anomalies against each pixel's median seasonal cycle (lazy).
+    """Features for the scores: anomalies against each pixel's seasonal cycle (lazy).
+
+    ``cycle`` is the seasonal cycle subtracted, per pixel, variable and step of the year (missing
+    values left out): ``"mean"`` (the default) or ``"median"``. The default is what
+    MultivariateAnomalies.jl does: its deseasonalisation ``sMSC`` is documented as "subtract the median
+    seasonal cycle", but it calls ``removeMSC!``, which sums the non-NaN values of each step and divides
+    by their count -- the mean seasonal cycle (the function's first commit calls it "fast version of
+    fabian to remove the mean seasonal cycle"), as ESDL.jl's ``removeMSC`` does. The package's
+    ``get_MedianCycle(s)`` only returns a median cycle; nothing in it subtracts one. ``"median"`` is
+    the robust choice its documentation names: an event that fills a step in one year of few moves a
+    mean cycle, not a median one.
 
     ``standardize`` divides each pixel's anomalies of each variable by their standard deviation (so
     variables in J m-2 and in degC weigh alike); ``ewma_lambda`` smooths them with an exponentially
@@ -174,7 +195,14 @@ def anomaly_features(
     >>> f = anomaly_features(cube, ["air_temperature_2m", "root_moisture"], embedding=(1, 2))
     >>> f.dims, f["variable"].values.tolist()
     (('lat', 'lon', 'time', 'variable'), ['air_temperature_2m', 'root_moisture', 'air_temperature_2m_lag1', 'root_moisture_lag1'])
+    >>> f.attrs["long_name"]
+    'anomalies against the mean seasonal cycle (standardised)'
+    >>> anomaly_features(cube, ["root_moisture"], cycle="mode")
+    Traceback (most recent call last):
+    ...
+    platform_lib.errors.EsdlError: cycle must be one of 'mean', 'median'; got 'mode'.
     """
+    cycle = text_argument(cycle, "cycle", choices=CYCLES)
     stacked = as_variable_array(cube, variables)
     if "time" not in stacked.dims:
         raise EsdlError(f"the cube needs a 'time' dimension; it has: {list(map(str, stacked.dims))}.")
@@ -201,10 +229,11 @@ def anomaly_features(
                 "standardize": standardize,
                 "ewma_lambda": ewma_lambda,
                 "embedding": embedding,
+                "cycle": cycle,
             },
             name="features",
             attrs={
-                "long_name": "anomalies against the median seasonal cycle"
+                "long_name": f"anomalies against the {cycle} seasonal cycle"
                 + (" (standardised)" if standardize else "")
             },
         )
@@ -696,6 +725,8 @@ def anomaly_scores(
 
 __all__ = [
     "BEST_METHODS",
+    "CYCLES",
+    "DEFAULT_CYCLE",
     "ENSEMBLES",
     "METHODS",
     "QUANTILE_LEVELS",
