@@ -54,6 +54,7 @@ __all__ = [
     "CubeExplorer",
     "colour_limits",
     "default_cmap",
+    "draw_coastlines",
     "explore",
     "lexcube_view",
     "plot_map",
@@ -164,6 +165,13 @@ def _nearest_index(values: np.ndarray, x: float, circular: bool = False) -> int:
     return int(np.nanargmin(d))
 
 
+def _is_land(lat: float, lon: float) -> bool:
+    """Is ``(lat, lon)`` on land in the GLOBE 1-km mask shipped by ``global-land-mask``?"""
+    from global_land_mask import globe
+
+    return bool(globe.is_land(np.clip(lat, -89.999, 89.999), ((lon + 180.0) % 360.0) - 180.0))
+
+
 def _fmt_latlon(lat: float, lon: float) -> str:
     return f"{abs(lat):.2f}°{'N' if lat >= 0 else 'S'}, {abs(lon):.2f}°{'E' if lon >= 0 else 'W'}"
 
@@ -186,15 +194,20 @@ def plot_map(
     vmax: float | None = None,
     robust: bool = True,
     colorbar: bool = True,
+    coastlines: bool = True,
 ) -> Any:
     """Map of one variable at one time step (an index or a date, nearest) or, with ``time=None``, its
     time mean; title, colour-bar label and units from the metadata. Returns the matplotlib ``Axes``.
+
+    The map keeps degrees square (longitude and latitude at the same scale), the colour bar is exactly
+    as tall as the map, long titles and labels wrap within the figure, and ``coastlines`` are drawn
+    from the GLOBE 1-km land mask that ``global-land-mask`` ships (:func:`draw_coastlines`; no network).
 
     >>> import numpy as np
     >>> da = xr.DataArray(np.ones((2, 3)), dims=("lat", "lon"), name="kndvi",
     ...                   coords={"lat": [1.0, 2.0], "lon": [1.0, 2.0, 3.0]}, attrs={"units": "1"})
     >>> ax = plot_map(da)
-    >>> ax.get_title(), ax.figure.axes[1].get_ylabel()
+    >>> ax.get_title(), ax.child_axes[0].get_ylabel()  # the colour bar: an inset of the map
     ('kndvi', 'kndvi [1]')
     """
     da = _as_dataarray(data, variable, "plot_map")
@@ -222,13 +235,76 @@ def plot_map(
         shading="nearest",
     )
     title = variable_label(da, with_units=False) + (f", {when}" if when else "")
-    ax.set_title(title, fontsize="medium" if len(title) > 48 else None)
+    width_in = ax.figure.get_figwidth() * ax.get_position().width
+    ax.set_title(_wrap(title, width_in, 12), fontsize="medium")
     ax.set_xlabel("longitude [degrees east]")
     ax.set_ylabel("latitude [degrees north]")
     ax.set_aspect("equal", adjustable="box")
+    lon, lat = _plot_lons(field["lon"].values), field["lat"].values
+    half_lon = abs(lon[1] - lon[0]) / 2 if lon.size > 1 else 0.5
+    half_lat = abs(lat[1] - lat[0]) / 2 if lat.size > 1 else 0.5
+    lon_range = (lon.min() - half_lon, lon.max() + half_lon)
+    lat_range = (lat.min() - half_lat, lat.max() + half_lat)
+    if coastlines:
+        draw_coastlines(ax, lon_range, lat_range)
     if colorbar:
-        ax.figure.colorbar(mesh, ax=ax, label=variable_label(da), shrink=0.9)
+        # an inset in the map's own axes coordinates follows the map's box after its aspect is applied:
+        # the bar is as tall as the map (a bar beside the layout slot is as tall as the slot, not the map).
+        # Degrees are square, so the map is (lon span / lat span) times as wide as tall: the bar's width
+        # and gap, 5% and 3% of the map's height, are these fractions of its width
+        tall = (lat_range[1] - lat_range[0]) / (lon_range[1] - lon_range[0])
+        cax = ax.inset_axes([1.0 + 0.03 * tall, 0.0, 0.05 * tall, 1.0])
+        height_in = ax.figure.get_figheight() * ax.get_position().height
+        ax.figure.colorbar(mesh, cax=cax, label=_wrap(variable_label(da), height_in, 10))
     return ax
+
+
+def _wrap(text: str, inches: float, points: float) -> str:
+    """``text`` wrapped to lines that fit ``inches`` at about ``points`` pt (a character is ~0.55 em)."""
+    import textwrap
+
+    width = max(12, int(inches * 72 / (0.55 * points)))
+    return "\n".join(textwrap.wrap(text, width)) or text
+
+
+#: coastline sampling: points along the map's longer side (at least the mask's ~1 km, 0.0083 degrees)
+COAST_SAMPLES = 720
+
+
+def draw_coastlines(
+    ax: Any,
+    lon_range: tuple[float, float],
+    lat_range: tuple[float, float],
+    *,
+    color: str = "0.15",
+    linewidth: float = 0.6,
+) -> Any:
+    """Draw coastlines over ``lon_range`` x ``lat_range`` (the plot's longitudes, which may run past 180
+    for a region across the dateline) on ``ax``: the 0.5 contour of the GLOBE 1-km land mask shipped by
+    ``global-land-mask``, sampled at :data:`COAST_SAMPLES` points along the longer side. The axes' limits
+    are kept. Returns the contour set.
+
+    >>> import matplotlib; matplotlib.use("Agg")
+    >>> import matplotlib.pyplot as plt
+    >>> _, ax = plt.subplots()
+    >>> lines = draw_coastlines(ax, (-10.0, 5.0), (35.0, 45.0))  # Iberia
+    >>> bool(len(lines.allsegs[0]) > 0)
+    True
+    """
+    from global_land_mask import globe
+
+    lon0, lon1 = float(lon_range[0]), float(lon_range[1])
+    lat0, lat1 = max(float(lat_range[0]), -90.0), min(float(lat_range[1]), 90.0)
+    step = max(max(lon1 - lon0, lat1 - lat0) / COAST_SAMPLES, 1.0 / 120.0)
+    lons = np.arange(lon0, lon1 + step / 2, step)
+    lats = np.clip(np.arange(lat0, lat1 + step / 2, step), -89.999, 89.999)
+    wrapped = (lons + 180.0) % 360.0 - 180.0
+    land = globe.is_land(*np.meshgrid(lats, wrapped, indexing="ij")).astype("float32")
+    limits = ax.get_xlim(), ax.get_ylim()
+    lines = ax.contour(lons, lats, land, levels=[0.5], colors=color, linewidths=linewidth)
+    ax.set_xlim(*limits[0])
+    ax.set_ylim(*limits[1])
+    return lines
 
 
 def plot_timeseries(
@@ -269,6 +345,11 @@ def plot_timeseries(
     if ax is None:
         _, ax = _pyplot().subplots(figsize=(7, 3), layout="constrained")
     ax.plot(pd.DatetimeIndex(series["time"].values), values, label=label or where, **line_kwargs)
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+
+    locator = AutoDateLocator(maxticks=max(3, int(ax.figure.get_figwidth())))  # labels do not collide
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
     ax.set_title(f"{variable_label(da, with_units=False)}, {where}")
     ax.set_ylabel(variable_label(da))
     ax.set_xlabel("time")
@@ -459,12 +540,59 @@ class CubeExplorer:
         self._mark_time()
 
     def select_pixel(self, lat: float, lon: float) -> tuple[float, float]:
-        """Show the time series of the cell nearest ``(lat, lon)``; returns the cell centre."""
-        self.lat, self.lon = self._snap(lat, lon)
+        """Show the time series of the cell nearest ``(lat, lon)`` that has data; returns the cell centre.
+
+        A point over the ocean (or any cell without data) moves to the nearest cell with data, and the
+        status line says so: "no data over ocean at ... (nearest land with data: ...)".
+        """
+        lat_c, lon_c = self._snap(lat, lon)
+        note = ""
+        if not self._has_data(lat_c, lon_c):
+            found = self._nearest_with_data(lat_c, lon_c)
+            where = "over ocean" if not _is_land(lat_c, lon_c) else "in this cell"
+            if found is None:
+                note = f"no data {where} at {_fmt_latlon(lat_c, lon_c)}, nor anywhere in {self.variable!r}"
+            else:
+                note = f"no data {where} at {_fmt_latlon(lat_c, lon_c)} (nearest {'land ' if where == 'over ocean' else ''}with data: {_fmt_latlon(*found)})"
+                lat_c, lon_c = found
+        elif abs(lat_c - float(lat)) > 1e-9 or abs(lon_c - (((float(lon) + 180.0) % 360.0) - 180.0)) > 1e-9:
+            note = f"snapped to the cell centre {_fmt_latlon(lat_c, lon_c)}"
+        self.lat, self.lon = lat_c, lon_c
+        self._note = note
         self._set_boxes()
         self._mark_pixel()
         self._draw_series()
         return self.lat, self.lon
+
+    def _data_mask(self) -> np.ndarray:
+        """(lat, lon): cells of the selected variable with data at the shown step or at any of up to
+        :data:`SAMPLE_STEPS` steps spread over the cube (a cloud gap now is not "no data")."""
+        key = (self.variable, self.time_index)
+        if getattr(self, "_mask_key", None) != key:
+            steps = np.unique(
+                np.r_[
+                    np.linspace(0, len(self.times) - 1, min(SAMPLE_STEPS, len(self.times))).astype(int),
+                    self.time_index,
+                ]
+            )
+            values = np.asarray(self.data.isel(time=steps).values)
+            self._mask, self._mask_key = np.isfinite(values).any(axis=0), key
+        return self._mask
+
+    def _has_data(self, lat: float, lon: float) -> bool:
+        lats, lons = self.cube["lat"].values, self.cube["lon"].values
+        return bool(self._data_mask()[_nearest_index(lats, lat), _nearest_index(lons, lon, True)])
+
+    def _nearest_with_data(self, lat: float, lon: float) -> tuple[float, float] | None:
+        """The centre of the cell with data nearest ``(lat, lon)`` on the sphere (None if there is none)."""
+        ii, jj = np.nonzero(self._data_mask())
+        if ii.size == 0:
+            return None
+        lats, lons = np.deg2rad(self.cube["lat"].values[ii]), np.deg2rad(self.cube["lon"].values[jj])
+        la, lo = np.deg2rad(lat), np.deg2rad(lon)
+        cos_angle = np.sin(la) * np.sin(lats) + np.cos(la) * np.cos(lats) * np.cos(lons - lo)
+        k = int(np.argmax(cos_angle))
+        return float(self.cube["lat"].values[ii[k]]), float(self.cube["lon"].values[jj[k]])
 
     def _on_click(self, event: Any) -> None:
         if event.inaxes is not getattr(self, "map_ax", None) or event.xdata is None:
@@ -506,8 +634,10 @@ class CubeExplorer:
         self._mark_time(redraw=False)
         values = self.series_ax.lines[0].get_ydata()
         n_valid = int(np.isfinite(values).sum())
+        note = getattr(self, "_note", "")
         self.status.value = (
             f"pixel {_fmt_latlon(self.lat, self.lon)}: {n_valid} of {len(values)} steps with data"
+            + (f"; {note}" if note else "")
         )
         self._refresh(fig, self._series_view)
 

@@ -65,7 +65,7 @@ def test_plot_map_renders_the_selected_step_with_metadata(tmp_path):
     ds = make_cube()
     ax = viz.plot_map(ds, "air_temperature_2m", time="2003-03-25")  # nearest step
     assert ax.get_title() == "Air temperature at 2 m, 2003-03-26"
-    colorbar_ax = ax.figure.axes[1]
+    colorbar_ax = ax.child_axes[0]  # an inset of the map: as tall as the map
     assert colorbar_ax.get_ylabel() == "Air temperature at 2 m [degC]"
     assert ax.get_xlabel().startswith("longitude") and ax.get_ylabel().startswith("latitude")
     mesh = ax.collections[0]
@@ -148,12 +148,15 @@ def test_explorer_without_ipympl_renders_png_and_follows_the_controls():
     np.testing.assert_allclose(series, ds["air_temperature_2m"].sel(lat=43.5, lon=6.5).values, rtol=1e-6)
     assert "43.50°N, 6.50°E" in ex.status.value and "23 of 23" in ex.status.value
 
-    ex.lat_box.value = 36.0  # typing a latitude picks that pixel
-    assert ex.lat == 35.5
+    ex.lat_box.value = 36.0  # typing a latitude picks that pixel, and says it snapped
+    assert ex.lat == 35.5 and "snapped to the cell centre 35.50°N, 6.50°E" in ex.status.value
     ex.variable_dropdown.value = "kndvi"
     assert ex.series_ax.get_ylabel() == "Kernel NDVI [1]"
-    ex.select_pixel(35.5, -9.5)  # sea: no data, said so
-    assert "0 of 23" in ex.status.value
+    assert ex.select_pixel(35.5, -9.5) == (38.5, -9.5)  # the Atlantic: the nearest cell with data, said so
+    assert (
+        "no data over ocean at 35.50°N, 9.50°W (nearest land with data: 38.50°N, 9.50°W)" in ex.status.value
+    )
+    assert "23 of 23" in ex.status.value and (ex.lat_box.value, ex.lon_box.value) == (38.5, -9.5)
     assert ex.widget.children[1].children == (ex._map_view, ex._series_view)
 
 
@@ -211,3 +214,80 @@ def test_viz_imports_without_the_viz_extra():
     assert (
         "plotting needs 'matplotlib', which is not installed: pip install 'esdl-platform[viz]'" in out.stdout
     )
+
+
+def _inside(inner, outer, slack: float = 1.0) -> bool:
+    return (
+        inner.x0 >= outer.x0 - slack
+        and inner.y0 >= outer.y0 - slack
+        and inner.x1 <= outer.x1 + slack
+        and inner.y1 <= outer.y1 + slack
+    )
+
+
+@pytest.mark.parametrize(
+    ("region", "lons", "lats"),
+    [
+        ("global", np.arange(-179.5, 180, 1.0), np.arange(-89.5, 90, 1.0)),
+        ("tall", np.arange(10.5, 25, 1.0), np.arange(-39.5, 40, 1.0)),  # Africa's west coast, a narrow strip
+        ("wide", np.arange(-99.5, 100, 1.0), np.arange(35.5, 45, 1.0)),
+        ("dateline", [*np.arange(160.5, 180, 1.0), *np.arange(-179.5, -160, 1.0)], np.arange(55.5, 72, 1.0)),
+    ],
+)
+def test_a_map_reads_coastlines_a_colour_bar_as_tall_as_the_map_and_text_inside(region, lons, lats, tmp_path):
+    """What a person sees: coastlines where the coasts are, the colour bar exactly as tall as the map
+    (not three times it), degrees square, and long titles and labels wrapped inside the figure."""
+    lat, lon = np.asarray(lats), np.asarray(lons)
+    values = np.cos(np.deg2rad(lat))[:, None] * np.ones(lon.size)[None, :]
+    da = xr.DataArray(
+        values[None].astype("float32"),
+        dims=("time", "lat", "lon"),
+        name="gross_primary_productivity",
+        coords={"time": pd.date_range("2003-07-04", periods=1), "lat": lat, "lon": lon},
+        attrs={
+            "long_name": "Gross primary productivity of the terrestrial biosphere per unit area",
+            "units": "g C m-2 d-1",
+        },
+    )
+    ax = viz.plot_map(da, time=0)
+    fig = ax.figure
+    fig.savefig(tmp_path / f"{region}.png", dpi=80)  # draws: positions are final
+    renderer = fig.canvas.get_renderer()
+    box, bar = ax.get_window_extent(renderer), ax.child_axes[0].get_window_extent(renderer)
+    assert bar.height == pytest.approx(box.height, rel=1e-6) and bar.y0 == pytest.approx(box.y0, rel=1e-6)
+    assert bar.x0 > box.x1 and bar.width == pytest.approx(0.05 * box.height, rel=1e-3)
+    x0, x1 = ax.get_xlim()
+    y0, y1 = ax.get_ylim()
+    assert box.width / box.height == pytest.approx((x1 - x0) / (y1 - y0), rel=0.02)  # degrees are square
+    for text in (ax.title, ax.child_axes[0].yaxis.label, ax.xaxis.label, ax.yaxis.label):
+        assert _inside(text.get_window_extent(renderer), fig.bbox), (region, text.get_text())
+    assert "\n" in ax.get_title() or ax.title.get_window_extent(renderer).width < fig.bbox.width
+    coast = np.concatenate(ax.collections[-1].allsegs[0])  # the coastline contour, drawn last
+    assert x0 - 1 <= coast[:, 0].min() and coast[:, 0].max() <= x1 + 1
+    known = {  # a point on a real coast inside each region (plot longitudes)
+        "global": (-9.5, 38.7),  # Lisbon
+        "tall": (13.2, -8.8),  # Luanda
+        "wide": (-76.0, 38.0),  # Chesapeake Bay
+        "dateline": (190.3, 65.6),  # Wales, Alaska (-169.7 east: past 180 on this map)
+    }[region]
+    assert np.hypot(*(coast - known).T).min() < 0.5, f"no coastline near {known} on the {region} map"
+
+
+def test_the_explorers_date_ticks_do_not_overlap():
+    times = pd.date_range("2001-01-05", periods=20 * 46, freq="8D")
+    ds = xr.Dataset(
+        {
+            "t": (
+                ("time", "lat", "lon"),
+                np.random.default_rng(0).normal(size=(times.size, 2, 2)).astype("float32"),
+            )
+        },
+        coords={"time": times, "lat": [40.5, 41.5], "lon": [0.5, 1.5]},
+    )
+    ex = viz.explore(ds, interactive=False)
+    ex.series_figure.canvas.draw()
+    renderer = ex.series_figure.canvas.get_renderer()
+    labels = [t for t in ex.series_ax.get_xticklabels() if t.get_text()]
+    boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda b: b.x0)
+    assert len(boxes) >= 3
+    assert all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:], strict=False)), [t.get_text() for t in labels]
