@@ -195,6 +195,7 @@ def plot_map(
     robust: bool = True,
     colorbar: bool = True,
     coastlines: bool = True,
+    norm: Any = None,
 ) -> Any:
     """Map of one variable at one time step (an index or a date, nearest) or, with ``time=None``, its
     time mean; title, colour-bar label and units from the metadata. Returns the matplotlib ``Axes``.
@@ -202,6 +203,8 @@ def plot_map(
     The map keeps degrees square (longitude and latitude at the same scale), the colour bar is exactly
     as tall as the map, long titles and labels wrap within the figure, and ``coastlines`` are drawn
     from the GLOBE 1-km land mask that ``global-land-mask`` ships (:func:`draw_coastlines`; no network).
+    ``norm`` (a matplotlib ``Normalize``, e.g. ``LogNorm(1 / 30, 30)`` for a ratio centred on 1) replaces
+    ``vmin``/``vmax``.
 
     >>> import numpy as np
     >>> da = xr.DataArray(np.ones((2, 3)), dims=("lat", "lon"), name="kndvi",
@@ -221,18 +224,18 @@ def plot_map(
     field = field.transpose("lat", "lon")
     if ax is None:
         _, ax = _pyplot().subplots(figsize=(7, 3.8), layout="constrained")
-    if vmin is None or vmax is None:
+    if norm is None and (vmin is None or vmax is None):
         lo, hi = colour_limits(field, robust=robust)
         vmin = lo if vmin is None else vmin
         vmax = hi if vmax is None else vmax
+    limits = {"norm": norm} if norm is not None else {"vmin": vmin, "vmax": vmax}
     mesh = ax.pcolormesh(
         _plot_lons(field["lon"].values),
         field["lat"].values,
         np.asarray(field.values, dtype="float32"),
         cmap=cmap or default_cmap(str(da.name)),
-        vmin=vmin,
-        vmax=vmax,
         shading="nearest",
+        **limits,
     )
     title = variable_label(da, with_units=False) + (f", {when}" if when else "")
     width_in = ax.figure.get_figwidth() * ax.get_position().width

@@ -291,3 +291,15 @@ def test_the_explorers_date_ticks_do_not_overlap():
     boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda b: b.x0)
     assert len(boxes) >= 3
     assert all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:], strict=False)), [t.get_text() for t in labels]
+
+
+def test_a_norm_replaces_the_limits_for_a_ratio_centred_on_one():
+    from matplotlib.colors import LogNorm
+
+    ds = make_cube()
+    ratio = (ds["air_temperature_2m"].isel(time=0) / 10.0).rename("ratio")
+    ax = viz.plot_map(ratio, norm=LogNorm(1 / 30, 30), cmap="PuOr")
+    mesh = ax.collections[0]
+    assert isinstance(mesh.norm, LogNorm) and (mesh.norm.vmin, mesh.norm.vmax) == pytest.approx((1 / 30, 30))
+    assert ax.child_axes[0].get_yscale() == "log"  # the colour bar reads 1/30 .. 1 .. 30
+    assert mesh.norm(1.0) == pytest.approx(0.5)  # 1 sits in the middle of the diverging scale
