@@ -130,7 +130,9 @@ EVENT_COLUMNS = [
 def grid_geometry(labels: xr.DataArray) -> dict:
     """Coordinates, spacings, cell areas and step lengths of a (time, lat, lon) grid.
 
-    Keys: ``lat, lon, times, dlat, dlon, circular`` (longitude wraps around), ``days`` (length of each
+    Keys: ``lat, lon, times, dlat, dlon, circular`` (longitude wraps around: a global grid, or a
+    regional one across the dateline, whose longitudes go up to 180 and on from -180, as a bbox
+    across the dateline selects them; event extents are then found on the circle), ``days`` (length of each
     step: the gap to the next stamp, the last repeats the median), ``cum_days`` (their running sum from
     0) and ``area`` (km2 of a cell at each latitude).
 
@@ -139,6 +141,8 @@ def grid_geometry(labels: xr.DataArray) -> dict:
     >>> g = grid_geometry(grid)
     >>> g["dlon"], g["circular"], g["days"].tolist(), g["cum_days"].tolist(), round(float(g["area"][0]))
     (10.0, True, [8.0, 8.0, 8.0], [0.0, 8.0, 16.0, 24.0], 123639)
+    >>> grid_geometry(grid.isel(lon=[34, 35, 0, 1]))["circular"]  # 165, 175, -175, -165: across 180
+    True
     """
     lat = np.asarray(labels["lat"].values, dtype=np.float64)
     lon = np.asarray(labels["lon"].values, dtype=np.float64)
@@ -150,7 +154,7 @@ def grid_geometry(labels: xr.DataArray) -> dict:
         "times": pd.DatetimeIndex(labels["time"].values),
         "dlat": dlat,
         "dlon": dlon,
-        "circular": is_global_lon(lon),
+        "circular": is_global_lon(lon) or bool((np.diff(lon) < 0).any()),
         "days": days,
         "cum_days": np.concatenate([[0.0], np.cumsum(days)]),
         "area": cell_area_km2(lat, dlat, dlon),
