@@ -55,6 +55,35 @@ def is_global_lon(lon: xr.DataArray | np.ndarray) -> bool:
     return math.isclose(step * values.size, 360.0, rel_tol=1e-6)
 
 
+def dateline_order(lon: xr.DataArray | np.ndarray) -> np.ndarray | None:
+    """Column order that puts a region stored split at the dateline back in one piece, or None.
+
+    A regional grid across 180 degrees stored with sorted -180..180 longitudes (the Pacific at 5
+    degrees: -177.5 .. -97.5, then 117.5 .. 177.5) has its first and last columns touching across
+    180 and one jump inside, where no columns were stored. The order returned starts after the jump,
+    as a bbox across the dateline selects it (:func:`platform_lib.catalog.subset_cube`), so the
+    columns that touch are next to each other and those that do not are not. None for any other grid
+    (global, in one piece, not sorted, or more than one jump).
+
+    >>> dateline_order(np.array([-175.0, -165.0, 155.0, 165.0, 175.0])).tolist()
+    [2, 3, 4, 0, 1]
+    >>> dateline_order(np.arange(-175.0, 180.0, 10.0)), dateline_order(np.array([0.0, 10.0, 30.0]))
+    (None, None)
+    """
+    values = np.asarray(lon, dtype=np.float64)
+    if values.size < 3 or is_global_lon(values):
+        return None
+    gaps = np.diff(values)
+    if (gaps <= 0).any():
+        return None
+    step = float(np.median(gaps))
+    jumps = np.flatnonzero(gaps > 1.5 * step)
+    if jumps.size != 1 or not math.isclose(values[0] + 360.0 - values[-1], step, rel_tol=1e-3):
+        return None
+    start = int(jumps[0]) + 1
+    return np.r_[np.arange(start, values.size), np.arange(start)]
+
+
 def touching_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``(k, 2)`` unique label pairs of two adjacent planes that touch with 26-connectivity.
 
@@ -132,7 +161,8 @@ def grid_geometry(labels: xr.DataArray) -> dict:
 
     Keys: ``lat, lon, times, dlat, dlon, circular`` (longitude wraps around: a global grid, or a
     regional one across the dateline, whose longitudes go up to 180 and on from -180, as a bbox
-    across the dateline selects them; event extents are then found on the circle), ``days`` (length of each
+    across the dateline selects them, or sorted and split at 180, :func:`dateline_order`; event
+    extents are then found on the circle), ``days`` (length of each
     step: the gap to the next stamp, the last repeats the median), ``cum_days`` (their running sum from
     0) and ``area`` (km2 of a cell at each latitude).
 
@@ -154,7 +184,7 @@ def grid_geometry(labels: xr.DataArray) -> dict:
         "times": pd.DatetimeIndex(labels["time"].values),
         "dlat": dlat,
         "dlon": dlon,
-        "circular": is_global_lon(lon) or bool((np.diff(lon) < 0).any()),
+        "circular": is_global_lon(lon) or bool((np.diff(lon) < 0).any()) or dateline_order(lon) is not None,
         "days": days,
         "cum_days": np.concatenate([[0.0], np.cumsum(days)]),
         "area": cell_area_km2(lat, dlat, dlon),
