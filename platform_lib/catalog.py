@@ -725,13 +725,24 @@ def cube_metadata(
     >>> m = cube_metadata(ds, chunking="map", license="CC-BY-4.0", source="test")
     >>> m["spatial_extent"], m["variables"]["t"]["units"]
     ([-180.0, -90.0, 180.0, 90.0], 'K')
+
+    A cube of one cell (a station's record) has no spacing to read; its ACDD attributes
+    ``geospatial_lat_resolution`` / ``geospatial_lon_resolution`` give the cell's size:
+
+    >>> station = ds.isel(lat=[0], lon=[0]).assign_attrs(geospatial_lat_resolution=1.0, geospatial_lon_resolution=1.0)
+    >>> cube_metadata(station, chunking="ts", license="CC-BY-4.0", source="test")["spatial_extent"]
+    [-90.5, -45.5, -89.5, -44.5]
     """
     import numpy as np
     import pandas as pd
 
     lat, lon = ds["lat"].values, ds["lon"].values
-    dlat = float(abs(lat[1] - lat[0])) if lat.size > 1 else 0.0
-    dlon = float(abs(lon[1] - lon[0])) if lon.size > 1 else 0.0
+    dlat = (
+        float(abs(lat[1] - lat[0])) if lat.size > 1 else float(ds.attrs.get("geospatial_lat_resolution", 0.0))
+    )
+    dlon = (
+        float(abs(lon[1] - lon[0])) if lon.size > 1 else float(ds.attrs.get("geospatial_lon_resolution", 0.0))
+    )
     times = pd.DatetimeIndex(ds["time"].values)
     # a cube across the dateline (longitudes that wrap, 170..180 then -180..-170): west > east, as in a bbox
     wraps = lon.size > 1 and bool((np.diff(lon) < 0).any())
