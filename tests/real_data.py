@@ -63,7 +63,13 @@ def point_cube(frame: pd.DataFrame, lat: float, lon: float, units: dict[str, str
             for name in frame.columns
         },
         coords={"time": frame.index.rename("time"), "lat": [lat], "lon": [lon]},
-        attrs={"title": title, "time_coverage_resolution": "P8D"},
+        # one cell of 1 degree (cube_metadata reads its size from these ACDD attributes)
+        attrs={
+            "title": title,
+            "time_coverage_resolution": "P8D",
+            "geospatial_lat_resolution": 1.0,
+            "geospatial_lon_resolution": 1.0,
+        },
     )
 
 
