@@ -31,7 +31,7 @@ from platform_lib.analysis import (
     label_events,
 )
 from platform_lib.analysis.cycles import time_in_years
-from platform_lib.catalog import open_cube, validate_catalog
+from platform_lib.catalog import describe_cube, find_cubes, open_cube, validate_catalog
 from platform_lib.compute import anomalies, gap_fill, mean_seasonal_cycle, seasonal_step
 
 pytest.importorskip("statsmodels.api", reason="statsmodels ships the CO2 record (the dev extra installs it)")
@@ -185,6 +185,10 @@ def pacific(catalog) -> xr.Dataset:
 def test_the_pacific_opens_in_one_piece_across_the_dateline(catalog, pacific):
     stored = open_cube("real-pacific-sst", catalog=catalog)
     assert bool((np.diff(stored["lon"].values) > 0).all())  # the store: sorted -180..180, split at 180
+    # the catalog extent: the cell edges of eofs' grid (5 degree cells centred 117.5 E .. 97.5 W)
+    assert describe_cube("real-pacific-sst", catalog=catalog)["spatial_extent"] == [115.0, -25.0, -95.0, 65.0]
+    assert find_cubes(bbox=(-60, 0, -20, 40), catalog=catalog) == []  # the Atlantic: not the Pacific
+    assert "real-pacific-sst" in find_cubes(bbox=(170, -5, -170, 5), catalog=catalog)
     lon = pacific["lon"].values
     assert lon[0] == 117.5 and lon[-1] == -97.5 and list(lon[12:14]) == [177.5, -177.5]
     assert pacific.sizes == {"time": 50, "lat": 18, "lon": 30}

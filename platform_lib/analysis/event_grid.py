@@ -32,6 +32,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from platform_lib.catalog import dateline_order
+
 EARTH_RADIUS_KM = 6371.0088
 DIMS = ("time", "lat", "lon")
 STRUCTURE = np.ones((3, 3, 3), dtype=bool)  # 26-connectivity
@@ -53,35 +55,6 @@ def is_global_lon(lon: xr.DataArray | np.ndarray) -> bool:
         return False
     step = float(np.median(np.abs(np.diff(values))))
     return math.isclose(step * values.size, 360.0, rel_tol=1e-6)
-
-
-def dateline_order(lon: xr.DataArray | np.ndarray) -> np.ndarray | None:
-    """Column order that puts a region stored split at the dateline back in one piece, or None.
-
-    A regional grid across 180 degrees stored with sorted -180..180 longitudes (the Pacific at 5
-    degrees: -177.5 .. -97.5, then 117.5 .. 177.5) has its first and last columns touching across
-    180 and one jump inside, where no columns were stored. The order returned starts after the jump,
-    as a bbox across the dateline selects it (:func:`platform_lib.catalog.subset_cube`), so the
-    columns that touch are next to each other and those that do not are not. None for any other grid
-    (global, in one piece, not sorted, or more than one jump).
-
-    >>> dateline_order(np.array([-175.0, -165.0, 155.0, 165.0, 175.0])).tolist()
-    [2, 3, 4, 0, 1]
-    >>> dateline_order(np.arange(-175.0, 180.0, 10.0)), dateline_order(np.array([0.0, 10.0, 30.0]))
-    (None, None)
-    """
-    values = np.asarray(lon, dtype=np.float64)
-    if values.size < 3 or is_global_lon(values):
-        return None
-    gaps = np.diff(values)
-    if (gaps <= 0).any():
-        return None
-    step = float(np.median(gaps))
-    jumps = np.flatnonzero(gaps > 1.5 * step)
-    if jumps.size != 1 or not math.isclose(values[0] + 360.0 - values[-1], step, rel_tol=1e-3):
-        return None
-    start = int(jumps[0]) + 1
-    return np.r_[np.arange(start, values.size), np.arange(start)]
 
 
 def touching_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -161,7 +134,8 @@ def grid_geometry(labels: xr.DataArray) -> dict:
 
     Keys: ``lat, lon, times, dlat, dlon, circular`` (longitude wraps around: a global grid, or a
     regional one across the dateline, whose longitudes go up to 180 and on from -180, as a bbox
-    across the dateline selects them, or sorted and split at 180, :func:`dateline_order`; event
+    across the dateline selects them, or sorted and split at 180,
+    :func:`~platform_lib.catalog.dateline_order`; event
     extents are then found on the circle), ``days`` (length of each
     step: the gap to the next stamp, the last repeats the median), ``cum_days`` (their running sum from
     0) and ``area`` (km2 of a cell at each latitude).
