@@ -7,9 +7,10 @@ event crossing the dateline is one event (labels touching across the seam are me
 union-find). A regional grid across the dateline is one piece too: in the order a bbox across 180
 selects (lon up to 180, then on from -180), or sorted -180..180 and split at 180 (the Pacific stored
 as -177.5 .. -97.5, 117.5 .. 177.5: labelled in dateline order, handed back in stored order, so
--97.5 and 117.5 do not touch; :func:`~platform_lib.analysis.event_grid.dateline_order`). Events smaller than ``min_size`` cells, or (``min_area_days``) covering fewer km2 x days
-(cell area x step length: the same for the same event on any grid), are dropped. A quantile threshold
-that lands on a tie of many equal scores (REC) flags the closer share, ``>`` or ``>=``, with a warning.
+-97.5 and 117.5 do not touch; :func:`~platform_lib.catalog.dateline_order`). Events smaller than
+``min_size`` cells, or (``min_area_days``) covering fewer km2 x days (cell area x step length: the
+same for the same event on any grid), are dropped. A quantile threshold that lands on a tie of many
+equal scores (REC) flags the closer share, ``>`` or ``>=``, with a warning.
 
 Large dask-backed cubes are thresholded, labelled and described chunk by chunk (memory bounded by
 the chunk size; :mod:`platform_lib.analysis.events_chunked`), with the same threshold, labels and
@@ -51,7 +52,6 @@ from platform_lib.analysis.event_grid import (
     cell_area_km2,
     cell_frame,
     connectivity_name,
-    dateline_order,
     event_volumes,
     grid_geometry,
     is_global_lon,
@@ -61,6 +61,7 @@ from platform_lib.analysis.event_grid import (
     touching_pairs,
 )
 from platform_lib.arguments import cube_argument, flag_argument, number_argument, text_argument
+from platform_lib.catalog import dateline_order
 from platform_lib.errors import EsdlError, allowed
 
 DEFAULT_QUANTILE = 0.999
@@ -127,7 +128,7 @@ def label_events(
 
     26-connectivity in (time, lat, lon); ``wrap_lon`` (default: when the grid is global) also joins
     the first and last longitude columns. A region stored sorted and split at 180 is labelled in one
-    piece (:func:`~platform_lib.analysis.event_grid.dateline_order`; its events are numbered in that
+    piece (:func:`~platform_lib.catalog.dateline_order`; its events are numbered in that
     order). An event is kept when it has at least ``min_size`` cells
     **and** (when given) covers at least ``min_area_days`` km2 x days: the sum over its cells of the
     cell area (``cos(lat)``-weighted, :func:`~platform_lib.analysis.event_grid.cell_area_km2`) times
