@@ -58,6 +58,7 @@ from platform_lib.strict_yaml import YamlError, load_yaml
 if (
     TYPE_CHECKING
 ):  # numpy, pandas and xarray are imported where cubes are opened: reading a catalog needs none
+    import numpy as np
     import xarray as xr
 
 DEFAULT_CATALOG = "catalog/esdl.yaml"
@@ -703,6 +704,40 @@ def _select_time(ds: xr.Dataset, time_range: Sequence[Any], label: str) -> xr.Da
 # --- writing entries ------------------------------------------------------------------------------
 
 
+def dateline_order(lon: xr.DataArray | np.ndarray | Sequence[float]) -> np.ndarray | None:
+    """Column order that puts a region stored split at the dateline back in one piece, or None.
+
+    A regional grid across 180 degrees stored with sorted -180..180 longitudes (the Pacific at 5
+    degrees: -177.5 .. -97.5, then 117.5 .. 177.5) has its first and last columns touching across
+    180 and one jump inside, where no columns were stored. The order returned starts after the jump,
+    as a bbox across the dateline selects it (:func:`subset_cube`), so the
+    columns that touch are next to each other and those that do not are not. None for any other grid
+    (global, in one piece, not sorted, or more than one jump).
+
+    >>> import numpy as np
+    >>> dateline_order(np.array([-175.0, -165.0, 155.0, 165.0, 175.0])).tolist()
+    [2, 3, 4, 0, 1]
+    >>> dateline_order(np.arange(-175.0, 180.0, 10.0)), dateline_order(np.array([0.0, 10.0, 30.0]))
+    (None, None)
+    """
+    import math
+
+    import numpy as np
+
+    values = np.asarray(lon, dtype=np.float64)
+    if values.size < 3:
+        return None
+    gaps = np.diff(values)
+    if (gaps <= 0).any():
+        return None
+    step = float(np.median(gaps))
+    jumps = np.flatnonzero(gaps > 1.5 * step)
+    if jumps.size != 1 or not math.isclose(values[0] + 360.0 - values[-1], step, rel_tol=1e-3):
+        return None
+    start = int(jumps[0]) + 1
+    return np.r_[np.arange(start, values.size), np.arange(start)]
+
+
 def cube_metadata(
     ds: xr.Dataset,
     *,
@@ -716,7 +751,8 @@ def cube_metadata(
     """Catalog metadata for a cube, derived from the dataset itself (DeepESDL dataset-spec style).
 
     ``spatial_extent`` is ``[lon_min, lat_min, lon_max, lat_max]`` of the cell edges (``lon_min > lon_max``
-    for a cube across the dateline, whose longitudes wrap from 180 to -180), ``temporal_extent``
+    for a cube across the dateline, whose longitudes wrap from 180 to -180 or are sorted and split at
+    180, :func:`dateline_order`), ``temporal_extent``
     the first and last time stamps, ``chunks`` the stored chunk shape (from the encoding or dask chunks).
 
     >>> import numpy as np, pandas as pd, xarray as xr
@@ -725,17 +761,32 @@ def cube_metadata(
     >>> m = cube_metadata(ds, chunking="map", license="CC-BY-4.0", source="test")
     >>> m["spatial_extent"], m["variables"]["t"]["units"]
     ([-180.0, -90.0, 180.0, 90.0], 'K')
+
+    A cube of one cell (a station's record) has no spacing to read; its ACDD attributes
+    ``geospatial_lat_resolution`` / ``geospatial_lon_resolution`` give the cell's size:
+
+    >>> station = ds.isel(lat=[0], lon=[0]).assign_attrs(geospatial_lat_resolution=1.0, geospatial_lon_resolution=1.0)
+    >>> cube_metadata(station, chunking="ts", license="CC-BY-4.0", source="test")["spatial_extent"]
+    [-90.5, -45.5, -89.5, -44.5]
     """
     import numpy as np
     import pandas as pd
 
     lat, lon = ds["lat"].values, ds["lon"].values
-    dlat = float(abs(lat[1] - lat[0])) if lat.size > 1 else 0.0
-    dlon = float(abs(lon[1] - lon[0])) if lon.size > 1 else 0.0
+    dlat = (
+        float(abs(lat[1] - lat[0])) if lat.size > 1 else float(ds.attrs.get("geospatial_lat_resolution", 0.0))
+    )
+    dlon = (
+        float(abs(lon[1] - lon[0])) if lon.size > 1 else float(ds.attrs.get("geospatial_lon_resolution", 0.0))
+    )
     times = pd.DatetimeIndex(ds["time"].values)
     # a cube across the dateline (longitudes that wrap, 170..180 then -180..-170): west > east, as in a bbox
     wraps = lon.size > 1 and bool((np.diff(lon) < 0).any())
-    west, east = (lon[0], lon[-1]) if wraps else (lon.min(), lon.max())
+    split = None if wraps else dateline_order(lon)  # stored sorted, split at 180
+    if split is not None:
+        west, east = lon[split[0]], lon[split[-1]]
+    else:
+        west, east = (lon[0], lon[-1]) if wraps else (lon.min(), lon.max())
     if chunks is None:
         first = next(iter(ds.data_vars.values()))
         enc = first.encoding.get("chunks") or first.encoding.get("preferred_chunks")

@@ -563,9 +563,17 @@ def anomalies(
     return _apply_over_time(_anom, cube, dim)
 
 
-def gap_fill(cube: Cube, dim: str = "time", steps_per_year: int = STEPS_PER_YEAR) -> Cube:
+def gap_fill(
+    cube: Cube, dim: str = "time", steps_per_year: int = STEPS_PER_YEAR, *, trend: bool = False
+) -> Cube:
     """Fill gaps with the mean seasonal cycle, then what is left by linear interpolation in time.
 
+    This is ESDL.jl's ``gapFillMSC``: a gap takes the mean of its step over all years. A series with
+    a trend (CO2 rises ~1.3 ppm a year) is then filled with the level of the record's middle years,
+    far off at its ends. ``trend=True`` fits each series' least-squares line and the mean seasonal
+    cycle around it, and fills a gap with the line plus that cycle plus the anomaly interpolated
+    linearly from the observations on either side, so a curved trend is followed too (on the Mauna
+    Loa CO2 record: 0.3 ppm mean error on withheld windows instead of 15, tests/test_real_data.py).
     A series with no data at all stays NaN (the ocean in a land variable).
 
     >>> import numpy as np, pandas as pd, xarray as xr
@@ -573,28 +581,68 @@ def gap_fill(cube: Cube, dim: str = "time", steps_per_year: int = STEPS_PER_YEAR
     >>> x = xr.DataArray([1.0, np.nan, 3.0, np.nan], coords={"time": t}, dims="time")
     >>> gap_fill(x).values.tolist()  # step 0 gets its mean 2.0; step 1 was never seen: interpolated
     [1.0, 2.0, 3.0, 3.0]
+    >>> t = pd.DatetimeIndex([f"{y}-01-05" for y in range(2001, 2006)])
+    >>> rising = xr.DataArray([1.0, 2.0, 3.0, 4.0, np.nan], coords={"time": t}, dims="time")
+    >>> [round(float(gap_fill(rising, trend=k).values[-1]), 2) for k in (False, True)]  # mean, or line
+    [2.5, 5.0]
     """
+    trend = flag_argument(trend, "trend")
     steps = seasonal_step(cube[dim], steps_per_year)
     years = _year_index(cube[dim])
-    return _apply_over_time(lambda x: gap_fill_numpy(x, steps, years, steps_per_year), cube, dim)
+    when = _decimal_years(cube[dim]) if trend else None
+    return _apply_over_time(lambda x: gap_fill_numpy(x, steps, years, steps_per_year, when), cube, dim)
+
+
+def _decimal_years(time: Any) -> np.ndarray:
+    times = pd.DatetimeIndex(time.values if isinstance(time, xr.DataArray) else time)
+    return np.asarray((times - times[0]) / pd.Timedelta(days=365.2425), dtype=np.float64)
+
+
+def _linear_trend(x: np.ndarray, when: np.ndarray) -> np.ndarray:
+    """Each series' least-squares line through its valid values, evaluated at ``when`` (..., time)."""
+    valid = ~np.isnan(x)
+    n = valid.sum(axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t_mean = np.where(valid, when, 0.0).sum(axis=-1, keepdims=True) / n
+        x_mean = np.where(valid, x, 0.0).sum(axis=-1, keepdims=True) / n
+        dt = np.where(valid, when - t_mean, 0.0)
+        var = (dt**2).sum(axis=-1, keepdims=True)
+        slope = np.where(
+            var > 0, (dt * np.where(valid, x - x_mean, 0.0)).sum(axis=-1, keepdims=True) / var, 0.0
+        )
+    return x_mean + slope * (when - t_mean)
 
 
 def gap_fill_numpy(
-    x: np.ndarray, steps: np.ndarray, years: np.ndarray | None = None, steps_per_year: int = STEPS_PER_YEAR
+    x: np.ndarray,
+    steps: np.ndarray,
+    years: np.ndarray | None = None,
+    steps_per_year: int = STEPS_PER_YEAR,
+    when: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The numpy core of :func:`gap_fill` for ``x`` (..., time) and its ``steps`` (time,).
+    """The numpy core of :func:`gap_fill` for ``x`` (..., time) and its ``steps`` (time,); ``when``
+    (time,), any unit, fills along each series' linear trend in that time (``gap_fill(trend=True)``).
 
     >>> gap_fill_numpy(np.array([1.0, np.nan, 3.0, np.nan]), np.array([0, 0, 0, 1]))
     array([1., 2., 3., 3.])
+    >>> gap_fill_numpy(np.array([1.0, 2.0, np.nan, 4.0]), np.zeros(4, int), when=np.arange(4.0))
+    array([1., 2., 3., 4.])
     """
     if not np.isnan(x).any():
         return np.array(x, copy=True)
     years = np.zeros_like(steps) if years is None else years
-    msc = seasonal_cycle_numpy(x, steps, years, steps_per_year, "mean")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        filled = np.where(np.isnan(x), msc[..., steps], x)
-    return interpolate_gaps(filled)
+    if when is None:
+        msc = seasonal_cycle_numpy(x, steps, years, steps_per_year, "mean")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            filled = np.where(np.isnan(x), msc[..., steps], x)
+        return interpolate_gaps(filled)
+    x64 = np.asarray(x, dtype=np.float64)
+    line = _linear_trend(x64, np.asarray(when, dtype=np.float64))
+    cycle = seasonal_cycle_numpy(x64 - line, steps, years, steps_per_year, "mean")[..., steps]
+    anomaly = interpolate_gaps(x64 - line - cycle)  # a step never observed has no cycle: left to the end
+    filled = np.where(np.isnan(x64), line + cycle + anomaly, x64)
+    return interpolate_gaps(filled).astype(x.dtype, copy=False)
 
 
 __all__ = [

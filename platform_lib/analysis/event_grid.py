@@ -32,6 +32,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from platform_lib.catalog import dateline_order
+
 EARTH_RADIUS_KM = 6371.0088
 DIMS = ("time", "lat", "lon")
 STRUCTURE = np.ones((3, 3, 3), dtype=bool)  # 26-connectivity
@@ -130,7 +132,11 @@ EVENT_COLUMNS = [
 def grid_geometry(labels: xr.DataArray) -> dict:
     """Coordinates, spacings, cell areas and step lengths of a (time, lat, lon) grid.
 
-    Keys: ``lat, lon, times, dlat, dlon, circular`` (longitude wraps around), ``days`` (length of each
+    Keys: ``lat, lon, times, dlat, dlon, circular`` (longitude wraps around: a global grid, or a
+    regional one across the dateline, whose longitudes go up to 180 and on from -180, as a bbox
+    across the dateline selects them, or sorted and split at 180,
+    :func:`~platform_lib.catalog.dateline_order`; event
+    extents are then found on the circle), ``days`` (length of each
     step: the gap to the next stamp, the last repeats the median), ``cum_days`` (their running sum from
     0) and ``area`` (km2 of a cell at each latitude).
 
@@ -139,6 +145,8 @@ def grid_geometry(labels: xr.DataArray) -> dict:
     >>> g = grid_geometry(grid)
     >>> g["dlon"], g["circular"], g["days"].tolist(), g["cum_days"].tolist(), round(float(g["area"][0]))
     (10.0, True, [8.0, 8.0, 8.0], [0.0, 8.0, 16.0, 24.0], 123639)
+    >>> grid_geometry(grid.isel(lon=[34, 35, 0, 1]))["circular"]  # 165, 175, -175, -165: across 180
+    True
     """
     lat = np.asarray(labels["lat"].values, dtype=np.float64)
     lon = np.asarray(labels["lon"].values, dtype=np.float64)
@@ -150,7 +158,7 @@ def grid_geometry(labels: xr.DataArray) -> dict:
         "times": pd.DatetimeIndex(labels["time"].values),
         "dlat": dlat,
         "dlon": dlon,
-        "circular": is_global_lon(lon),
+        "circular": is_global_lon(lon) or bool((np.diff(lon) < 0).any()) or dateline_order(lon) is not None,
         "days": days,
         "cum_days": np.concatenate([[0.0], np.cumsum(days)]),
         "area": cell_area_km2(lat, dlat, dlon),

@@ -4,9 +4,13 @@ An event is a connected set of ``(time, lat, lon)`` cells whose score reaches a 
 26-connectivity (cells touching by a face, an edge or a corner, in time as in space) and, on a global
 grid, wrap-around in longitude: a cell in the last longitude column touches the first column, so an
 event crossing the dateline is one event (labels touching across the seam are merged with a
-union-find). Events smaller than ``min_size`` cells, or (``min_area_days``) covering fewer km2 x days
-(cell area x step length: the same for the same event on any grid), are dropped. A quantile threshold
-that lands on a tie of many equal scores (REC) flags the closer share, ``>`` or ``>=``, with a warning.
+union-find). A regional grid across the dateline is one piece too: in the order a bbox across 180
+selects (lon up to 180, then on from -180), or sorted -180..180 and split at 180 (the Pacific stored
+as -177.5 .. -97.5, 117.5 .. 177.5: labelled in dateline order, handed back in stored order, so
+-97.5 and 117.5 do not touch; :func:`~platform_lib.catalog.dateline_order`). Events smaller than
+``min_size`` cells, or (``min_area_days``) covering fewer km2 x days (cell area x step length: the
+same for the same event on any grid), are dropped. A quantile threshold that lands on a tie of many
+equal scores (REC) flags the closer share, ``>`` or ``>=``, with a warning.
 
 Large dask-backed cubes are thresholded, labelled and described chunk by chunk (memory bounded by
 the chunk size; :mod:`platform_lib.analysis.events_chunked`), with the same threshold, labels and
@@ -33,7 +37,7 @@ least ``affected_threshold``, strongest first).
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -57,6 +61,7 @@ from platform_lib.analysis.event_grid import (
     touching_pairs,
 )
 from platform_lib.arguments import cube_argument, flag_argument, number_argument, text_argument
+from platform_lib.catalog import dateline_order
 from platform_lib.errors import EsdlError, allowed
 
 DEFAULT_QUANTILE = 0.999
@@ -122,7 +127,9 @@ def label_events(
     """Label connected events in a boolean ``(time, lat, lon)`` mask: 0 outside events, 1..N inside.
 
     26-connectivity in (time, lat, lon); ``wrap_lon`` (default: when the grid is global) also joins
-    the first and last longitude columns. An event is kept when it has at least ``min_size`` cells
+    the first and last longitude columns. A region stored sorted and split at 180 is labelled in one
+    piece (:func:`~platform_lib.catalog.dateline_order`; its events are numbered in that
+    order). An event is kept when it has at least ``min_size`` cells
     **and** (when given) covers at least ``min_area_days`` km2 x days: the sum over its cells of the
     cell area (``cos(lat)``-weighted, :func:`~platform_lib.analysis.event_grid.cell_area_km2`) times
     the step length in days -- the event table's ``volume_km2_days``, which, unlike a number of cells,
@@ -163,6 +170,16 @@ def label_events(
             f"label_events needs a boolean mask, got dtype {mask.dtype}; threshold the scores first."
         )
     mask = _as_cube(mask, "the event mask")
+    order = dateline_order(mask["lon"]) if "lon" in mask.coords else None
+    if order is not None:  # a region stored split at 180: labelled in one piece, back in stored order
+        labels = label_events(
+            mask.isel(lon=order),
+            min_size=min_size,
+            min_area_days=min_area_days,
+            wrap_lon=wrap_lon,
+            chunked=chunked,
+        )
+        return labels.isel(lon=np.argsort(order))
     if min_area_days is not None:
         needs_coords(mask, "min_area_days")
     if wrap_lon is None:
@@ -370,6 +387,22 @@ def detect_events(
             raise EsdlError(f"no score {variable!r} in the Dataset; it has: {allowed(scores.data_vars)}.")
         scores = scores[variable]
     scores = _as_cube(scores, "the scores")
+    order = dateline_order(scores["lon"]) if "lon" in scores.coords else None
+    if order is not None:  # a region stored split at 180: labelled in one piece, back in stored order
+        found = detect_events(
+            scores.isel(lon=order),
+            quantile,
+            threshold=threshold,
+            min_size=min_size,
+            min_area_days=min_area_days,
+            features=features.isel(lon=order)
+            if features is not None and "lon" in features.dims
+            else features,
+            wrap_lon=wrap_lon,
+            affected_threshold=affected_threshold,
+            chunked=chunked,
+        )
+        return replace(found, labels=found.labels.isel(lon=np.argsort(order)))
     if scores.attrs.get("quantile_normalised") and threshold is None:
         warnings.warn(
             f"{scores.name or 'the score'} is quantile-normalised per pixel: every pixel has the same share "
