@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from platform_lib.arguments import flag_argument
 from platform_lib.errors import EsdlError
 from platform_lib.storage import write_zarr_atomic
 
@@ -417,7 +418,7 @@ def _toa_insolation(lat: np.ndarray, doy: np.ndarray) -> np.ndarray:
     return np.clip(q, 0, None)
 
 
-def _year_block(year: int, resolution: float, seed: int) -> dict[str, np.ndarray]:
+def _year_block(year: int, resolution: float, seed: int, inject_events: bool = True) -> dict[str, np.ndarray]:
     """All variables for one year, each float32 (46, lat, lon). Deterministic in (year, resolution, seed)."""
     lat, lon = grid(resolution)
     times = time_axis((year, year))
@@ -466,7 +467,7 @@ def _year_block(year: int, resolution: float, seed: int) -> dict[str, np.ndarray
     # events: anomalies with a short ramp at both ends of the window
     heat = np.zeros((n_t, n_y, n_x), dtype=np.float32)
     dry = np.zeros((n_t, n_y, n_x), dtype=np.float32)
-    for ev in EVENTS:
+    for ev in EVENTS if inject_events else ():
         window = (times >= pd.Timestamp(ev.start)) & (times <= pd.Timestamp(ev.end))
         if not window.any():
             continue
@@ -584,11 +585,13 @@ def make_demo_cube(
     resolution: float = DEFAULT_RESOLUTION,
     years: tuple[int, int] = DEFAULT_YEARS,
     seed: int = 0,
+    inject_events: bool = True,
 ) -> xr.Dataset:
     """A lazy, dask-backed ESDC-like cube: one dask chunk per year, computed only when read.
 
     The same arguments always give the same values. Events whose window falls in ``years`` are
-    injected and listed in ``attrs["injected_events"]`` (JSON; see :func:`injected_events`).
+    injected and listed in ``attrs["injected_events"]`` (JSON; see :func:`injected_events`);
+    ``inject_events=False`` gives the generator's weather alone (no event is injected or listed).
 
     >>> ds = make_demo_cube(resolution=10.0, years=(2001, 2002))
     >>> ds["air_temperature_2m"].dtype, ds["kndvi"].attrs["units"]
@@ -597,11 +600,13 @@ def make_demo_cube(
     True
     """
     resolution, years = _check_args(resolution, years)
+    inject_events = flag_argument(inject_events, "inject_events")
     lat, lon = grid(resolution)
     times = time_axis(years)
     shape = (STEPS_PER_YEAR, len(lat), len(lon))
     blocks = {
-        y: dask.delayed(_year_block, pure=True)(y, resolution, seed) for y in range(years[0], years[1] + 1)
+        y: dask.delayed(_year_block, pure=True)(y, resolution, seed, inject_events)
+        for y in range(years[0], years[1] + 1)
     }
     data_vars = {}
     for name, info in VARIABLES.items():
@@ -619,7 +624,7 @@ def make_demo_cube(
             "time_coverage_end": info.coverage[1],
         }
         data_vars[name] = (("time", "lat", "lon"), da.concatenate(parts, axis=0), attrs)
-    events = [e for e in EVENTS if _event_in_years(e, years)]
+    events = [e for e in EVENTS if inject_events and _event_in_years(e, years)]
     ds = xr.Dataset(
         data_vars,
         coords={

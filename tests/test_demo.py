@@ -241,3 +241,20 @@ def test_cli_generate_prints_stores_and_sizes(tmp_path):
     assert (tmp_path / "esdc-8d-10deg-1x18x36-demo1.0.zarr").is_dir()
     bad = subprocess.run([*generate, "--resolution", "0.35"], capture_output=True, text=True)
     assert bad.returncode == 2 and "resolution 0.35 degrees is not allowed" in bad.stderr
+
+
+def test_without_injection_the_cube_differs_only_where_and_after_the_events_are():
+    """The benchmark calibrates on event-free runs: they must be the same weather, minus the events."""
+    make_demo_cube, event_mask, injected_events = demo.make_demo_cube, demo.event_mask, demo.injected_events
+    with_events = make_demo_cube(resolution=5.0, years=(2003, 2003))
+    without = make_demo_cube(resolution=5.0, years=(2003, 2003), inject_events=False)
+    assert injected_events(without).empty and list(injected_events(with_events)["event_id"]) == [
+        "eu-heatwave-2003"
+    ]
+    truth = event_mask(with_events).values
+    footprint, start = truth.any(axis=0), np.flatnonzero(truth.any(axis=(1, 2)))[0]
+    for name in ["air_temperature_2m", "root_moisture", "gross_primary_productivity"]:
+        a, b = with_events[name].values, without[name].values
+        differs = ~((a == b) | (np.isnan(a) & np.isnan(b)))
+        assert differs[truth].mean() > 0.9, name  # the event changes (nearly) every one of its cells
+        assert not differs[:, ~footprint].any() and not differs[:start].any(), name
