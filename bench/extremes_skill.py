@@ -3,12 +3,19 @@
 A protocol that cannot be tuned to its test:
 
 1. **Calibration** on demo cubes generated with injection switched off
-   (``make_demo_cube(..., inject_events=False)``, seeds ``--calibrate``): whatever is detected there
-   is a false event. For each feature set and score, the threshold is the lowest one at which the
-   calibration cubes have **no** event of at least ``--min-size`` cells: a false-event rate below one
-   per ``n_calibration x years`` cube-years. The thresholds never see an injected event.
+   (``make_demo_cube(..., inject_events=False)``, seeds ``--calibrate``, 101-105): whatever is
+   detected there is a false event. For each feature set and score, the threshold is the lowest one at
+   which the calibration cubes have at most ``--false-events`` events of at least ``--min-size`` cells
+   in all (default 1: one false event in 5 x 12 = 60 cube-years). The thresholds never see an injected
+   event.
+
+How the protocol was fixed: seeds 1-5 were evaluated while it was written (with no false event allowed:
+cell recall 0.83 for the best score, the first step of each event, where the generator ramps it in,
+went undetected); the tolerance of one false event and the feature sets were then chosen on
+development seeds 201-205; seeds 11-15 were run once, with the protocol as it stands.
 2. **Evaluation** on cubes with the events injected, seeds ``--evaluate`` (disjoint from the
-   calibration seeds), with those thresholds: cell- and event-level precision and recall
+   calibration seeds; 11-15 by default, held out: never run before the protocol was fixed), with those
+   thresholds: cell- and event-level precision and recall
    (:func:`~platform_lib.analysis.event_skill` against :func:`~platform_lib.demo.event_mask`), mean and
    standard deviation over the seeds.
 
@@ -134,17 +141,19 @@ def events_above(score: xr.DataArray, threshold: float, min_size: int) -> int:
     return int(np.unique(labels.values[labels.values > 0]).size)
 
 
-def calibrate_threshold(calibration: Sequence[xr.DataArray], min_size: int) -> float:
-    """The lowest threshold at which no calibration cube has an event of ``min_size`` cells.
+def calibrate_threshold(calibration: Sequence[xr.DataArray], min_size: int, allowed: int = 0) -> float:
+    """The lowest threshold at which the calibration cubes have at most ``allowed`` events of ``min_size``
+    cells in all (they have no injected event: every one is false).
 
     Bisection over the calibration scores' own values (the answer is one of them, or just above
-    the largest): at most ~log2(cells) labellings per cube.
+    the largest): at most ~log2(cells) labellings per cube. (The count of events can rise again at a
+    lower threshold when events split; the bisection takes the first crossing it meets.)
     """
     values = calibrated_scale(calibration)
     lo, hi = 0, values.size  # values[hi:] thresholds are clean (hi == size: above every score)
     while lo < hi:
         mid = (lo + hi) // 2
-        if any(events_above(s, values[mid], min_size) for s in calibration):
+        if sum(events_above(s, values[mid], min_size) for s in calibration) > allowed:
             lo = mid + 1
         else:
             hi = mid
@@ -162,7 +171,8 @@ def calibrate(
     scales = {m: calibrated_scale([c[m] for c in calibration]) for m in BEST_METHODS}
     calibration = [with_ensemble(c, scales) for c in calibration]
     thresholds = {
-        m: calibrate_threshold([c[m] for c in calibration], args.min_size) for m in [*METHODS, ENSEMBLE]
+        m: calibrate_threshold([c[m] for c in calibration], args.min_size, args.false_events)
+        for m in [*METHODS, ENSEMBLE]
     }
     return thresholds, scales, calibration
 
@@ -229,8 +239,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resolution", type=float, default=5.0)
     parser.add_argument("--years", type=int, nargs=2, default=(2001, 2012))
     parser.add_argument("--calibrate", type=int, nargs="+", default=[101, 102, 103, 104, 105])
-    parser.add_argument("--evaluate", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    parser.add_argument("--evaluate", type=int, nargs="+", default=[11, 12, 13, 14, 15])
     parser.add_argument("--min-size", type=int, default=8, help="cells an event needs (default 8)")
+    parser.add_argument(
+        "--false-events",
+        type=int,
+        default=1,
+        help="false events allowed in all calibration runs together (default 1: one in 60 cube-years)",
+    )
     parser.add_argument("--feature-sets", nargs="+", choices=list(FEATURE_SETS), default=list(FEATURE_SETS))
     parser.add_argument(
         "--both-sides", action="store_true", help="non-directional features (cold and wet count)"

@@ -1,7 +1,8 @@
 """Smoke run of bench/extremes_skill.py at its smallest size, so the benchmark does not rot.
 
 The protocol's own promises are checked, not its figures: the thresholds leave the event-free
-calibration cubes clean and are the lowest that do, and the held-out seeds never calibrate.
+calibration cubes with at most the allowed false events and are the lowest that do, and the held-out
+seeds never calibrate.
 """
 
 from __future__ import annotations
@@ -26,17 +27,20 @@ def bench():
     sys.modules.pop("bench_extremes_skill", None)
 
 
-def test_thresholds_are_the_lowest_that_leave_the_calibration_runs_without_events(bench):
+def test_thresholds_are_the_lowest_that_leave_the_calibration_runs_the_allowed_false_events(bench):
     args = bench.parse_args(["--small", "--feature-sets", "anomalies"])
     thresholds, scales, calibration = bench.calibrate(args, bench.FEATURE_SETS["anomalies"])
     assert set(thresholds) == {*bench.METHODS, bench.ENSEMBLE}
+    assert args.false_events == 1  # the protocol's tolerance: one false event in all calibration runs
     for method, threshold in thresholds.items():
         runs = [c[method] for c in calibration]
-        assert not any(bench.events_above(r, threshold, args.min_size) for r in runs), method
+        assert sum(bench.events_above(r, threshold, args.min_size) for r in runs) <= args.false_events, method
         below = bench.calibrated_scale(runs)
         below = below[below < threshold]
-        if below.size:  # the next lower calibration value makes a false event somewhere
-            assert any(bench.events_above(r, below[-1], args.min_size) for r in runs), method
+        if below.size:  # the next lower calibration value makes more false events than allowed
+            assert sum(bench.events_above(r, below[-1], args.min_size) for r in runs) > args.false_events, (
+                method
+            )
 
 
 def test_small_run_prints_a_table_of_skills_for_every_feature_set(bench, capsys):
