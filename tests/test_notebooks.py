@@ -21,8 +21,9 @@ FIGURES = {
     "03-intrinsic-dimension.ipynb",
     "04-extreme-events.ipynb",
     "05-machine-learning.ipynb",
+    "08-cycle-dominance.ipynb",
 }
-#: the seven use cases of the curated set (issue 7)
+#: the use cases of the curated set (issue 7, then 18)
 EXPECTED = [
     "01-getting-started.ipynb",
     "02-scaling-out.ipynb",
@@ -31,6 +32,7 @@ EXPECTED = [
     "05-machine-learning.ipynb",
     "06-regional-cube-for-a-team.ipynb",
     "07-visual-analytics.ipynb",
+    "08-cycle-dominance.ipynb",  # the talk's annual over semi-annual cycle map (issue 18)
 ]
 
 
