@@ -47,18 +47,48 @@ def reference_gap_fill(series: np.ndarray, steps: np.ndarray) -> np.ndarray:
     return np.interp(t, t[ok], filled[ok])
 
 
-def reference_scales(series: np.ndarray) -> np.ndarray:
-    n = series.size
-    t = np.arange(n)
-    slope, intercept = np.polyfit(t, series, 1)
-    spec = np.fft.rfft(series - (slope * t + intercept))
-    freq = np.arange(spec.size) * 46 / n
-    annual = np.zeros(spec.size, bool)
-    for h in (1, 2, 3):
-        annual |= np.abs(freq - h) <= 0.1 * h
-    long = freq < 0.9
-    annual &= ~long
-    return np.stack([np.fft.irfft(np.where(b, spec, 0), n) for b in (long, annual, ~(long | annual))])
+def reference_scales(series: np.ndarray, annfreq: int = 46, nharm: int = 3) -> np.ndarray:
+    """ESDL.jl's ``filterTSFFT(outar, y, annfreq, plandict; nharm=3)`` (src/TSDecomposition.jl), line by
+    line with its 1-based indices kept: (4, time) of Trend, Long-Term Variability, Annual Cycle, Fast
+    Oscillations. ``round`` is Julia's ``round(Int, x)``: to nearest, ties to even (numpy's ``rint``)."""
+
+    def tscale2ind(b: float, length: int) -> int:  # i = round(Int, l / b + 1)
+        return int(np.rint(length / b + 1))
+
+    def mirror(i: int, length: int) -> int:  # mirror(i, l) = l - i + 2
+        return length - i + 2
+
+    y = np.asarray(series, dtype=np.float64)
+    l = y.size  # noqa: E741 - the upstream name
+    out = np.zeros((4, l))
+    x = np.arange(1, l + 1, dtype=np.float64)  # detrendTS!: x = 1..l, linreg(x, y)
+    b = np.cov(x, y)[0, 1] / np.var(x, ddof=1)
+    a = y.mean() - b * x.mean()
+    out[0] = a + b * x
+    fy = np.fft.fft((y - out[0]).astype(np.complex128))  # fftplan * fy
+    fyout = np.zeros(l, np.complex128)
+    at = lambda i: i - 1  # noqa: E731 - Julia index i is numpy index i - 1
+    for jharm in range(1, nharm + 1):
+        iup = tscale2ind(annfreq * 1.1 / jharm, l)
+        idown = tscale2ind(annfreq * 0.9 / jharm, l)
+        for i in range(iup, idown + 1):
+            fyout[at(i)] = fy[at(i)]
+            i2 = mirror(i, l)
+            fyout[at(i2)] = fy[at(i2)]
+            fy[at(i)] = 0
+            fy[at(i2)] = 0
+    out[2] = np.fft.ifft(fyout).real
+    iup = tscale2ind(annfreq * 1.1, l)
+    fyout = np.zeros(l, np.complex128)
+    for i in range(2, iup):  # for i = 2:iup-1
+        i2 = mirror(i, l)
+        fyout[at(i)] = fy[at(i)]
+        fyout[at(i2)] = fy[at(i2)]
+        fy[at(i)] = 0
+        fy[at(i2)] = 0
+    out[1] = np.fft.ifft(fyout).real
+    out[3] = np.fft.ifft(fy).real
+    return out
 
 
 def reference_scores(x: np.ndarray) -> dict[str, np.ndarray]:

@@ -11,6 +11,8 @@ import pandas as pd
 import pytest
 import xarray as xr
 from analysis_reference import esdc_time, reference_dimension, reference_gap_fill, reference_scales
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from sklearn.decomposition import PCA
 
 from platform_lib.analysis import (
@@ -111,10 +113,37 @@ def test_time_scale_decomposition_matches_a_per_series_fft_and_adds_up():
     x = rng.standard_normal((7, 46 * 6)).cumsum(axis=1)
     got = decompose_time_scales(x)
     for i in range(7):
-        np.testing.assert_allclose(got[i], reference_scales(x[i]), atol=1e-9)
-        t = np.arange(x.shape[1])
-        detrended = x[i] - np.polyval(np.polyfit(t, x[i], 1), t)
-        np.testing.assert_allclose(got[i].sum(axis=0), detrended, atol=1e-9)
+        trend, *scales = reference_scales(x[i])  # ESDL.jl's filterTSFFT, line by line
+        np.testing.assert_allclose(got[i], scales, atol=1e-9)
+        np.testing.assert_allclose(got[i].sum(axis=0), x[i] - trend, atol=1e-9)
+
+
+@settings(max_examples=80, deadline=None)
+@given(n=st.integers(26, 3000), steps_per_year=st.sampled_from([46, 12, 52, 365]), seed=st.integers(0, 2**16))
+def test_time_scales_follow_esdl_filter_ts_fft_at_any_length(n, steps_per_year, seed):
+    """Every length upstream can split (from half a year of 8-day steps), with its bin rounding: long-term
+    and fast as upstream; annual as upstream plus any bin upstream loses where two harmonics' bands meet
+    (lengths up to 75 at 46 steps a year), so the three always add up to the detrended series."""
+    assume(n >= 0.55 * steps_per_year * 1.1)  # upstream's first annual bin is above the mean's
+    x = np.random.default_rng(seed).standard_normal(n).cumsum()
+    trend, long_term, annual, fast = reference_scales(x, annfreq=steps_per_year)
+    lost = (x - trend) - (long_term + annual + fast)
+    got = decompose_time_scales(x, steps_per_year)
+    np.testing.assert_allclose(got[0], long_term, atol=1e-8)
+    np.testing.assert_allclose(got[1], annual + lost, atol=1e-8)
+    np.testing.assert_allclose(got[2], fast, atol=1e-8)
+    np.testing.assert_allclose(got.sum(axis=0), x - trend, atol=1e-8)
+
+
+def test_bands_are_ten_percent_in_period_with_upstreams_rounding():
+    """A 4-year 8-daily series (n = 184): in frequency +-10 % would give bin 4 +- 0.4 for the annual
+    cycle; in period, 1.1 and 0.9 years are bins round(184 / 50.6 + 1) - 1 = 4 and round(184 / 41.4 + 1) - 1
+    = 4 (and 7-9, 11-13 for the next harmonics): a cosine in bin 9 is annual (2.25 cycles a year: fast
+    by +-10 % in frequency), one in bin 10 is fast, one in bin 3 long-term."""
+    t = np.arange(184) - 183 / 2  # even about the middle: no linear trend to remove
+    for k, scale in ((4, 1), (9, 1), (10, 2), (3, 0)):
+        parts = decompose_time_scales(np.cos(2 * np.pi * k * t / 184))
+        assert np.abs(parts[scale]).max() > 0.99 and np.abs(np.delete(parts, scale, axis=0)).max() < 1e-9, k
 
 
 def test_time_scales_give_one_map_per_scale_with_the_built_in_dimensions():
@@ -141,7 +170,7 @@ def test_time_scales_give_one_map_per_scale_with_the_built_in_dimensions():
         parts = np.stack(
             [reference_scales(block[p, :, v].astype(np.float32).astype(float)) for v in range(4)]
         )
-        expected = [reference_dimension(parts[:, s, :].T) for s in range(3)]
+        expected = [reference_dimension(parts[:, s, :].T) for s in (1, 2, 3)]  # after upstream's trend
         assert dims.values[:, 0, p].tolist() == expected
 
 

@@ -137,12 +137,27 @@ def intrinsic_dimension_block(
     return _pixel_dimensions(block, np.arange(block.shape[0]), explained_variance, retained_variance, None)
 
 
+def _band_index(length: int, period_steps: float) -> int:
+    """The FFT bin (0-based) of a period, as ESDL.jl's ``tscale2ind``: ``round(l / b + 1) - 1`` with
+    Julia's rounding (to nearest, ties to even: numpy's ``rint``)."""
+    return int(np.rint(length / period_steps + 1.0)) - 1
+
+
 def decompose_time_scales(x: np.ndarray, steps_per_year: int = STEPS_PER_YEAR) -> np.ndarray:
     """Split series ``x`` (..., time) into (..., 3, time): long-term, annual and fast components.
 
-    The linear trend is removed first; the FFT bands are, in cycles per year, ``f < 0.9`` (long term,
-    including the mean), ``|f - h| <= 0.1 h`` for ``h`` in 1, 2, 3 (annual), and every other frequency
-    (fast). The three components add up to the detrended series.
+    ESDL.jl's ``filterTSFFT`` (src/TSDecomposition.jl), which the intrinsic-dimension study used: the
+    least-squares line is removed first (upstream's first output, "Trend"; not returned here, as the
+    study's time scales are the other three); in the FFT of the rest, the annual band of harmonic
+    ``j`` (1, 2, 3) is the bins from period ``1.1 / j`` to ``0.9 / j`` years, i.e. +-10 % in *period*,
+    each bin ``round(n / period + 1)`` in upstream's 1-based numbering, rounded to nearest with ties
+    to even; the long-term band is the bins above the mean and below the first annual bin; the fast
+    scale is every other bin (the mean's too). The three add up to the detrended series.
+
+    Where the harmonics' bands share a bin (series shorter than about 76 steps, under two years at 8
+    days), upstream copies the bin to the annual band once, then again from the already emptied
+    spectrum, so that bin is lost from every scale; here it stays in the annual band. Under half a year
+    upstream fails (the mean's bin has no mirror); here the mean is never annual.
 
     >>> import numpy as np
     >>> t = np.arange(46 * 10) - (46 * 10 - 1) / 2             # 10 years, centred
@@ -155,14 +170,14 @@ def decompose_time_scales(x: np.ndarray, steps_per_year: int = STEPS_PER_YEAR) -
     t = np.arange(n, dtype=np.float64) - (n - 1) / 2.0
     xm = x.mean(axis=-1, keepdims=True)
     slope = ((x - xm) * t).sum(axis=-1, keepdims=True) / (t**2).sum() if n > 1 else 0.0 * xm
-    detrended = x - xm - slope * t
-    spec = np.fft.rfft(detrended, axis=-1)
-    freq = np.fft.rfftfreq(n, d=1.0 / steps_per_year)  # cycles per year
-    long_term = freq < 0.9
-    annual = np.zeros_like(long_term)
-    for h in (1, 2, 3):
-        annual |= np.abs(freq - h) <= 0.1 * h
-    annual &= ~long_term
+    spec = np.fft.rfft(x - xm - slope * t, axis=-1)  # bin k stands for k and its mirror n - k
+    bins = np.arange(spec.shape[-1])
+    annual = np.zeros(bins.size, bool)
+    for harmonic in (1, 2, 3):
+        low = max(_band_index(n, steps_per_year * 1.1 / harmonic), 1)  # never the mean (under half a year)
+        high = _band_index(n, steps_per_year * 0.9 / harmonic)
+        annual |= (bins >= low) & (bins <= high)
+    long_term = (bins >= 1) & (bins < _band_index(n, steps_per_year * 1.1)) & ~annual
     fast = ~(long_term | annual)
     parts = [np.fft.irfft(spec * band, n=n, axis=-1) for band in (long_term, annual, fast)]
     return np.stack(parts, axis=-2)
