@@ -92,7 +92,7 @@ def test_pca_recovers_known_loading_subspace():
     sd = np.sqrt(np.cov(x, rowvar=False, aweights=w, bias=True).diagonal())
     true = (truth["scale"] / sd)[:, None] * truth["loadings"]
     angles = np.rad2deg(subspace_angles(pca["loadings"].values[:, :2], true))
-    assert angles.max() < 1.0, angles  # degrees; 2 % noise on the factors
+    assert angles.max() < 0.1, angles  # degrees (measured 0.012); 2 % noise on the factors
     assert pca["explained_variance_ratio"][:2].sum() > 0.99
 
 
@@ -178,7 +178,7 @@ def test_eofs_enso_mode():
     nino = sst.sel(latitude=slice(-5, 5), longitude=slice(190, 240))
     nino34 = nino.weighted(np.cos(np.deg2rad(nino["latitude"]))).mean(("latitude", "longitude")).values
     r = np.corrcoef(pc1, nino34)[0, 1]
-    assert abs(r) > 0.9, r
+    assert abs(r) > 0.95, r  # measured 0.982
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -246,3 +246,17 @@ def test_missing_lat_and_constant_variable():
     flat[..., 2] = 1.0
     with pytest.raises(EsdlError, match="constant"):
         weighted_pca(flat)
+
+
+def test_demo_cube_lazy_equals_loaded():
+    """The demo cube (dask, one chunk a year, NaN over the ocean) runs lazily and gives the loaded
+    cube's answer; no demo values are hard-coded (its geography changes)."""
+    from platform_lib.demo import make_demo_cube
+
+    cube = make_demo_cube(10.0, (2001, 2002))[["air_temperature_2m", "gross_primary_productivity", "kndvi"]]
+    lazy = weighted_pca(cube)
+    mem = weighted_pca(cube.load())
+    xr.testing.assert_allclose(lazy.drop_vars("loadings"), mem.drop_vars("loadings"), rtol=1e-10)
+    np.testing.assert_allclose(lazy["loadings"].values, mem["loadings"].values, atol=1e-9)
+    vals, _ = reference_pca(cube.to_dataarray("variable").transpose("time", "lat", "lon", "variable"))
+    np.testing.assert_allclose(lazy["explained_variance"].values, vals, rtol=1e-9)

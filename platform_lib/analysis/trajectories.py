@@ -47,19 +47,28 @@ def _lat_weights(arr: xr.DataArray, lat: str | None) -> xr.DataArray:
     return np.cos(np.deg2rad(arr[lat].astype(np.float64)))
 
 
+#: rows converted to float64 at a time inside a block: temporaries of a few MiB, not a block's worth
+SLAB_ROWS = 1 << 16
+
+
 def _block_sums(x: np.ndarray, w: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
     """One block's complete rows as (sum w, weighted mean, sum w (x - mean)(x - mean)^T), float64."""
     k = x.shape[-1]
-    x2 = np.asarray(x, dtype=np.float64).reshape(-1, k)
+    x2 = np.asarray(x).reshape(-1, k)
     w2 = np.broadcast_to(w, x.shape[:-1]).reshape(-1)
-    ok = np.isfinite(x2).all(axis=1) & (w2 > 0)
-    x2, w2 = x2[ok], w2[ok]
-    total = float(w2.sum())
-    if total == 0:
-        return 0.0, np.zeros(k), np.zeros((k, k))
-    mean = w2 @ x2 / total
-    d = x2 - mean
-    return total, mean, (d * w2[:, None]).T @ d
+    out: tuple[float, np.ndarray, np.ndarray] = (0.0, np.zeros(k), np.zeros((k, k)))
+    for start in range(0, x2.shape[0], SLAB_ROWS):
+        xs = x2[start : start + SLAB_ROWS].astype(np.float64)
+        ws = np.asarray(w2[start : start + SLAB_ROWS], dtype=np.float64)
+        ok = np.isfinite(xs).all(axis=1) & (ws > 0)
+        xs, ws = xs[ok], ws[ok]
+        total = float(ws.sum())
+        if total == 0:
+            continue
+        mean = ws @ xs / total
+        d = xs - mean
+        out = _merge(out, (total, mean, (d * ws[:, None]).T @ d))
+    return out
 
 
 def _merge(a: tuple[float, np.ndarray, np.ndarray], b: tuple[float, np.ndarray, np.ndarray]) -> tuple:
