@@ -22,8 +22,7 @@ saw; a caller who wants filled rows runs :func:`platform_lib.compute.gap_fill` f
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -272,8 +271,8 @@ def pc_trajectories(pcs: xr.DataArray, steps_per_year: int = STEPS_PER_YEAR) -> 
     ``centre``; per year the ``annual_mean`` and ``annual_amplitude``.
 
     ``amplitude`` is max - min of the mean seasonal cycle per component, ``centre`` its mean;
-    ``annual_amplitude`` is max - min of each year's values. Computed on the loaded PCs
-    (pixels x time fits in memory once the variables are reduced to a few components).
+    ``annual_amplitude`` is max - min of each year's values. Lazy for dask-backed PCs (each block
+    holds whole series of a few pixels: dask's default block size), eager otherwise.
 
     >>> import numpy as np, pandas as pd, xarray as xr
     >>> t = pd.DatetimeIndex([d for d in pd.date_range("2001-01-01", "2002-12-31", freq="D") if (d.day_of_year - 1) % 8 == 0])
@@ -284,45 +283,53 @@ def pc_trajectories(pcs: xr.DataArray, steps_per_year: int = STEPS_PER_YEAR) -> 
     cube_argument(pcs, "pcs")
     if "time" not in pcs.dims:
         raise EsdlError(f"pcs must have a 'time' dimension; it has {pcs.dims}.")
-    pcs = pcs.load()
-    other = [d for d in pcs.dims if d != "time"]
-    x = pcs.transpose(*other, "time").values
     steps = seasonal_step(pcs["time"], steps_per_year)
     years_all = pd.DatetimeIndex(pcs["time"].values).year.to_numpy()
-    yidx = years_all - years_all.min()
-    cycle = seasonal_cycle_numpy(x, steps, yidx, steps_per_year, "mean")
-    with np.errstate(invalid="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            amplitude = np.nanmax(cycle, axis=-1) - np.nanmin(cycle, axis=-1)
-            centre = np.nanmean(cycle, axis=-1)
-            years = np.unique(years_all)
-            ann_mean = np.stack([np.nanmean(x[..., years_all == y], axis=-1) for y in years], axis=-1)
-            ann_amp = np.stack(
-                [
-                    np.nanmax(x[..., years_all == y], axis=-1) - np.nanmin(x[..., years_all == y], axis=-1)
-                    for y in years
-                ],
-                axis=-1,
-            )
-    coords = {d: pcs[d] for d in other if d in pcs.coords}
-    return xr.Dataset(
-        {
-            "trajectory": ((*other, "step"), cycle),
-            "amplitude": (tuple(other), amplitude),
-            "centre": (tuple(other), centre),
-            "annual_mean": ((*other, "year"), ann_mean),
-            "annual_amplitude": ((*other, "year"), ann_amp),
-        },
-        coords={**coords, "step": np.arange(steps_per_year), "year": years},
+    years = np.unique(years_all)
+    yidx = np.searchsorted(years, years_all)
+    if pcs.chunks is not None:  # whole series per block, pixels split to dask's default block size
+        pcs = pcs.chunk({d: (-1 if d == "time" else "auto") for d in pcs.dims})
+    out = xr.apply_ufunc(
+        _trajectory_block,
+        pcs,
+        input_core_dims=[["time"]],
+        output_core_dims=[["step"], [], [], ["year"], ["year"]],
+        kwargs={"steps": steps, "yidx": yidx, "n_years": years.size, "steps_per_year": steps_per_year},
+        dask="parallelized",
+        output_dtypes=[np.float64] * 5,
+        dask_gufunc_kwargs={"output_sizes": {"step": steps_per_year, "year": years.size}},
     )
+    names = ("trajectory", "amplitude", "centre", "annual_mean", "annual_amplitude")
+    ds = xr.Dataset(dict(zip(names, out, strict=True)))
+    return ds.assign_coords(step=np.arange(steps_per_year), year=years)
+
+
+def _trajectory_block(
+    x: np.ndarray, steps: np.ndarray, yidx: np.ndarray, n_years: int, steps_per_year: int
+) -> tuple[np.ndarray, ...]:
+    import warnings
+
+    x = np.asarray(x, dtype=np.float64)
+    cycle = seasonal_cycle_numpy(x, steps, yidx, steps_per_year, "mean")
+    grid = np.full((*x.shape[:-1], n_years, steps_per_year), np.nan)
+    grid[..., yidx, steps] = x
+    with warnings.catch_warnings():  # all-NaN pixels (ocean) give NaN quietly
+        warnings.simplefilter("ignore", RuntimeWarning)
+        amplitude = np.nanmax(cycle, axis=-1) - np.nanmin(cycle, axis=-1)
+        centre = np.nanmean(cycle, axis=-1)
+        ann_mean = np.nanmean(grid, axis=-1)
+        ann_amp = np.nanmax(grid, axis=-1) - np.nanmin(grid, axis=-1)
+    return cycle, amplitude, centre, ann_mean, ann_amp
+
+
+def _trend_block(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mk = mann_kendall(y)
+    return mk["slope"], mk["p"]
 
 
 def trajectory_trends(traj: xr.Dataset) -> xr.Dataset:
     """Theil-Sen slopes (per year) and Yue-Wang Mann-Kendall p-values of the annual means and annual
-    amplitudes from :func:`pc_trajectories`: maps of trend and amplitude change.
+    amplitudes from :func:`pc_trajectories`: maps of trend and amplitude change (lazy for dask input).
 
     >>> import numpy as np, xarray as xr
     >>> traj = xr.Dataset({"annual_mean": (("component", "year"), [np.arange(8.0)]),
@@ -338,11 +345,15 @@ def trajectory_trends(traj: xr.Dataset) -> xr.Dataset:
                 f"traj must be pc_trajectories' result with {name!r}; it has: {list(traj.data_vars)}."
             )
         da = traj[name]
-        other = [d for d in da.dims if d != "year"]
-        mk = mann_kendall(da.transpose(*other, "year").values)
-        out[f"{key}_slope"] = (tuple(other), mk["slope"])
-        out[f"{key}_p"] = (tuple(other), mk["p"])
-    coords: dict[Hashable, Any] = {
-        d: traj[d] for d in traj["annual_mean"].dims if d != "year" and d in traj.coords
-    }
-    return xr.Dataset(out, coords=coords)
+        if da.chunks is not None:
+            da = da.chunk({"year": -1})
+        slope, p = xr.apply_ufunc(
+            _trend_block,
+            da,
+            input_core_dims=[["year"]],
+            output_core_dims=[[], []],
+            dask="parallelized",
+            output_dtypes=[np.float64, np.float64],
+        )
+        out[f"{key}_slope"], out[f"{key}_p"] = slope, p
+    return xr.Dataset(out)
