@@ -283,3 +283,27 @@ def test_trajectories_and_trends_lazy_equal_eager():
     np.testing.assert_allclose(
         eager["annual_amplitude"].isel(lat=0, lon=0, component=0).values, amp, rtol=1e-12
     )
+
+
+def test_bench_small_runs_and_agrees():
+    """bench/trajectories.py --small, so the benchmark does not rot: ours and the numpy reference agree
+    (no speed is asserted: speed lives in the benchmark's printed ratios)."""
+    import importlib.util
+    import sys
+
+    from platform_lib.paths import repo_root
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_trajectories", repo_root() / "bench" / "trajectories.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_trajectories"] = module
+    try:
+        spec.loader.exec_module(module)
+        runs = module.main(["--small"])
+    finally:
+        sys.modules.pop("bench_trajectories", None)
+    assert runs["eigen_rel_diff"] < 1e-9
+    assert runs["pc1_map_max_diff"] < 1e-9
+    assert runs["nan_mismatch"] == 0
+    assert runs["chain"]["peak_mib"] > 0
