@@ -141,9 +141,9 @@ def test_trajectory_amplitude_and_trend_recovered():
     ratio = (trends["mean_slope"] / traj["amplitude"]).isel(component=0).values
     # true: annual-mean slope of F is `trend`; amplitude of F's mean cycle is 2 amp (max - min of a
     # sine sampled every 8 days: within 0.3 %)
-    np.testing.assert_allclose(ratio, trend / (2 * amp), atol=2e-3)
+    np.testing.assert_allclose(ratio, trend / (2 * amp), atol=5e-4)  # measured 7e-5
     # annual amplitude carries no trend here: |slope| tiny relative to the amplitude
-    assert np.abs(trends["amplitude_slope"].values / traj["amplitude"].values).max() < 2e-3
+    assert np.abs(trends["amplitude_slope"].values / traj["amplitude"].values).max() < 5e-4  # measured 3e-5
     assert np.all(trends["mean_p"].values[np.abs(trend) > 0.05] < 0.01)
 
 
@@ -307,3 +307,30 @@ def test_bench_small_runs_and_agrees():
     assert runs["pc1_map_max_diff"] < 1e-9
     assert runs["nan_mismatch"] == 0
     assert runs["chain"]["peak_mib"] > 0
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.one_of(st.integers(), st.just(""), st.floats(), st.lists(st.text(), max_size=2)))
+def test_bad_lat_name(value):
+    da, _ = synthetic(years=(2001, 2001))
+    with pytest.raises(EsdlError, match="lat must be a non-empty string"):
+        weighted_pca(da, lat=value)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(min_value=3, max_value=30), st.integers(min_value=3, max_value=30))
+def test_theil_sen_x_length_must_match(n, m):
+    if n == m:
+        m += 1
+    with pytest.raises(EsdlError, match="x must have the length"):
+        theil_sen(np.zeros(n), np.arange(m, dtype=float))
+
+
+def test_pca_argument_must_be_weighted_pca_result():
+    da, _ = synthetic(years=(2001, 2001))
+    with pytest.raises(EsdlError, match="pca must be an xarray Dataset"):
+        pc_cube(da, "pca")
+    with pytest.raises(EsdlError, match="loadings"):
+        pc_cube(da, xr.Dataset())
+    with pytest.raises(EsdlError, match="annual_mean"):
+        trajectory_trends(xr.Dataset())
