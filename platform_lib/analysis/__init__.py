@@ -33,8 +33,22 @@ from platform_lib.analysis.intrinsic import (
     intrinsic_dimension,
     intrinsic_dimension_block,
 )
+from platform_lib.analysis.trajectories import (
+    mann_kendall,
+    pc_cube,
+    pc_trajectories,
+    theil_sen,
+    trajectory_trends,
+    weighted_pca,
+)
 
 __all__ = [
+    "weighted_pca",
+    "trajectory_trends",
+    "theil_sen",
+    "pc_trajectories",
+    "pc_cube",
+    "mann_kendall",
     "BEST_METHODS",
     "METHODS",
     "TIME_SCALES",
