@@ -408,13 +408,22 @@ def _geography(resolution: float) -> dict[str, np.ndarray]:
         run = np.where(land[:, j], run + 1, 0)
         fetch_cells[:, j] = run
     east_fetch = fetch_cells * km_per_cell * np.maximum(coslat, 0.05)
+    # land crossed by the westerlies since the last ocean cell to the west
+    run = np.zeros(land.shape[0])
+    for i in range(2 * n_x):
+        j = i % n_x
+        run = np.where(land[:, j], run + 1, 0)
+        fetch_cells[:, j] = run
+    west_fetch = fetch_cells * km_per_cell * np.maximum(coslat, 0.05)
     abs_lat = np.abs(lat)[:, None]
     subtropical = np.exp(-(((abs_lat - 24.0) / 9.0) ** 2))
     midlat = np.exp(-(((abs_lat - 43.0) / 8.0) ** 2))
     trade_dry = 1.0 - np.exp(-east_fetch / 900.0)
     coast_wet = np.exp(-dist / 350.0)
     aridity = subtropical * (0.35 + 0.65 * trade_dry) * (1.0 - 0.4 * coast_wet)
-    aridity = aridity + midlat * (1.0 - np.exp(-dist / 1400.0)) ** 2
+    aridity = aridity + 1.2 * midlat * (1.0 - np.exp(-west_fetch / 3000.0)) ** 2 * (
+        1.0 - np.exp(-dist / 700.0)
+    )
     aridity = np.clip(1.5 * aridity - 0.15, 0.0, 1.0)
     greenland = (lat[:, None] >= 60) & (lat[:, None] <= 84) & (lon[None, :] >= -55) & (lon[None, :] <= -20)
     ice = land & ((lat[:, None] <= -60) | greenland)
@@ -514,13 +523,15 @@ def _year_block(year: int, resolution: float, seed: int, inject_events: bool = T
         + 2.5 * np.exp(-((lat3 / 10.0) ** 2))
         + 2.8 * np.exp(-(((abs_lat - 50.0) / 13.0) ** 2))
     )
-    monsoon = 2.5 * np.exp(-(((abs_lat - 25.0) / 10.0) ** 2)) * (1.0 + 0.6 * hemi * phase)  # summer rains
+    monsoon = 2.5 * np.exp(-(((abs_lat - 28.0) / 14.0) ** 2)) * (1.0 + 0.6 * hemi * phase)  # summer rains
     rain_clim = (belt + monsoon + 0.5) * (1.0 - 0.95 * arid) * np.where(ice, f32(0.3), f32(1.0))
     # storms: a second coherent field (coarse noise, smoothed and interpolated), so rain has structure
     # rather than pixel noise; the driest 8-day means are exactly zero, as in the reanalysis
     storms = _coherent_noise(rng, (n_t, n_y, n_x), 0.8 * cells_per_1000km)
     polar = np.clip((abs_lat - 35.0) / 20.0, 0, 1)  # cyclones tie rain to the temperature anomalies
-    rain = rain_clim * np.exp((0.8 - 0.7 * polar) * storms - (0.35 + 0.45 * polar) * weather - 0.35)
+    rain = rain_clim * np.exp(
+        (0.8 - 0.7 * polar) * (1.0 - 0.5 * arid) * storms - (0.35 + 0.45 * polar) * weather - 0.35
+    )
     rain = np.where(rain < 0.1, f32(0), rain)
 
     # radiation: clear-sky fraction of the top of the atmosphere, less under rain clouds; in the tropics
@@ -558,7 +569,7 @@ def _year_block(year: int, resolution: float, seed: int, inject_events: bool = T
     bucket = np.empty_like(forcing)
     state = np.clip(0.25 + 0.02 * rain_clim[0] - 0.15 * arid[0], 0.05, 0.45)
     for k in range(n_t):
-        state = np.clip(0.85 * state + 0.15 * (0.22 - 0.08 * arid[0] + 0.022 * forcing[k]), 0.03, 0.48)
+        state = np.clip(0.85 * state + 0.15 * (0.22 - 0.04 * arid[0] + 0.022 * forcing[k]), 0.03, 0.48)
         bucket[k] = state
     root = np.clip(bucket - 0.20 * dry, 0.03, 0.48)
     surface = np.clip(0.7 * root + 0.12 * np.tanh(rain / 5.0) - 0.05 * weather - 0.1 * dry, 0.02, 0.5)
@@ -577,7 +588,8 @@ def _year_block(year: int, resolution: float, seed: int, inject_events: bool = T
     phenology /= phenology.std() + 1e-6
     greening = (1.0 + 0.006 * years_since) * np.exp(0.25 * np.maximum(tropics, arid) * phenology)
     gpp = 0.036 * rad_wm2 * f_temp * f_water * greening * (1.0 - 0.6 * arid)
-    gpp = np.clip(gpp + 0.25 * weather * f_temp * f_water, 0, None)
+    sparse = 0.15 * f_temp * np.clip((root - 0.02) / 0.1, 0, 1)  # desert shrubs: 0.1-0.3 g C m-2 d-1
+    gpp = np.clip(gpp + 0.25 * weather * f_temp * f_water, sparse, None)
     ter = (0.6 + 0.35 * gpp) * 1.8 ** ((temp - 15.0) / 10.0) * (0.4 + 0.6 * f_water)
     ter = np.minimum(ter, 14.0)
     stress = np.clip(np.clip((root - 0.05) / 0.2, 0, 1) * (1.0 - 0.3 * np.clip(dry, 0, 1)), 0, 1)
