@@ -15,8 +15,15 @@ Conventions copied from ESDC v3.0.2:
   (FLUXCOM variables end in 2020, as in the real cube); kNDVI has cloud and polar-night gaps.
 
 Structure: an annual cycle that follows latitude and hemisphere, a migrating tropical rain belt,
-subtropical deserts, continentality, warming and greening trends, spatially coherent weather noise and
+monsoon and storm-track rains, warming and greening trends, spatially coherent weather noise and
 coupling between variables (hot and dry lowers soil moisture, GPP and kNDVI, raises sensible heat).
+Geography comes from the real land/sea mask (``global-land-mask``): cold ice sheets on Antarctica and
+Greenland, deserts where the subtropical highs and distance from the upwind coast put them (Sahara,
+Arabia, Australian interior, Namib, Atacama, Gobi). Magnitudes sit in published ranges: about 120 Pg C
+yr-1 of land GPP and 8-10 g C m-2 d-1 in the Amazon (Beer et al. 2010; Jung et al. 2019), more latent
+than sensible heat over land (Wild et al. 2015). How many independent drivers act varies with the
+climate zone (one strong seasonal cycle in the boreal zone; own cloud and leaf dynamics in the tropics
+and drylands), so the intrinsic-dimension map has structure (Mahecha et al. 2020).
 
 >>> ds = make_demo_cube(resolution=10.0, years=(2003, 2003))
 >>> dict(ds.sizes)
@@ -47,7 +54,7 @@ from platform_lib.storage import write_zarr_atomic
 
 STEPS_PER_YEAR = 46
 STEP_DAYS = 8
-DEMO_VERSION = "demo1.0"
+DEMO_VERSION = "demo1.1"
 DEFAULT_RESOLUTION = 1.0
 DEFAULT_YEARS = (2001, 2021)
 MIN_YEAR, MAX_YEAR = 1979, 2030
@@ -370,13 +377,62 @@ def land_fraction(resolution: float) -> np.ndarray:
     return is_land.reshape(len(lat), 5, len(lon), 5).mean(axis=(1, 3))
 
 
-def _smooth_field(shape: tuple[int, int], seed: int, scale_cells: float) -> np.ndarray:
-    """A smooth random field in [-1, 1] with correlation length ``scale_cells`` (wraps in longitude)."""
-    from scipy.ndimage import gaussian_filter
+@lru_cache(maxsize=8)
+def _geography(resolution: float) -> dict[str, np.ndarray]:
+    """Fixed (lat, lon) fields from the real land/sea mask: ice sheets, their elevation, aridity.
 
-    rng = np.random.default_rng(seed)
-    f = gaussian_filter(rng.standard_normal(shape), sigma=max(scale_cells, 0.5), mode=("nearest", "wrap"))
-    return (f / (np.abs(f).max() + 1e-12)).astype(np.float32)
+    - ``ice``: Antarctica and the Greenland ice sheet (land south of 60 S; land in 60-84 N, 55-20 W);
+    - ``ice_elevation_km``: a plateau rising 1 km per 250 km from the coast up to 3.2 km (the East
+      Antarctic plateau is about 3 km high, Greenland's summit 3.2 km);
+    - ``aridity`` (0 wet .. 1 hyper-arid): subtropical high-pressure belts (Hadley descent near 25 degrees)
+      dry where the moist trade winds have crossed much land (far from the coast to the east: Sahara,
+      Arabia, Kalahari and Namib, Australian interior, Atacama, Sonora) or where the air is cold-current
+      coastal; continental interiors in mid-latitudes far from any coast (Gobi, Central Asia). No random
+      field: the deserts are where the geography puts them.
+    """
+    from scipy.ndimage import distance_transform_edt
+
+    lat, lon = grid(resolution)
+    land = land_fraction(resolution) >= 0.5
+    km_per_cell = 111.2 * resolution
+    coslat = np.cos(np.deg2rad(lat))[:, None]
+    # distance to the nearest coast (km), computed on a tripled longitude strip so it wraps
+    tiled = np.concatenate([land, land, land], axis=1)
+    n_x = land.shape[1]
+    dist = distance_transform_edt(tiled)[:, n_x : 2 * n_x] * km_per_cell
+    # land crossed by the trade winds (from the east) since the last ocean cell, km along the parallel
+    fetch_cells = np.zeros(land.shape)
+    run = np.zeros(land.shape[0])
+    for i in range(2 * n_x - 1, -1, -1):  # east to west, twice round so the run wraps
+        j = i % n_x
+        run = np.where(land[:, j], run + 1, 0)
+        fetch_cells[:, j] = run
+    east_fetch = fetch_cells * km_per_cell * np.maximum(coslat, 0.05)
+    # land crossed by the westerlies since the last ocean cell to the west
+    run = np.zeros(land.shape[0])
+    for i in range(2 * n_x):
+        j = i % n_x
+        run = np.where(land[:, j], run + 1, 0)
+        fetch_cells[:, j] = run
+    west_fetch = fetch_cells * km_per_cell * np.maximum(coslat, 0.05)
+    abs_lat = np.abs(lat)[:, None]
+    subtropical = np.exp(-(((abs_lat - 24.0) / 9.0) ** 2))
+    midlat = np.exp(-(((abs_lat - 43.0) / 8.0) ** 2))
+    trade_dry = 1.0 - np.exp(-east_fetch / 900.0)
+    coast_wet = np.exp(-dist / 350.0)
+    aridity = subtropical * (0.35 + 0.65 * trade_dry) * (1.0 - 0.4 * coast_wet)
+    aridity = aridity + 1.2 * midlat * (1.0 - np.exp(-west_fetch / 3000.0)) ** 2 * (
+        1.0 - np.exp(-dist / 700.0)
+    )
+    aridity = np.clip(1.5 * aridity - 0.15, 0.0, 1.0)
+    greenland = (lat[:, None] >= 60) & (lat[:, None] <= 84) & (lon[None, :] >= -55) & (lon[None, :] <= -20)
+    ice = land & ((lat[:, None] <= -60) | greenland)
+    elevation = np.where(ice, np.minimum(3.2, dist / 250.0), 0.0)
+    return {
+        "aridity": np.where(ice, 0.0, aridity).astype(np.float32),
+        "ice": ice,
+        "ice_elevation_km": elevation.astype(np.float32),
+    }
 
 
 def _coherent_noise(rng: np.random.Generator, shape: tuple[int, int, int], scale_cells: float) -> np.ndarray:
@@ -419,21 +475,30 @@ def _toa_insolation(lat: np.ndarray, doy: np.ndarray) -> np.ndarray:
 
 
 def _year_block(year: int, resolution: float, seed: int, inject_events: bool = True) -> dict[str, np.ndarray]:
-    """All variables for one year, each float32 (46, lat, lon). Deterministic in (year, resolution, seed)."""
+    """All variables for one year, each float32 (46, lat, lon). Deterministic in (year, resolution, seed).
+
+    The weather fields come from one generator seeded by (seed, year, resolution) and are drawn in the
+    same order with or without ``inject_events``, so an event-free cube has the same weather.
+    """
     lat, lon = grid(resolution)
     times = time_axis((year, year))
     doy = times.day_of_year.to_numpy().astype(np.float64)
     n_t, n_y, n_x = len(times), len(lat), len(lon)
     land = land_fraction(resolution) >= 0.5
+    geo = _geography(resolution)
     cells_per_1000km = 9.0 / resolution
-    aridity = _smooth_field((n_y, n_x), seed + 1, 2.5 * cells_per_1000km)  # climatic zones
     rng = np.random.default_rng([seed, year, round(resolution * 1000)])
 
     f32 = np.float32
     abs_lat = np.abs(lat).astype(f32)[None, :, None]
+    lat3 = lat.astype(f32)[None, :, None]
     hemi = (np.sign(lat) + (lat == 0)).astype(f32)[None, :, None]
     phase = np.cos(2 * np.pi * (doy - 200.0) / 365.25).astype(f32)[:, None, None]  # +1 mid-July
     years_since = (year - 2000 + doy / 365.25).astype(f32)[:, None, None]
+    arid = geo["aridity"][None]  # 0 wet .. 1 hyper-arid, from geography (see _geography)
+    ice = geo["ice"][None]
+    elev_km = geo["ice_elevation_km"][None]
+    tropics = np.exp(-((lat3 / 18.0) ** 2))  # weak seasons, convective weather
 
     # weather: spatially coherent noise, red in time (AR(1) with lag-1 correlation 0.6)
     weather = _coherent_noise(rng, (n_t, n_y, n_x), 1.5 * cells_per_1000km)
@@ -441,27 +506,40 @@ def _year_block(year: int, resolution: float, seed: int, inject_events: bool = T
         weather[k] = 0.6 * weather[k - 1] + 0.8 * weather[k]
     weather /= weather.std() + 1e-6
 
-    continental = np.where(land, f32(1.4), f32(0.6))[None]
-    t_mean = 27.0 - 32.0 * np.sin(np.deg2rad(abs_lat)) ** 2 + 2.0 * aridity[None]
+    # temperature: zonal climate, continental seasons, ice sheets cold (ice albedo and a lapse rate of
+    # 6.5 K km-1 over the plateaus: the South Pole's summer about -28 C, Greenland's summit about -10 C;
+    # ERA5, Hersbach et al. 2020), deserts hot
+    continental = np.where(land, f32(1.4), f32(0.6))[None] * np.where(ice, f32(0.6), f32(1.0))
+    t_mean = 27.0 - 32.0 * np.sin(np.deg2rad(abs_lat)) ** 2 + 3.0 * arid - ice * (14.0 + 6.5 * elev_km)
     t_amp = (1.0 + 16.0 * np.sin(np.deg2rad(abs_lat)) ** 1.5) * continental
     warming = (0.02 + 0.03 * (abs_lat / 90.0)) * years_since
     temp = t_mean + hemi * t_amp * phase + warming + 1.6 * weather * continental
 
-    # rain: a tropical belt that follows the sun, storm tracks, deserts from the aridity field
-    itcz = 8.0 * phase
-    lat3 = lat.astype(f32)[None, :, None]
-    rain_clim = (
-        7.0 * np.exp(-(((lat3 - itcz) / 9.0) ** 2)) + 2.6 * np.exp(-(((abs_lat - 50.0) / 12.0) ** 2)) + 0.4
-    ) * np.clip(1.0 - 0.9 * aridity[None], 0.1, 2.0)
+    # rain: a tropical belt that follows the sun (ITCZ), mid-latitude storm tracks, deserts where the
+    # geography makes them (subtropical highs, far from the upwind coast, cold-current coasts)
+    itcz = 9.0 * phase
+    belt = (
+        8.0 * np.exp(-(((lat3 - itcz) / 8.0) ** 2))
+        + 2.5 * np.exp(-((lat3 / 10.0) ** 2))
+        + 2.8 * np.exp(-(((abs_lat - 50.0) / 13.0) ** 2))
+    )
+    monsoon = 2.5 * np.exp(-(((abs_lat - 28.0) / 14.0) ** 2)) * (1.0 + 0.6 * hemi * phase)  # summer rains
+    rain_clim = (belt + monsoon + 0.5) * (1.0 - 0.95 * arid) * np.where(ice, f32(0.3), f32(1.0))
     # storms: a second coherent field (coarse noise, smoothed and interpolated), so rain has structure
     # rather than pixel noise; the driest 8-day means are exactly zero, as in the reanalysis
     storms = _coherent_noise(rng, (n_t, n_y, n_x), 0.8 * cells_per_1000km)
-    rain = rain_clim * np.exp(0.8 * storms - 0.35 * weather - 0.35)
+    polar = np.clip((abs_lat - 35.0) / 20.0, 0, 1)  # cyclones tie rain to the temperature anomalies
+    rain = rain_clim * np.exp(
+        (0.8 - 0.7 * polar) * (1.0 - 0.5 * arid) * storms - (0.35 + 0.45 * polar) * weather - 0.35
+    )
     rain = np.where(rain < 0.1, f32(0), rain)
 
+    # radiation: clear-sky fraction of the top of the atmosphere, less under rain clouds; in the tropics
+    # convective cloud cover varies on its own (a driver independent of the temperature anomalies)
+    clouds_own = _coherent_noise(rng, (n_t, n_y, n_x), 0.6 * cells_per_1000km)
     toa = _toa_insolation(lat, doy).astype(f32)[:, :, None]
     cloud = np.clip(rain / (rain_clim + 1.0), 0, 1.5)
-    rad_wm2 = toa * (0.78 - 0.25 * cloud)
+    rad_wm2 = toa * np.clip(0.78 - 0.2 * cloud + 0.08 * arid - 0.12 * tropics * clouds_own, 0.2, 0.85)
     radiation = rad_wm2 * 86400.0  # J m-2 per day
 
     # events: anomalies with a short ramp at both ends of the window
@@ -489,29 +567,46 @@ def _year_block(year: int, resolution: float, seed: int, inject_events: bool = T
     demand = np.clip(0.12 * (temp + 5.0), 0.0, None) * (rad_wm2 / 250.0)
     forcing = np.clip(rain - demand, -6.0, 12.0)
     bucket = np.empty_like(forcing)
-    state = np.clip(0.25 + 0.02 * rain_clim[0] - 0.1 * aridity[None][0], 0.05, 0.45)
+    state = np.clip(0.25 + 0.02 * rain_clim[0] - 0.15 * arid[0], 0.05, 0.45)
     for k in range(n_t):
-        state = np.clip(0.85 * state + 0.15 * (0.22 + 0.022 * forcing[k]), 0.03, 0.48)
+        state = np.clip(0.85 * state + 0.15 * (0.22 - 0.04 * arid[0] + 0.022 * forcing[k]), 0.03, 0.48)
         bucket[k] = state
     root = np.clip(bucket - 0.20 * dry, 0.03, 0.48)
     surface = np.clip(0.7 * root + 0.12 * np.tanh(rain / 5.0) - 0.05 * weather - 0.1 * dry, 0.02, 0.5)
 
-    # vegetation and fluxes: light use limited by temperature and water
-    f_temp = np.clip((temp + 2.0) / 18.0, 0, 1) * np.clip((45.0 - temp) / 12.0, 0, 1)
-    f_water = np.clip((root - 0.06) / 0.22, 0, 1)
-    greening = 1.0 + 0.006 * years_since
-    gpp = 0.012 * rad_wm2 * f_temp * f_water * greening * (1.0 - 0.5 * np.clip(aridity[None], 0, 1))
-    gpp = np.clip(gpp + 0.25 * weather * f_temp, 0, None)
+    # vegetation: light use efficiency limited by temperature and water. Where the bucket stays full
+    # (wet tropics, boreal) GPP follows light and temperature (energy-limited); where it empties it follows
+    # soil water (water-limited), so which drivers act varies between climate zones. Leaf phenology has its
+    # own year-to-year variability outside the tropics. Annual means: about 8-10 g C m-2 d-1 in the Amazon
+    # and Congo and about 120 Pg C yr-1 over the land (Beer et al. 2010, doi:10.1126/science.1184984;
+    # Jung et al. 2019 FLUXCOM, doi:10.1038/s41597-019-0076-8).
+    f_temp = np.clip((temp + 2.0) / 28.0, 0, 1) * np.clip((45.0 - temp) / 12.0, 0, 1)
+    f_water = np.clip((root - 0.10) / 0.18, 0, 1)
+    phenology = _coherent_noise(rng, (n_t, n_y, n_x), 1.0 * cells_per_1000km)
+    for k in range(1, n_t):
+        phenology[k] = 0.8 * phenology[k - 1] + 0.6 * phenology[k]
+    phenology /= phenology.std() + 1e-6
+    greening = (1.0 + 0.006 * years_since) * np.exp(0.25 * np.maximum(tropics, arid) * phenology)
+    gpp = 0.036 * rad_wm2 * f_temp * f_water * greening * (1.0 - 0.6 * arid)
+    sparse = 0.15 * f_temp * np.clip((root - 0.02) / 0.1, 0, 1)  # desert shrubs: 0.1-0.3 g C m-2 d-1
+    gpp = np.clip(gpp + 0.25 * weather * f_temp * f_water, sparse, None)
     ter = (0.6 + 0.35 * gpp) * 1.8 ** ((temp - 15.0) / 10.0) * (0.4 + 0.6 * f_water)
     ter = np.minimum(ter, 14.0)
-    pet = np.clip(0.0107 * rad_wm2 * np.clip(temp + 10.0, 0, None) / 30.0, 0.01, None)  # mm d-1
-    stress = np.clip(f_water * (1.0 - 0.3 * np.clip(dry, 0, 1)), 0, 1)
-    et = pet * stress
-    latent = et * 2.45  # MJ m-2 d-1
-    net_rad = 0.55 * radiation / 1e6
-    sensible = net_rad - latent - 0.5
-    kndvi = np.tanh((0.08 + 0.055 * gpp * (1 - 0.4 * np.clip(dry, 0, 1))) ** 2 * 6.0)
-    tmax = temp + 7.0 + 5.0 * np.clip(aridity[None], 0, 1) + 0.5 * heat
+    stress = np.clip(np.clip((root - 0.05) / 0.2, 0, 1) * (1.0 - 0.3 * np.clip(dry, 0, 1)), 0, 1)
+
+    # energy balance over land: net radiation (albedo higher and net long-wave loss larger in deserts),
+    # split into latent heat (Priestley-Taylor, times the evaporative stress) and sensible heat. Land
+    # means about 38-45 W m-2 latent and 25-35 W m-2 sensible heat: latent exceeds sensible (Wild et al.
+    # 2015, doi:10.1007/s00382-014-2430-z; Jung et al. 2019). The cube stores MJ m-2 d-1 (x 0.0864).
+    net_wm2 = (0.68 - 0.2 * arid) * rad_wm2 - (55.0 + 45.0 * arid)
+    slope = np.clip(0.4 + 0.013 * temp, 0.2, 0.8)  # Delta / (Delta + gamma)
+    le_wm2 = np.clip(1.2 * slope * net_wm2 * stress, 0.0, None)
+    le_wm2 = np.minimum(le_wm2, 0.9 * np.clip(net_wm2, 0, None) + 5.0)
+    latent = le_wm2 * 0.0864  # MJ m-2 d-1
+    sensible = (net_wm2 - le_wm2) * 0.0864
+    ndvi = 0.08 + 0.77 * (1.0 - np.exp(-gpp * (1 - 0.4 * np.clip(dry, 0, 1)) / 4.0))
+    kndvi = np.tanh(ndvi**2)  # Camps-Valls et al. 2021: kNDVI = tanh(NDVI^2) for the usual sigma
+    tmax = temp + 7.0 + 5.0 * arid + 0.5 * heat
 
     out = {
         "air_temperature_2m": temp,
@@ -533,7 +628,7 @@ def _year_block(year: int, resolution: float, seed: int, inject_events: bool = T
     out["kndvi"] = np.where(clouds | polar_night, np.nan, out["kndvi"])
 
     ocean = ~land[None]
-    ice = ocean | _ice_sheets(lat, lon)[None]  # no vegetation, no fluxes on Antarctica and Greenland
+    ice = ocean | geo["ice"][None]  # no vegetation, no fluxes on Antarctica and Greenland
     for name, arr in out.items():
         info = VARIABLES[name]
         arr = _bitround(np.broadcast_to(arr, (n_t, n_y, n_x)).astype(np.float32, copy=True))
@@ -553,12 +648,6 @@ _VEGETATION = {
     "kndvi",
 }
 KEEP_BITS = 7  # mantissa bits kept: relative precision 2**-8 (0.4 %), far below the demo's noise
-
-
-def _ice_sheets(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
-    """(lat, lon) mask of Antarctica and the Greenland ice sheet (coarse boxes, land only where it matters)."""
-    greenland = (lat[:, None] >= 60) & (lat[:, None] <= 84) & (lon[None, :] >= -55) & (lon[None, :] <= -20)
-    return (lat[:, None] <= -60) | greenland
 
 
 def _bitround(arr: np.ndarray, keepbits: int = KEEP_BITS) -> np.ndarray:
@@ -768,7 +857,7 @@ def store_name(chunking: str, resolution: float, chunks: tuple[int, int, int]) -
     """The store name in the ESDC id pattern ``esdc-8d-<res>-<T>x<Y>x<X>-<version>.zarr``.
 
     >>> store_name("ts", 1.0, (256, 32, 32))
-    'esdc-8d-1deg-256x32x32-demo1.0.zarr'
+    'esdc-8d-1deg-256x32x32-demo1.1.zarr'
     """
     res = f"{resolution:g}deg"
     return f"esdc-8d-{res}-{'x'.join(str(c) for c in chunks)}-{DEMO_VERSION}.zarr"
@@ -802,7 +891,7 @@ def write_demo_cubes(
     >>> import tempfile
     >>> paths = write_demo_cubes(tempfile.mkdtemp(), resolution=10.0, years=(2003, 2003), progress=False)
     >>> sorted(paths), paths["map"].name
-    (['map', 'ts'], 'esdc-8d-10deg-1x18x36-demo1.0.zarr')
+    (['map', 'ts'], 'esdc-8d-10deg-1x18x36-demo1.1.zarr')
     """
     from platform_lib.paths import data_dir as default_data_dir
     from platform_lib.paths import state_dir
@@ -862,7 +951,7 @@ def demo_catalog_sources(
 
     >>> srcs = demo_catalog_sources(resolution=10.0, years=(2003, 2003))
     >>> srcs["esdc-demo-map"]["args"]["urlpath"]
-    '{{ env(ESDL_DATA_DIR) }}/esdc-8d-10deg-1x18x36-demo1.0.zarr'
+    '{{ env(ESDL_DATA_DIR) }}/esdc-8d-10deg-1x18x36-demo1.1.zarr'
     """
     from platform_lib.catalog import catalog_source, cube_metadata
 

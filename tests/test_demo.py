@@ -170,8 +170,8 @@ def test_both_chunkings_hold_identical_values(demo_cubes):
     mp = xr.open_zarr(demo_cubes["map"])
     assert ts["kndvi"].encoding["chunks"] == (256, 6, 6)
     assert mp["kndvi"].encoding["chunks"] == (1, 36, 72)
-    assert demo_cubes["ts"].name == "esdc-8d-5deg-256x6x6-demo1.0.zarr"
-    assert demo_cubes["map"].name == "esdc-8d-5deg-1x36x72-demo1.0.zarr"
+    assert demo_cubes["ts"].name == "esdc-8d-5deg-256x6x6-demo1.1.zarr"
+    assert demo_cubes["map"].name == "esdc-8d-5deg-1x36x72-demo1.1.zarr"
     xr.testing.assert_identical(ts.load().drop_attrs(), mp.load().drop_attrs())
 
 
@@ -235,10 +235,10 @@ def test_cli_generate_prints_stores_and_sizes(tmp_path):
     out = subprocess.run(
         [*generate, "--resolution", "10", "--years", "2003"], capture_output=True, text=True, check=True
     )
-    assert "esdc-8d-10deg-46x3x3-demo1.0.zarr" in out.stdout
-    assert "esdc-8d-10deg-1x18x36-demo1.0.zarr" in out.stdout
+    assert "esdc-8d-10deg-46x3x3-demo1.1.zarr" in out.stdout
+    assert "esdc-8d-10deg-1x18x36-demo1.1.zarr" in out.stdout
     assert "demo cubes ready" in out.stdout
-    assert (tmp_path / "esdc-8d-10deg-1x18x36-demo1.0.zarr").is_dir()
+    assert (tmp_path / "esdc-8d-10deg-1x18x36-demo1.1.zarr").is_dir()
     bad = subprocess.run([*generate, "--resolution", "0.35"], capture_output=True, text=True)
     assert bad.returncode == 2 and "resolution 0.35 degrees is not allowed" in bad.stderr
 
@@ -258,3 +258,120 @@ def test_without_injection_the_cube_differs_only_where_and_after_the_events_are(
         differs = ~((a == b) | (np.isnan(a) & np.isnan(b)))
         assert differs[truth].mean() > 0.9, name  # the event changes (nearly) every one of its cells
         assert not differs[:, ~footprint].any() and not differs[:start].any(), name
+
+
+# --- closer to Earth: magnitudes against published ranges ------------------------------------------
+
+EARTH_RES, EARTH_YEARS = 2.0, (2003, 2006)
+
+
+@pytest.fixture(scope="module")
+def earth():
+    """A 2-degree cube of four years, without injected events (the climate, not the extremes)."""
+    return demo.make_demo_cube(resolution=EARTH_RES, years=EARTH_YEARS, inject_events=False).load()
+
+
+def _land_area_m2(ds):
+    res = float(ds.attrs["geospatial_lat_resolution"])
+    cell = (np.deg2rad(res) * 6.371e6) ** 2 * np.cos(np.deg2rad(ds["lat"].values))[:, None]
+    return cell * demo.land_fraction(res)
+
+
+def _box(da, lat, lon):
+    return da.sel(lat=slice(*lat), lon=slice(*lon))
+
+
+def test_ice_sheets_stay_frozen_in_summer(earth):
+    """ERA5 (Hersbach et al. 2020): the East Antarctic plateau's January mean is about -25 to -35 C and
+    the Antarctic coast's about 0 C; central Greenland's July mean is about -10 C."""
+    t = earth["air_temperature_2m"]
+    land = np.isfinite(earth["root_moisture"].isel(time=0))
+    january = t.sel(time=t["time.month"] == 1).mean("time").where(land)
+    july = t.sel(time=t["time.month"] == 7).mean("time").where(land)
+    antarctica = january.sel(lat=slice(-90, -60))
+    assert float(antarctica.max()) < 1.0, "no Antarctic land is warmer than about 0 C in January"
+    assert -40.0 < float(january.sel(lat=slice(-90, -80)).mean()) < -15.0, "the plateau is far below 0"
+    greenland_interior = _box(july, (66, 80), (-48, -28))
+    assert int(greenland_interior.count()) > 0
+    assert float(greenland_interior.max()) < 0.0, "Greenland's interior stays frozen in July"
+    assert float(january.sel(lat=slice(-10, 10)).mean()) > 20.0, "the tropics stay warm"
+
+
+def test_deserts_and_rain_belts_are_where_they_are_on_earth(earth):
+    """Annual mean precipitation (GPCP, Adler et al. 2003) and GPP (Jung et al. 2019): the Sahara, Arabia,
+    the Australian interior, the Namib/Kalahari and the Gobi are dry and bare; the Amazon and Congo wet."""
+    rain = earth["precipitation_era5"].mean("time")
+    gpp = earth["gross_primary_productivity"].mean("time")
+    wet = {"Amazon": ((-10, 0), (-70, -55)), "Congo": ((-4, 4), (15, 28))}
+    dry = {
+        "Sahara": ((18, 28), (-10, 30)),
+        "Arabia": ((18, 28), (42, 55)),
+        "Australian interior": ((-30, -20), (122, 140)),
+        "Namib/Kalahari": ((-28, -20), (14, 22)),
+        "Gobi": ((40, 46), (95, 110)),
+    }
+    for name, (lat, lon) in wet.items():
+        assert float(_box(rain, lat, lon).mean()) > 4.0, name  # mm d-1; observed 5-7
+    for name, (lat, lon) in dry.items():
+        assert float(_box(rain, lat, lon).mean()) < 1.0, name  # mm d-1; observed < 1
+        assert float(_box(gpp, lat, lon).mean()) < 1.0, name  # g C m-2 d-1; observed < 1
+    europe = float(_box(rain, (45, 55), (0, 25)).mean())
+    assert 1.0 < europe < 4.0, "mid-latitude storm tracks: observed about 2 mm d-1"
+
+
+def test_gpp_magnitudes_match_fluxcom(earth):
+    """Beer et al. (2010, doi:10.1126/science.1184984): 123 +- 8 Pg C yr-1 of land GPP; Jung et al. (2019,
+    FLUXCOM): tropical rain forests about 8-10 g C m-2 d-1 as annual means."""
+    gpp = earth["gross_primary_productivity"].mean("time")
+    for name, (lat, lon) in {"Amazon": ((-10, 0), (-70, -55)), "Congo": ((-4, 4), (15, 28))}.items():
+        assert 7.0 < float(_box(gpp, lat, lon).mean()) < 11.0, name
+    total = float(np.nansum(gpp.values * _land_area_m2(earth)) * 365.25 / 1e15)
+    assert 105.0 < total < 140.0, f"global land GPP {total:.0f} Pg C yr-1"
+
+
+def test_latent_heat_exceeds_sensible_heat_over_land(earth):
+    """Wild et al. (2015, doi:10.1007/s00382-014-2430-z) and Jung et al. (2019): land means of about
+    38-45 W m-2 latent and 25-35 W m-2 sensible heat. The cube stores MJ m-2 d-1 (1 W m-2 = 0.0864)."""
+    area = _land_area_m2(earth)
+    means = {}
+    for name in ("latent_energy", "sensible_heat"):
+        field = earth[name].mean("time").values / 0.0864  # W m-2
+        weight = np.where(np.isfinite(field), area, 0.0)
+        means[name] = float(np.nansum(field * weight) / weight.sum())
+    assert 33.0 < means["latent_energy"] < 55.0, means
+    assert 20.0 < means["sensible_heat"] < 40.0, means
+    assert means["latent_energy"] > means["sensible_heat"], means
+    sahara = _box(earth["sensible_heat"].mean("time"), (18, 28), (-10, 30))
+    amazon = _box(earth["latent_energy"].mean("time"), (-10, 0), (-70, -55))
+    assert float(sahara.mean()) > float(_box(earth["latent_energy"].mean("time"), (18, 28), (-10, 30)).mean())
+    assert float(amazon.mean()) / 0.0864 > 80.0, "the Amazon evaporates about 100 W m-2"
+
+
+def test_intrinsic_dimension_map_varies_between_climate_zones(earth):
+    """Mahecha et al. (2020, Earth Syst. Dynam. 11, 201-234): the dimension differs between climate zones.
+
+    Same variables as notebooks/03-intrinsic-dimension.ipynb.
+    """
+    from platform_lib.analysis import intrinsic_dimension
+
+    variables = [
+        "air_temperature_2m",
+        "precipitation_era5",
+        "radiation_era5",
+        "gross_primary_productivity",
+        "terrestrial_ecosystem_respiration",
+        "latent_energy",
+        "sensible_heat",
+        "root_moisture",
+        "surface_moisture",
+        "evaporative_stress",
+        "kndvi",
+    ]
+    dim = intrinsic_dimension(earth, variables).compute()
+    values = dim.values[np.isfinite(dim.values)]
+    shares = pd.Series(values).value_counts(normalize=True)
+    assert (shares >= 0.05).sum() >= 3, f"at least three dimensions each on 5 % of land: {shares.to_dict()}"
+    assert shares.max() < 0.8, shares.to_dict()
+    tropics = float(_box(dim, (-10, 5), (-75, -50)).mean())  # Amazon: weak seasons, own cloud weather
+    boreal = float(_box(dim, (55, 70), (60, 130)).mean())  # Siberia: one strong seasonal cycle
+    assert tropics > boreal + 1.0, (tropics, boreal)
