@@ -65,7 +65,7 @@ def bench_ours(path: Path, spec, batch_size: int, num_workers: int, repeat: int 
         n = nbytes = 0
         for batch in loader:
             n += len(batch["sample"])
-            nbytes += batch["x"].numel() * 4 + batch["y"].numel() * 4
+            nbytes += sum(batch[k].numel() * 4 for k in ("x", "y") if k in batch)
         seconds = min(seconds, time.perf_counter() - start)
         assert n == len(ts), (n, len(ts))
     return {
