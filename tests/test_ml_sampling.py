@@ -340,3 +340,52 @@ def test_direct_zarr_reads_equal_xarray_reads(stores, cube, tmp_path):
     assert not masked.direct
     everything = (slice(0, 92), slice(0, 12), slice(0, 24))
     np.testing.assert_array_equal(masked.read(everything)[0], cube["kndvi"].values)
+
+
+@pytest.mark.parametrize("chunking", ["ts", "map"])
+def test_a_lazily_opened_and_sliced_cube_is_read_from_its_store_at_its_offsets(stores, cube, chunking):
+    from platform_lib.catalog import subset_cube
+    from platform_lib.ml.reader import BlockReader
+
+    opened = xr.open_zarr(stores[chunking])  # dask chunks = stored chunks, as open_cube gives
+    sub = subset_cube(
+        opened, variables=VARS + ["kndvi"], bbox=(-100, -40, 90, 50), time_range=("2001-03", "2002-06")
+    )
+    reader = BlockReader(sub, VARS)
+    assert reader.direct == set(VARS) and reader.direct_store == str(stores[chunking])
+    t0 = int(np.flatnonzero(cube["time"].values == sub["time"].values[0])[0])
+    la0 = int(np.flatnonzero(cube["lat"].values == sub["lat"].values[0])[0])
+    lo0 = int(np.flatnonzero(cube["lon"].values == sub["lon"].values[0])[0])
+    assert reader.offsets == (t0, la0, lo0) and min(reader.offsets) > 0
+    everything = tuple(slice(0, int(sub.sizes[d])) for d in ("time", "lat", "lon"))
+    np.testing.assert_array_equal(reader.read(everything), np.stack([sub[v].values for v in VARS]))
+    # the samples of a training set over it equal those cut from the in-memory subset
+    spec = SampleSpec(inputs=VARS, targets=["kndvi"], patch={"time": 4, "lat": 3, "lon": 3})
+    ts = TrainingSet(sub, spec, normalise=False)
+    assert ts.reader.direct == {*VARS, "kndvi"}
+    loaded = sub.load()
+    batch = ts.take(np.arange(0, len(ts), 7))
+    for k, origin in enumerate(batch["origin"]):
+        x, y = expected(loaded, spec, origin)
+        np.testing.assert_array_equal(batch["x"][k], x)
+        np.testing.assert_array_equal(batch["y"][k], y)
+
+
+def test_a_computed_or_reordered_cube_is_read_through_xarray(stores, cube):
+    from platform_lib.ml.reader import BlockReader
+
+    opened = xr.open_zarr(stores["ts"])
+    region = (slice(0, 20), slice(0, 6), slice(0, 10))
+    cases = {
+        "arithmetic": opened.assign(**{VARS[0]: opened[VARS[0]] * 2}),
+        "renamed": opened.rename({VARS[0]: VARS[1], VARS[1]: VARS[0]}),
+        "reversed": opened.isel(lat=slice(None, None, -1)),
+        "strided": opened.isel(lon=slice(0, None, 2)),
+        "rechunked": opened.chunk({"time": 7}),
+        "wrapped": opened.isel(lon=np.r_[np.arange(20, 24), np.arange(0, 20)]),
+    }
+    for label, ds in cases.items():
+        reader = BlockReader(ds, VARS)
+        assert reader.direct == set() or (label == "arithmetic" and reader.direct == {VARS[1]}), label
+        want = np.stack([ds[v].isel(time=region[0], lat=region[1], lon=region[2]).values for v in VARS])
+        np.testing.assert_array_equal(reader.read(region), want, err_msg=label)

@@ -13,6 +13,7 @@ a block read decodes whole stored chunks and each chunk once.
 from __future__ import annotations
 
 import os
+import re
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -66,6 +67,89 @@ def _nd_buffer(array: np.ndarray) -> Any:
     return default_buffer_prototype().nd_buffer.from_numpy_array(array)
 
 
+_OPENED = re.compile(r"^(original-)?open_dataset-(?P<name>.+)-[0-9a-f]{32}$")
+
+
+def _sliced_from_store(var: Any, name: str) -> bool:
+    """Whether dask-backed ``var`` is store variable ``name`` as opened, then only sliced (``isel``)."""
+    layers = list(var.data.dask.layers)
+    opened = [m for m in map(_OPENED.match, layers) if m is not None]
+    rest = [k for k in layers if _OPENED.match(k) is None]
+    return (
+        len(opened) >= 1
+        and all(m["name"] == name for m in opened)
+        and all(k.startswith("getitem-") for k in rest)
+    )
+
+
+def _offset(stored: np.ndarray, values: np.ndarray) -> int | None:
+    """Where ``values`` sit in ``stored`` as one contiguous run, or None."""
+    if len(values) == 0 or len(values) > len(stored):
+        return None
+    hits = np.flatnonzero(stored == values[0])
+    if len(hits) != 1:
+        return None
+    o = int(hits[0])
+    if o + len(values) > len(stored) or not np.array_equal(stored[o : o + len(values)], values):
+        return None
+    return o
+
+
+def backing_store(ds: Any, variables: Sequence[str]) -> tuple[str | None, tuple[int, ...], set[str]]:
+    """The Zarr store ``variables`` of ``ds`` can be read from directly, the offset of ``ds`` in it per
+    dim, and the variables that can: ``(None, zeros, set())`` when there is none.
+
+    A store opened by :func:`open_cube_for_reading` qualifies as a whole; a cube opened lazily with dask
+    (``open_cube``, ``xr.open_zarr``) and then only sliced (a bbox, a time range: contiguous ``isel``)
+    qualifies variable by variable when its dask graph is the opened store variable and slices only,
+    and its coordinates are one contiguous run of the store's. Any other computation (arithmetic,
+    ``where``, a renamed or reordered variable, a dateline-wrapped bbox) is read through xarray.
+
+    >>> import xarray as xr
+    >>> backing_store(xr.Dataset({"a": ("t", np.zeros(3, "float32"))}), ["a"])
+    (None, (0,), set())
+    """
+    dims = tuple(str(d) for d in ds[variables[0]].dims)
+    none: tuple[str | None, tuple[int, ...], set[str]] = (None, (0,) * len(dims), set())
+    store = ds.encoding.get(DIRECT_STORE)
+    if store is not None:
+        return store, (0,) * len(dims), {v for v in variables if not is_dask_backed(ds[v])}
+    source = ds.encoding.get("source")
+    if not isinstance(source, str | os.PathLike) or not all(is_dask_backed(ds[v]) for v in variables):
+        return none
+    names = [v for v in dict.fromkeys(variables) if _sliced_from_store(ds[v], v)]
+    if not names:
+        return none
+    try:
+        import xarray as xr
+
+        full = xr.open_zarr(str(source), chunks=None)
+    except Exception:  # not a zarr store we can open again (in-memory, remote without access)
+        return none
+    offsets = []
+    for d in dims:
+        if d not in full.sizes:
+            return none
+        if d in ds.coords and d in full.coords:
+            o = _offset(full[d].values, ds[d].values)
+        else:
+            o = 0 if full.sizes[d] == ds.sizes[d] else None
+        if o is None:
+            return none
+        offsets.append(o)
+    ok = set()
+    for v in names:
+        if v in full.data_vars and tuple(str(d) for d in full[v].dims) == dims:
+            grid = full[v].encoding.get("chunks")
+            phase_ok = grid is None or all(
+                len(c) == 1 or int(c[0]) == int(g) - o % int(g)
+                for c, g, o in zip(ds[v].chunks, grid, offsets, strict=True)
+            )
+            if phase_ok:
+                ok.add(v)
+    return (str(source), tuple(offsets), ok) if ok else none
+
+
 class BlockReader:
     """Reads a region of several variables into one float32 array ``(channels, *region)``.
 
@@ -80,15 +164,14 @@ class BlockReader:
         self.threads = max(1, min(int(threads), len(self.variables)))
         self._pool: ThreadPoolExecutor | None = None
         self._pool_pid = 0
-        # float variables without scale/offset in a store we opened: zarr decodes straight into the block
-        store = ds.encoding.get(DIRECT_STORE)
+        # float variables without scale/offset, read from a Zarr store as they are stored (a store we
+        # opened, or the store behind a lazily opened and sliced cube): zarr decodes straight into the block
+        store, self.offsets, candidates = backing_store(ds, self.variables)
         self.direct_store = store
         self.direct = {
             name
-            for name in self.variables
-            if store is not None
-            and not is_dask_backed(ds[name])
-            and ds[name].encoding.get("scale_factor") is None
+            for name in candidates
+            if ds[name].encoding.get("scale_factor") is None
             and ds[name].encoding.get("add_offset") is None
             and np.dtype(ds[name].encoding.get("dtype", ds[name].dtype)) == self.dtype
             and _nan_or_none(ds[name].encoding.get("_FillValue"))
@@ -118,8 +201,9 @@ class BlockReader:
             self._arrays, self._arrays_pid = {}, os.getpid()
         if name not in self._arrays:
             arr = zarr.open_array(str(self.direct_store), path=name, mode="r")
-            if tuple(arr.shape) != tuple(self.ds[name].shape):
-                raise EsdlError(f"{self.direct_store}/{name} does not match the opened cube's shape.")
+            need = tuple(n + o for n, o in zip(self.ds[name].shape, self.offsets, strict=True))
+            if len(arr.shape) != len(need) or any(a < b for a, b in zip(arr.shape, need, strict=True)):
+                raise EsdlError(f"{self.direct_store}/{name} does not hold the opened cube's region.")
             self._arrays[name] = arr
         return self._arrays[name]
 
@@ -128,11 +212,12 @@ class BlockReader:
         shape = tuple(sl.stop - sl.start for sl in region)
         out = np.empty((len(self.variables), *shape), dtype=self.dtype)
         indexer = dict(zip(self.dims, region, strict=True))
+        stored = tuple(slice(sl.start + o, sl.stop + o) for sl, o in zip(region, self.offsets, strict=True))
 
         def one(c: int) -> None:
             name = self.variables[c]
             if name in self.direct:
-                self._array(name).get_basic_selection(region, out=_nd_buffer(out[c]))
+                self._array(name).get_basic_selection(stored, out=_nd_buffer(out[c]))
                 return
             var = self.ds[name].variable.isel(indexer)
             out[c] = var.data.compute(scheduler="synchronous") if is_dask_backed(var) else var.values

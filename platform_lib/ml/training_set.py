@@ -35,6 +35,7 @@ from platform_lib.ml.splits import BlockSplit, SplitGrid, TimeSplit
 from platform_lib.ml.stats import NormStats, compute_stats, season_slots
 
 NORMALISE = (True, False, "inputs")
+SEGMENT_BYTES = 8 * 2**20  # batches are cut this many bytes of samples at a time
 
 
 @dataclass
@@ -388,11 +389,18 @@ class TrainingSet:
             seed=seed, epoch=epoch, shuffle=shuffle, shard=shard, n_shards=n_shards
         )
         rng = window_rng(seed, epoch, shard, n_shards)
-        size = batch_size or 256
-        pending: list[dict[str, np.ndarray]] = []
-        n_pending = 0
         bar = _bar(progress, len(blocks), "blocks")
         stream = read_ahead(self.read_block, blocks, prefetch=self.prefetch, threads=self.threads)
+        # Batches are cut a segment of several batches at a time (about SEGMENT_BYTES): one gather per
+        # block and batch, one fill/normalise pass per segment, and every batch is a view of it.
+        size = batch_size or 256
+        per_sample = self.reader.itemsize * (
+            len(self.x_channels) * int(np.prod(self.x_window))
+            + len(self.y_channels) * int(np.prod(self.y_window))
+        )
+        per_segment = size * max(1, SEGMENT_BYTES // max(1, size * per_sample))
+        carry: list[dict[str, np.ndarray]] = []  # the first rows of a batch that spans two windows
+        n_carry = 0
         window: list[_Block] = []
         for i, (_, block) in enumerate(stream):
             window.append(block)
@@ -402,56 +410,70 @@ class TrainingSet:
             which = np.concatenate([np.full(len(b.ids), k) for k, b in enumerate(window)]).astype(np.int64)
             gids = np.concatenate([b.ids for b in window]).astype(np.int64)
             order = rng.permutation(len(which)) if shuffle else np.arange(len(which))
-            for start in range(0, len(order), size):
-                take = order[start : start + size]
-                if batch_size is None:
-                    yield from _rows(self._cut_mixed(window, which[take], gids[take]))
-                    continue
-                need = batch_size - n_pending
-                piece = self._cut_mixed(window, which[take[:need]], gids[take[:need]])
-                rest = take[need:]
-                pending.append(piece)
-                n_pending += len(piece["sample"])
-                if n_pending == batch_size:
-                    yield _concat(pending)
-                    pending, n_pending = [], 0
-                if len(rest):
-                    pending.append(self._cut_mixed(window, which[rest], gids[rest]))
-                    n_pending += len(rest)
+            # row j of this window's order belongs to batch (n_carry + j) // size of the stream
+            start = 0
+            while start < len(order):
+                stop = min(len(order), start + per_segment - (n_carry if start == 0 else 0))
+                take = order[start:stop]
+                slot = (np.arange(start, stop) + n_carry) // size
+                seg = self._cut_mixed(window, which[take], gids[take], batch=slot - slot[0])
+                bounds = np.r_[0, np.flatnonzero(np.diff(slot)) + 1, len(take)]
+                for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+                    piece = {k: v[a:b] for k, v in seg.items()}
+                    if batch_size is None:
+                        yield from _rows(piece)
+                        continue
+                    if n_carry + (b - a) < batch_size:  # the last rows of the window: wait for more
+                        carry.append({k: v.copy() for k, v in piece.items()})
+                        n_carry += int(b - a)
+                        continue
+                    yield _concat([*carry, piece])
+                    carry, n_carry = [], 0
+                start = stop
             window = []
         bar.close()
-        if pending and not drop_last:
-            yield _concat(pending)
+        if carry and not drop_last:
+            yield _concat(carry)
 
     def _cut_mixed(
-        self, window: list[_Block], which: np.ndarray, ids: np.ndarray, keep_order: bool = False
+        self,
+        window: list[_Block],
+        which: np.ndarray,
+        ids: np.ndarray,
+        keep_order: bool = False,
+        batch: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
         """Cut samples ``ids`` (``which``: their block's position in ``window``) into one batch.
 
         Samples are gathered block by block straight into the batch arrays (grouped by block, so the
-        order inside a batch follows the blocks unless ``keep_order``); then masks, fill and
-        normalisation run once on the whole batch.
+        order inside a batch follows the blocks unless ``keep_order``; with ``batch``, a batch number
+        per sample, grouped by batch first, then block); then masks, fill and normalisation run once
+        on the whole batch.
         """
         ids = np.asarray(ids, dtype=np.int64)
         which = np.asarray(which, dtype=np.int64)
-        order = np.argsort(which, kind="stable")
-        which, ids = which[order], ids[order]
+        group = which if batch is None else np.asarray(batch, dtype=np.int64) * len(window) + which
+        order = np.argsort(group, kind="stable")
+        which, ids, group = which[order], ids[order], group[order]
         n = len(ids)
         origins = self.plan.starts[ids]
         parts = [("x", self.x_channels, np.zeros(len(self.dims), dtype=np.int64), self.x_window)]
         if len(self.y_channels):
             parts.append(("y", self.y_channels, self.y_offset, self.y_window))
         batch = {key: np.empty((n, len(ch), *win), dtype=self.reader.dtype) for key, ch, _, win in parts}
-        runs = np.r_[0, np.flatnonzero(np.diff(which)) + 1, n] if n else np.zeros(1, dtype=np.int64)
-        for a, b in zip(runs[:-1], runs[1:], strict=True):
+        runs = np.r_[0, np.flatnonzero(np.diff(group)) + 1, n] if n else np.zeros(1, dtype=np.int64)
+        # the row of every sample in its block's tiles, for all samples at once
+        lo = np.stack([blk.lo for blk in window])[which]
+        steps = np.stack([_row_steps(blk.counts or (1,) * len(self.dims)) for blk in window])[which]
+        flat = (((origins - lo) // self.stride) * steps).sum(axis=1)
+        for a, b in zip(runs[:-1].tolist(), runs[1:].tolist(), strict=True):
             block = window[int(which[a])]
-            local = origins[a:b] - block.lo
             if block.tiles is not None:
-                flat = np.ravel_multi_index(tuple((local // self.stride).T), block.counts)
                 for key in batch:
-                    np.take(block.tiles[key], flat, axis=0, out=batch[key][a:b], mode="clip")
+                    np.take(block.tiles[key], flat[a:b], axis=0, out=batch[key][a:b], mode="clip")
             else:
                 assert block.data is not None
+                local = origins[a:b] - block.lo
                 for key, channels, offset, win in parts:
                     batch[key][a:b] = self._windows(block.data, channels, local + offset, win)
         for key, names, offset in (("x", self.spec.inputs, 0), ("y", self.spec.targets, self.y_offset)):
@@ -508,6 +530,11 @@ def _tile(
     nd = len(window)
     axes = [1 + 2 * k for k in range(nd)] + [0] + [2 + 2 * k for k in range(nd)]
     return np.ascontiguousarray(arr.transpose(axes)).reshape(-1, len(channels), *window)
+
+
+def _row_steps(counts: tuple[int, ...]) -> np.ndarray:
+    """Row-major steps of a grid of ``counts``: ``(index * steps).sum()`` is ``ravel_multi_index``."""
+    return np.r_[np.cumprod(counts[:0:-1])[::-1], 1].astype(np.int64)
 
 
 def _concat(pieces: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
