@@ -5,25 +5,16 @@ Only that the sections run and that ours and the references agree; speed is neve
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import dask
 import pytest
 import xarray as xr
-
-from platform_lib.paths import repo_root
+from bench_helpers import loaded_bench
 
 
 @pytest.fixture(scope="module")
 def bench():
-    path = repo_root() / "bench" / "analysis.py"
-    spec = importlib.util.spec_from_file_location("bench_analysis", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_analysis"] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("bench_analysis", None)
+    with loaded_bench("analysis") as module:
+        yield module
 
 
 def test_bench_sections_run_and_agree(bench, capsys, demo_cubes):

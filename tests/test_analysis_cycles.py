@@ -148,16 +148,10 @@ def test_bad_input_is_named(call, said):
 
 def test_the_benchmark_runs_and_ours_agrees_with_the_per_pixel_lstsq(capsys):
     """Smoke run of bench/cycle_dominance.py at its smallest size (speed is printed there, never asserted)."""
-    import importlib.util
+    from bench_helpers import loaded_bench
 
-    from platform_lib.paths import repo_root
-
-    spec = importlib.util.spec_from_file_location(
-        "bench_cycles", repo_root() / "bench" / "cycle_dominance.py"
-    )
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    runs = bench.main(["--small"])
+    with loaded_bench("cycle_dominance") as bench:
+        runs = bench.main(["--small"])
     assert runs["agree"] > 1000 and runs["only_ours"] == runs["only_reference"] == 0
     assert runs["max_rel_diff"] < 1e-9
     assert "ratio (reference / ours): time" in capsys.readouterr().out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import warnings
 from collections import deque
@@ -13,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from bench_helpers import loaded_bench
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -28,7 +28,6 @@ from platform_lib.analysis import (
 from platform_lib.analysis.events_chunked import exact_quantile, quantile_counts
 from platform_lib.demo import event_mask
 from platform_lib.errors import EsdlError
-from platform_lib.paths import repo_root
 
 KM_PER_DEGREE = 6371.0088 * math.pi / 180
 
@@ -368,11 +367,8 @@ def test_detect_events_on_the_demo_cube_chunk_by_chunk_equals_in_memory(demo_cub
 
 def test_memory_benchmark_runs_both_ways_and_they_agree(capsys):
     """Smoke run of bench/events_memory.py at its smallest size (speed and memory are not asserted)."""
-    path = repo_root() / "bench" / "events_memory.py"
-    spec = importlib.util.spec_from_file_location("bench_events_memory", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    result = bench.bench_events_memory(46, 5.0, 16, 16)
+    with loaded_bench("events_memory") as bench:
+        result = bench.bench_events_memory(46, 5.0, 16, 16)
     assert result["chunked"]["events"] == result["in_memory"]["events"] > 0
     assert result["chunked"]["blocks"] == 45 and "same events: True" in capsys.readouterr().out
 

@@ -288,21 +288,10 @@ def test_trajectories_and_trends_lazy_equal_eager():
 def test_bench_small_runs_and_agrees():
     """bench/trajectories.py --small, so the benchmark does not rot: ours and the numpy reference agree
     (no speed is asserted: speed lives in the benchmark's printed ratios)."""
-    import importlib.util
-    import sys
+    from bench_helpers import loaded_bench
 
-    from platform_lib.paths import repo_root
-
-    spec = importlib.util.spec_from_file_location(
-        "bench_trajectories", repo_root() / "bench" / "trajectories.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_trajectories"] = module
-    try:
-        spec.loader.exec_module(module)
-        runs = module.main(["--small"])
-    finally:
-        sys.modules.pop("bench_trajectories", None)
+    with loaded_bench("trajectories") as bench:
+        runs = bench.main(["--small"])
     assert runs["eigen_rel_diff"] < 1e-9
     assert runs["pc1_map_max_diff"] < 1e-9
     assert runs["nan_mismatch"] == 0

@@ -7,24 +7,15 @@ seeds never calibrate.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import numpy as np
 import pytest
-
-from platform_lib.paths import repo_root
+from bench_helpers import loaded_bench
 
 
 @pytest.fixture(scope="module")
 def bench():
-    path = repo_root() / "bench" / "extremes_skill.py"
-    spec = importlib.util.spec_from_file_location("bench_extremes_skill", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_extremes_skill"] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("bench_extremes_skill", None)
+    with loaded_bench("extremes_skill") as module:
+        yield module
 
 
 def test_thresholds_are_the_lowest_that_leave_the_calibration_runs_the_allowed_false_events(bench):

@@ -2,29 +2,23 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import xarray as xr
+from bench_helpers import loaded_bench
 
 pytest.importorskip("torch", reason="the 'ml' extra (torch) is not installed")
 pytest.importorskip("xbatcher", reason="the 'dev' extra (xbatcher) is not installed")
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "ml_loader.py"
-
 
 def test_ml_loader_bench_runs_on_the_demo_cube(demo_cubes, capsys):
-    spec = importlib.util.spec_from_file_location("ml_loader_bench", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     cube = xr.open_zarr(demo_cubes["ts"])  # the same resolution and years: the bench reuses the stores
     resolution = float(abs(cube["lat"][1] - cube["lat"][0]))
     years = f"{cube['time'].dt.year.values[0]}-{cube['time'].dt.year.values[-1]}"
     args = ["--data-dir", str(demo_cubes["ts"].parent), "--resolution", str(resolution), "--years", years]
     args += ["--xbatcher-seconds", "0.3", "--batch-size", "16", "--rechunk-mem", "64MB", "--repeat", "1"]
     args += ["--patches", "small", "--variables", "4", "--workers", "0"]  # 2 cells of the matrix
-    assert bench.main(args) == 0
+    with loaded_bench("ml_loader") as bench:
+        assert bench.main(args) == 0
     out = capsys.readouterr().out
     rows = [line.split() for line in out.splitlines() if line.startswith(("ts ", "map "))]
     assert len(rows) == 2 and {r[0] for r in rows} == {"ts", "map"} and {r[3] for r in rows} == {"0"}

@@ -341,13 +341,8 @@ def test_open_cube_chunks(team):
 def test_regional_bench_runs_on_the_demo_cube(demo_cubes, capsys):
     """Keep bench/regional_cube.py from rotting: one run on the session's small demo cube (no timing
     asserted)."""
-    import importlib.util
+    from bench_helpers import loaded_bench
 
-    spec = importlib.util.spec_from_file_location(
-        "regional_bench", Path(__file__).parents[1] / "bench" / "regional_cube.py"
-    )
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     cube = xr.open_zarr(demo_cubes["ts"])
     years = f"{cube['time'].dt.year.values[0]}-{cube['time'].dt.year.values[-1]}"
     resolution = str(float(abs(cube["lat"][1] - cube["lat"][0])))
@@ -364,7 +359,8 @@ def test_regional_bench_runs_on_the_demo_cube(demo_cubes, capsys):
         "--select-years",
         "2003",
     ]
-    assert bench.main(args) == 0
+    with loaded_bench("regional_cube") as bench:
+        assert bench.main(args) == 0
     out = capsys.readouterr().out
     rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["ts"], ["map"])]
     assert [r[0] for r in rows] == ["ts", "map"] and all(float(r[4]) > 0 for r in rows)
