@@ -133,6 +133,23 @@ def finite_number(text: str) -> float:
     return value
 
 
+def add_bbox_option(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """``--bbox LON_MIN LAT_MIN LON_MAX LAT_MAX``: four finite numbers, as every command that takes a box
+    spells it; ``help_text`` says what the box does in this command.
+
+    >>> p = argparse.ArgumentParser(); add_bbox_option(p, "the region")
+    >>> p.parse_args(["--bbox", "-10", "35", "30", "60"]).bbox
+    [-10.0, 35.0, 30.0, 60.0]
+    """
+    parser.add_argument(
+        "--bbox",
+        nargs=4,
+        type=finite_number,
+        metavar=("LON_MIN", "LAT_MIN", "LON_MAX", "LAT_MAX"),
+        help=f"{help_text} (degrees; LON_MIN > LON_MAX crosses the dateline)",
+    )
+
+
 def positive_number(text: str) -> float:
     """A finite number above 0.
 

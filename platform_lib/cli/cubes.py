@@ -10,7 +10,7 @@ import json
 import time
 
 from platform_lib.cli.arguments import (
-    finite_number,
+    add_bbox_option,
     positive_number,
     text_file,
     whole_number,
@@ -59,13 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls.add_argument(
         "--variable", nargs="+", metavar="NAME", help="cubes holding every one of these variables"
     )
-    ls.add_argument(
-        "--bbox",
-        nargs=4,
-        type=finite_number,
-        metavar=("LON_MIN", "LAT_MIN", "LON_MAX", "LAT_MAX"),
-        help="cubes overlapping this box (degrees; LON_MIN > LON_MAX crosses the dateline)",
-    )
+    add_bbox_option(ls, "cubes overlapping this box")
     ls.add_argument(
         "--time", nargs="+", metavar="DATE", help="cubes covering this date, or overlapping START END"
     )

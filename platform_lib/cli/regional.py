@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from platform_lib.cli.arguments import finite_number, positive_number
+from platform_lib.cli.arguments import add_bbox_option, positive_number
 from platform_lib.errors import EsdlError
 
 
@@ -23,13 +23,7 @@ def register_regional(cubes: argparse._SubParsersAction) -> None:
     )
     p.add_argument("source", nargs="?", help="the catalog cube to cut from (e.g. esdc-demo-ts)")
     p.add_argument("--name", help="the new cube's catalog name (lower case, digits, - _ .)")
-    p.add_argument(
-        "--bbox",
-        nargs=4,
-        type=finite_number,
-        metavar=("LON_MIN", "LAT_MIN", "LON_MAX", "LAT_MAX"),
-        help="degrees; LON_MIN > LON_MAX crosses the dateline",
-    )
+    add_bbox_option(p, "the region to cut")
     p.add_argument("--time", nargs=2, metavar=("START", "END"), help="inclusive dates (default: all)")
     p.add_argument("--variables", nargs="+", metavar="VAR", help="variables to keep (default: all)")
     p.add_argument(
