@@ -368,9 +368,13 @@ def find_cubes(
     else:
         day = date_argument(time, "time")
         window = (day, day)
+    if remote is not None:
+        remote = flag_argument(remote, "remote")
     found = []
-    for name in list_cubes(catalog, remote=remote):
-        meta = describe_cube(name, catalog)
+    for name, entry in sorted(_entries(catalog).items()):  # one read of the catalogs, not one per cube
+        if remote is not None and entry.is_local == remote:
+            continue
+        meta = entry.metadata
         if wanted and not set(wanted) <= set(meta.get("variables") or {}):
             continue
         if box is not None and not _extents_overlap(meta.get("spatial_extent"), box):
