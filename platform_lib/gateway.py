@@ -24,6 +24,7 @@ see ``Gateway().cluster_options()``), the same on one machine and on Kubernetes
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 from collections.abc import Iterator
 from typing import Any
@@ -101,3 +102,57 @@ def gateway_cluster(
             _skip_second_close(cluster.gateway)
         if own:
             close_gateway(gw)
+
+
+def server_proxied_link(link: str, service_prefix: str | None = None) -> str:
+    """A gateway cluster's dashboard ``link`` through the person's own server (jupyter-server-proxy's
+    ``proxy/PORT/...``), when the gateway answers on this machine; any other link unchanged.
+
+    JupyterLab's Dask sidebar (dask-labextension 7) shows a cluster it started through its own
+    ``dask/dashboard/<id>`` route, which drops the path of the link: a gateway dashboard lives under
+    ``/services/dask-gateway/clusters/<name>/``, so the sidebar would stay "not connected". A link
+    through the server's own proxy is used as it is. ``service_prefix`` is the server's
+    ``JUPYTERHUB_SERVICE_PREFIX`` (read from the environment when not given).
+
+    >>> server_proxied_link("http://localhost:8000/services/dask-gateway/clusters/p.ab/status", "/user/ada/")
+    'http://localhost:8000/user/ada/proxy/8000/services/dask-gateway/clusters/p.ab/status'
+    >>> server_proxied_link("/services/dask-gateway/clusters/p.ab/status", "/user/ada/")
+    '/services/dask-gateway/clusters/p.ab/status'
+    """
+    import os
+    from urllib.parse import urlsplit
+
+    prefix = service_prefix if service_prefix is not None else os.environ.get("JUPYTERHUB_SERVICE_PREFIX")
+    parts = urlsplit(link)
+    if not prefix or parts.hostname not in ("localhost", "127.0.0.1") or not parts.port:
+        return link
+    return f"{parts.scheme}://{parts.netloc}{prefix.rstrip('/')}/proxy/{parts.port}{parts.path}"
+
+
+def sidebar_cluster(*args: Any, **kwargs: Any) -> Any:
+    """The cluster JupyterLab's Dask sidebar starts (dask-labextension's ``labextension.factory``): a
+    ``dask_gateway.GatewayCluster`` on the project's gateway whose ``dashboard_link`` goes through the
+    person's own server (:func:`server_proxied_link`), so the sidebar shows its plots.
+
+    >>> sidebar_cluster.__name__  # the session's DASK_LABEXTENSION__FACTORY__CLASS
+    'sidebar_cluster'
+    """
+    return _sidebar_cluster_class()(*args, **kwargs)
+
+
+@functools.cache
+def _sidebar_cluster_class() -> type:
+    dg = _dask_gateway()
+
+    class GatewayCluster(dg.GatewayCluster):  # the sidebar lists its clusters by class name
+        # GatewayCluster sets ``dashboard_link`` as a plain attribute: keep what it sets, hand out the proxied
+        @property
+        def dashboard_link(self) -> str | None:
+            link = self.__dict__.get("_gateway_dashboard_link")
+            return server_proxied_link(link) if link else link
+
+        @dashboard_link.setter
+        def dashboard_link(self, link: str | None) -> None:
+            self.__dict__["_gateway_dashboard_link"] = link
+
+    return GatewayCluster

@@ -49,6 +49,11 @@ __all__ = [
 
 #: the gateway-side policy module: loaded by path by the local gateway, inlined into the chart's config
 GATEWAY_POLICY_FILE = PACKAGE_DIR / "gateway_policy.py"
+#: JupyterLab settings every user server starts with (``labconfig/default_setting_overrides.json``: the
+#: Help menu's start page and docs, no news prompt); ``JUPYTER_CONFIG_PATH`` points servers at it
+JUPYTER_CONFIG_DIR = PACKAGE_DIR / "jupyter_config"
+#: where the user image keeps the repository (images/notebook/Dockerfile: an editable install)
+IMAGE_SOURCE_DIR = "/opt/esdl/src"
 
 GATEWAY_SERVICE = "dask-gateway"
 #: where the gateway is served behind the hub, on both backends
@@ -87,6 +92,12 @@ class Placement:
     #: distributed's dashboard link for clusters a person starts in their own server: through the server's
     #: jupyter-server-proxy (as the backend's spawner passes environment templates through)
     dashboard_link: str = "{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status"
+    #: the hub's public address (``http://host:port``, no trailing slash) when the backend knows it: dashboard
+    #: links are then absolute, so they work pasted anywhere and from the server's dask sidebar; else
+    #: relative to the page (a project spec names no host for Kubernetes; the ingress decides it)
+    public_url: str = ""
+    #: :data:`JUPYTER_CONFIG_DIR` as the user's server sees it
+    jupyter_config_dir: str = str(JUPYTER_CONFIG_DIR)
 
     @property
     def team_catalog(self) -> str:
@@ -125,6 +136,7 @@ def kubernetes_placement(release: str) -> Placement:
         gateway_proxy_address=f"gateway://{traefik}:80",
         image_option="{{JUPYTER_IMAGE_SPEC}}",
         dashboard_link="{{JUPYTERHUB_SERVICE_PREFIX}}proxy/{{port}}/status",  # KubeSpawner formats {{ -> {
+        jupyter_config_dir=f"{IMAGE_SOURCE_DIR}/{JUPYTER_CONFIG_DIR.relative_to(PACKAGE_DIR.parent)}",
     )
 
 
@@ -323,10 +335,14 @@ class ProjectPlan:
             **self.worker_environment(where),
             "DASK_GATEWAY__ADDRESS": where.gateway_address,
             "DASK_GATEWAY__PROXY_ADDRESS": where.gateway_proxy_address,
-            "DASK_GATEWAY__PUBLIC_ADDRESS": f"{GATEWAY_PREFIX}/",
+            "DASK_GATEWAY__PUBLIC_ADDRESS": f"{where.public_url}{GATEWAY_PREFIX}/",
             "DASK_GATEWAY__AUTH__TYPE": "jupyterhub",
             "DASK_GATEWAY__CLUSTER__OPTIONS__IMAGE": where.image_option,
-            "DASK_DISTRIBUTED__DASHBOARD__LINK": where.dashboard_link,
+            "DASK_DISTRIBUTED__DASHBOARD__LINK": f"{where.public_url}{where.dashboard_link}",
+            "JUPYTER_CONFIG_PATH": where.jupyter_config_dir,
+            # JupyterLab's Dask sidebar (dask-labextension) starts gateway clusters, not local ones
+            "DASK_LABEXTENSION__FACTORY__MODULE": "platform_lib.gateway",
+            "DASK_LABEXTENSION__FACTORY__CLASS": "sidebar_cluster",
         }
 
     def secret_refs(self, where: Placement) -> list[SecretRef]:

@@ -155,3 +155,36 @@ def log_in_to_lab(page: Any, hub_url: str, user: str, password: str) -> None:
     page.fill("input[name=password]", password)
     page.click("#login_submit")
     page.wait_for_url(f"**/user/{user}/lab**", timeout=180_000)
+
+
+def screenshot_pixels(shot: Path, box: dict, inner: float = 0.0) -> Any:
+    """The RGB pixels (int array ``(h, w, 3)``) of a screenshot inside ``box`` (a Playwright bounding box,
+    in the screenshot's coordinates), without a margin of ``inner`` of its width and height on each side."""
+    import numpy as np
+    from PIL import Image
+
+    x, y, w, h = box["x"], box["y"], box["width"], box["height"]
+    x, y, w, h = x + inner * w, y + inner * h, w * (1 - 2 * inner), h * (1 - 2 * inner)
+    with Image.open(shot) as im:
+        return np.asarray(im.convert("RGB").crop((int(x), int(y), int(x + w), int(y + h)))).astype(int)
+
+
+def ink_share(shot: Path, box: dict, dark: int = 110) -> float:
+    """The share of dark pixels (text, lines) inside ``box`` of a screenshot."""
+    rgb = screenshot_pixels(shot, box)
+    return float((rgb.mean(axis=-1) < dark).mean()) if rgb.size else 0.0
+
+
+def colour_share(shot: Path, box: dict) -> float:
+    """The share of strongly coloured pixels inside ``box`` of a screenshot (plot marks, not text)."""
+    rgb = screenshot_pixels(shot, box)
+    return float(((rgb.max(axis=-1) - rgb.min(axis=-1)) > 60).mean()) if rgb.size else 0.0
+
+
+def grey_line_share(shot: Path, box: dict, inner: float = 0.25) -> float:
+    """The share of dark grey pixels in the middle of ``box`` (its outer ``inner`` cut away on each side):
+    on a map, where no text is, those are the coastlines that :func:`platform_lib.viz.draw_coastlines`
+    draws in grey; a colour scale has no dark grey."""
+    rgb = screenshot_pixels(shot, box, inner)
+    grey = (rgb.max(axis=-1) < 110) & (rgb.max(axis=-1) - rgb.min(axis=-1) < 30)
+    return float(grey.mean()) if rgb.size else 0.0

@@ -25,6 +25,7 @@ FIGURES = {
 }
 #: the use cases of the curated set (issue 7, then 18)
 EXPECTED = [
+    "00-start-here.ipynb",  # the start page, opened at a person's first login (issue 20)
     "01-getting-started.ipynb",
     "02-scaling-out.ipynb",
     "03-intrinsic-dimension.ipynb",
@@ -155,7 +156,7 @@ def test_scaling_out_notebook_on_the_embedded_platform_gateway(platform, tmp_pat
 @pytest.mark.browser
 def test_getting_started_renders_a_plot_in_jupyterlab(platform):
     """A member opens notebook 1 in the embedded JupyterLab with Chromium, runs all cells and sees plots."""
-    from platform_helpers import launch_chromium, log_in_to_lab
+    from platform_helpers import grey_line_share, launch_chromium, log_in_to_lab
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
@@ -197,6 +198,7 @@ def test_getting_started_renders_a_plot_in_jupyterlab(platform):
             )
             plots.nth(0).scroll_into_view_if_needed()
             sizes = [plots.nth(i).bounding_box() for i in range(plots.count())]
+            first_map = plots.nth(0).bounding_box()  # the air-temperature map, in the viewport
             errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
             error_text = " ".join(errors.all_inner_texts())
             page.screenshot(path=str(shot))
@@ -206,6 +208,9 @@ def test_getting_started_renders_a_plot_in_jupyterlab(platform):
         finally:
             browser.close()
     assert all(box and box["width"] > 200 and box["height"] > 100 for box in sizes), sizes
+    # coastlines on the map, as the screenshot shows it: dark grey lines in the middle of the map, where a
+    # colour scale has none (about 3 % of the pixels over Europe; 0 without coastlines)
+    assert grey_line_share(shot, first_map) > 0.01, "no coastlines on notebook 01's map"
     assert "Traceback" not in error_text and "Error" not in error_text, error_text
     assert shot.stat().st_size > 10_000
 

@@ -19,7 +19,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from platform_helpers import REPO, PlatformEnv, launch_chromium, log_in_to_lab, small_spec
+from platform_helpers import (
+    REPO,
+    PlatformEnv,
+    colour_share,
+    ink_share,
+    launch_chromium,
+    log_in_to_lab,
+    small_spec,
+)
 
 from platform_lib.gateway import close_gateway, gateway_cluster, open_gateway
 from platform_lib.local.client import HubClient, LoginFailed
@@ -38,7 +46,6 @@ def platform(tmp_path_factory, demo_catalog):
     curated = penv.root / "notebooks"
     for nb in (REPO / "notebooks").glob("*.ipynb"):
         (curated / nb.name).write_bytes(nb.read_bytes())
-    (curated / "00-welcome.ipynb").write_text(json.dumps(NOTEBOOK))
     alpha = small_spec("alpha", ["alice"], ["bob"])
     alpha["dask"]["max_clusters_per_user"] = 2  # and 2 workers over both
     penv.write_spec(alpha)
@@ -146,7 +153,7 @@ def test_session_opens_a_cube_and_reduces_it_on_a_gateway_cluster(platform: Plat
     html = alice.open_lab()
     assert "jupyter-config-data" in html
     listing = alice.list_dir()
-    assert "team" in listing and "00-welcome.ipynb" in listing
+    assert "team" in listing and "00-start-here.ipynb" in listing and "esdl-docs" in listing
     assert {p.name for p in (REPO / "notebooks").glob("*.ipynb")} <= set(listing)
     kernel = alice.start_kernel()
     result = json.loads(alice.run(kernel, KERNEL_CODE).strip().splitlines()[-1])
@@ -250,30 +257,167 @@ def test_max_workers_per_user_spans_a_users_clusters(platform: PlatformEnv):
         close_gateway(gateway)
 
 
+def _inside(inner: dict | None, outer: dict | None) -> bool:
+    return bool(inner and outer) and (
+        outer["x"] <= inner["x"]
+        and outer["y"] <= inner["y"]
+        and inner["x"] + inner["width"] <= outer["x"] + outer["width"] + 1
+        and inner["y"] + inner["height"] <= outer["y"] + outer["height"] + 1
+    )
+
+
+#: run in erin's own kernel while the browser watches: work for the cluster the Dask sidebar started
+SIDEBAR_CLUSTER_WORK = """
+import dask.array as da
+from dask_gateway import Gateway
+
+gateway = Gateway()
+(report,) = gateway.list_clusters()
+cluster = gateway.connect(report.name)
+cluster.scale(1)
+client = cluster.get_client()
+client.wait_for_workers(1, timeout=120)
+for _ in range(4):
+    (da.random.random((2000, 2000), chunks=250) ** 2).sum().compute()
+print(cluster.name, cluster.dashboard_link)
+"""
+
+
 @pytest.mark.browser
-def test_browser_login_reaches_jupyterlab(platform: PlatformEnv):
+def test_the_first_hour_in_the_browser(platform: PlatformEnv):
+    """erin's first login, in Chromium: JupyterLab opens on the start page; Help opens the platform's docs;
+    a terminal runs ``esdl cubes list``; the Dask sidebar starts a cluster on the project's gateway and
+    shows its task stream while work runs on it. Each step is checked on the page (text, element bounds)
+    and in its screenshot (ink where the text is, task rectangles where the task stream is)."""
     from playwright.sync_api import sync_playwright
 
     artifacts = REPO / "tests" / "artifacts"
     artifacts.mkdir(exist_ok=True)
-    profile = platform.root / "chromium-profile"
+    shots = {step: artifacts / f"first-hour-{step}.png" for step in ("start", "docs", "terminal", "dask")}
+    # the address `esdl up` prints, which the hub knows as its own: links it makes are same-origin there
+    url = platform.url("beta").replace("127.0.0.1", "localhost")
+    erin = login(platform, "beta", "erin")  # the test's own session (the browser logs in by itself)
     with sync_playwright() as pw:
-        browser = launch_chromium(pw, profile, viewport={"width": 1280, "height": 800})
+        browser = launch_chromium(
+            pw, platform.root / "chromium-profile-erin", viewport={"width": 1280, "height": 800}
+        )
+        page = browser.new_page()
         try:
-            page = browser.new_page()
-            log_in_to_lab(page, platform.url("alpha"), "bob", platform.password("alpha", "bob"))
-            items = page.locator(".jp-DirListing-item .jp-DirListing-itemText")
-            items.first.wait_for(timeout=120_000)
+            # 1. the first login lands on the start page, rendered, in the main area
+            log_in_to_lab(page, url, "erin", platform.password("beta", "erin"))
+            heading = page.locator(".jp-NotebookPanel .jp-RenderedMarkdown h1", has_text="Start here")
+            heading.wait_for(timeout=180_000)
             page.wait_for_function(
-                "() => [...document.querySelectorAll('.jp-DirListing-itemText')].some(e => e.textContent.includes('00-welcome'))",
+                "() => ['esdl-docs', 'team', '01-getting-started.ipynb'].every(n => [...document"
+                ".querySelectorAll('.jp-DirListing-itemText')].some(e => e.textContent.trim() === n))",
                 timeout=60_000,
             )
-            names = [t.strip() for t in items.all_inner_texts()]
-            page.screenshot(path=str(artifacts / "jupyterlab-bob.png"))
+            page.screenshot(path=str(shots["start"]))
+            start = {
+                "heading": heading.bounding_box(),
+                "main": page.locator("#jp-main-dock-panel").bounding_box(),
+                "tab": page.locator(
+                    ".lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current .lm-TabBar-tabLabel"
+                ).first.inner_text(),
+                "news": page.locator(".jp-Notification-Toast-content, .Toastify__toast").count(),
+            }
+            # 2. a terminal runs the platform's command (screen-reader mode: xterm also writes its rows
+            # as text, which the test reads; the canvas is what the screenshot shows)
+            status = page.evaluate(
+                """async (url) => {
+                    const xsrf = document.cookie.split('; ').find(c => c.startsWith('_xsrf='));
+                    const r = await fetch(url, {method: 'PUT', body: JSON.stringify({raw: '{"screenReaderMode": true}'}),
+                        headers: {'Content-Type': 'application/json',
+                                  'X-XSRFToken': xsrf ? decodeURIComponent(xsrf.slice(6)) : ''}});
+                    return r.status;
+                }""",
+                f"{url}/user/erin/lab/api/settings/@jupyterlab/terminal-extension:plugin",
+            )
+            assert status == 204, status
+            page.reload()  # the page reads its settings when it loads
+            heading.wait_for(timeout=120_000)  # the workspace is restored: the start page again
+            page.locator(".lm-MenuBar-itemLabel", has_text="File").first.click()
+            page.locator(".lm-Menu-itemLabel", has_text="New").first.click()
+            page.locator(".lm-Menu-itemLabel", has_text="Terminal").first.click()
+            page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab", has_text="Terminal").last.click()
+            terminal = page.locator(".jp-Terminal").last
+            terminal.locator(".xterm-accessibility-tree").wait_for(state="attached", timeout=60_000)
+            page.wait_for_function(  # the prompt is there
+                "() => [...document.querySelectorAll('.jp-Terminal .xterm-accessibility-tree')]"
+                ".some(e => e.textContent.includes('$'))",
+                timeout=60_000,
+            )
+            terminal.click()
+            page.keyboard.type("esdl cubes list\n")
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('.jp-Terminal .xterm-accessibility-tree')]"
+                ".some(e => e.textContent.includes('esdc-demo-map'))",
+                timeout=120_000,
+            )
+            page.screenshot(path=str(shots["terminal"]))
+            terminal_text = terminal.locator(".xterm-accessibility-tree").inner_text()
+            terminal_box = terminal.locator(".xterm-screen").bounding_box()
+            # 3. Help > ESDL documentation: the docs' index, rendered
+            page.locator(".lm-MenuBar-itemLabel", has_text="Help").first.click()
+            help_items = page.locator(".lm-Menu-itemLabel").all_inner_texts()
+            page.locator(".lm-Menu-itemLabel", has_text="ESDL documentation").click()
+            docs = page.locator(".jp-RenderedMarkdown h1", has_text="ESDL platform documentation")
+            docs.wait_for(timeout=60_000)
+            page.screenshot(path=str(shots["docs"]))
+            docs_box = docs.bounding_box()
+            # 4. the Dask sidebar: NEW starts a cluster on the gateway, work runs on it, the task stream shows
+            page.locator("li[data-id='dask-dashboard-launcher']").click()
+            page.locator("[data-jp-item-name='dask:launch-cluster'] jp-button").click()
+            page.locator(".dask-ClusterListingItem").first.wait_for(timeout=180_000)
+            task_stream = page.locator(".dask-DashboardListing-item", has_text="Task Stream")
+            task_stream.wait_for(timeout=120_000)
+            page.wait_for_function(  # the dashboard check passed: the item is enabled
+                "() => [...document.querySelectorAll('.dask-DashboardListing-item')]"
+                ".some(e => e.textContent.includes('Task Stream') && !e.hasAttribute('disabled')"
+                " && !e.classList.contains('jp-mod-disabled'))",
+                timeout=120_000,
+            )
+            dashboard_url = page.locator(".dask-URLInput input").input_value()
+            task_stream.click()
+            frame = page.locator("iframe[src*='task-stream']").last
+            frame.wait_for(timeout=60_000)
+            page.frame_locator("iframe[src*='task-stream']").last.locator("canvas").first.wait_for(
+                timeout=120_000
+            )
+            # work on the sidebar's cluster, from erin's kernel, while the task stream is open
+            name, link = erin.run(erin.start_kernel(), SIDEBAR_CLUSTER_WORK, timeout=300).split()
+            stream_box = frame.bounding_box()
+            for _ in range(30):  # bokeh draws the rectangles as its updates arrive
+                page.screenshot(path=str(shots["dask"]))
+                if colour_share(shots["dask"], stream_box) > 0.005:
+                    break
+                page.wait_for_timeout(1000)
+            listed = page.locator(".dask-ClusterListingItem").all_inner_texts()
+        except Exception:
+            page.screenshot(path=str(artifacts / "first-hour-failed.png"))
+            raise
         finally:
             browser.close()
-    assert "team" in names and "00-welcome.ipynb" in names, names
-    assert (artifacts / "jupyterlab-bob.png").stat().st_size > 10_000
+            erin.run(erin.start_kernel(), "from dask_gateway import Gateway\n"
+                     "for c in Gateway().list_clusters():\n    Gateway().stop_cluster(c.name)")  # fmt: skip
+    # 1: the start page, its heading drawn inside the main area; no news prompt
+    assert start["tab"].startswith("00-start-here"), start
+    assert _inside(start["heading"], start["main"]), start
+    assert ink_share(shots["start"], start["heading"]) > 0.02, "the start page's heading is not drawn"
+    assert start["news"] == 0, "a notification (the news prompt) covers the page"
+    # 3: the Help menu's entries, and the docs' heading drawn
+    assert "ESDL: start here" in help_items and "ESDL documentation" in help_items, help_items
+    assert ink_share(shots["docs"], docs_box) > 0.02
+    # 2: erin's terminal listed the catalog's cubes, drawn on the terminal's canvas
+    assert "esdc-demo-ts" in terminal_text and "esdc-demo-map" in terminal_text, terminal_text
+    assert ink_share(shots["terminal"], terminal_box) > 0.003, "the terminal shows no text"
+    # 4: the sidebar's cluster is erin's gateway cluster, its dashboard absolute through the hub's address
+    assert len(listed) == 1, listed  # the one cluster: the kernel found it as the only one on the gateway
+    assert link.startswith(f"{url}/services/dask-gateway/clusters/{name}"), link
+    # the sidebar shows it through erin's own server (platform_lib.gateway.sidebar_cluster)
+    assert dashboard_url.startswith(f"{url}/user/erin/proxy/") and name in dashboard_url, dashboard_url
+    assert stream_box and stream_box["width"] > 200 and stream_box["height"] > 100, stream_box
+    assert colour_share(shots["dask"], stream_box) > 0.005, "the task stream shows no tasks"
 
 
 def _wait(predicate, timeout: float = 60, what: str = "condition") -> None:

@@ -192,9 +192,108 @@ def test_ungenerated_shared_cubes_are_named(tmp_path: Path):
 def test_dask_dashboards_of_a_persons_own_clusters_go_through_their_server(tmp_path: Path, monkeypatch):
     from distributed.utils import format_dashboard_link
 
-    link = settings_for(tmp_path).user_environment()["DASK_DISTRIBUTED__DASHBOARD__LINK"]
+    s = settings_for(tmp_path)
+    env = s.user_environment()
     monkeypatch.setenv("JUPYTERHUB_SERVICE_PREFIX", "/user/ada/")
     import dask
 
-    with dask.config.set({"distributed.dashboard.link": link}):
-        assert format_dashboard_link("127.0.0.1", 40123) == "/user/ada/proxy/40123/status"
+    public = s.url.rstrip("/")
+    assert public.startswith("http://localhost:")
+    with dask.config.set({"distributed.dashboard.link": env["DASK_DISTRIBUTED__DASHBOARD__LINK"]}):
+        # absolute through the hub's public address: it works pasted anywhere, and from the server itself
+        assert format_dashboard_link("127.0.0.1", 40123) == f"{public}/user/ada/proxy/40123/status"
+
+
+def test_gateway_dashboards_are_absolute_and_the_dask_sidebar_starts_gateway_clusters(tmp_path: Path):
+    """What dask-gateway's client and dask-labextension read from a session's environment: the gateway
+    cluster's dashboard link (``ClusterReport._from_json``, the client's own code) is absolute through the
+    hub's public address, and the sidebar's cluster factory is ``dask_gateway.GatewayCluster``."""
+    import dask
+    from dask_gateway.client import ClusterReport, ClusterStatus
+
+    s = settings_for(tmp_path)
+    env = s.user_environment()
+    config = dask.config.collect(paths=[], env={k: v for k, v in env.items() if k.startswith("DASK_")})
+    factory = dask.config.get("labextension.factory", config=config)
+    assert factory == {"module": "platform_lib.gateway", "class": "sidebar_cluster"}
+    import importlib
+
+    assert callable(getattr(importlib.import_module(factory["module"]), factory["class"]))
+    public = dask.config.get("gateway.public-address", config=config).rstrip("/")  # as the client does
+    assert public == s.url.rstrip("/") + "/services/dask-gateway"
+    msg = {
+        "name": "alpha.abc",
+        "dashboard_route": "/clusters/alpha.abc/",
+        "status": "RUNNING",
+        "options": {},
+        "start_time": 0,
+        "stop_time": None,
+        "tls_cert": None,
+        "tls_key": None,
+    }
+    report = ClusterReport._from_json(public, "gateway://127.0.0.1:1", msg)
+    assert report.status is ClusterStatus.RUNNING
+    assert report.dashboard_link == f"{s.url.rstrip('/')}/services/dask-gateway/clusters/alpha.abc/"
+    # the sidebar's clusters link their dashboard through the person's own server: dask-labextension uses
+    # such a link as it is (its own route would drop the gateway's path)
+    from platform_lib.gateway import _sidebar_cluster_class
+
+    cluster_class = _sidebar_cluster_class()
+    sidebar = cluster_class.__new__(cluster_class)  # the attribute alone, no gateway to talk to
+    sidebar.dashboard_link = f"{public}/clusters/alpha.abc/status"  # what GatewayCluster sets
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JUPYTERHUB_SERVICE_PREFIX", "/user/ada/")
+        port = s.url.rstrip("/").rsplit(":", 1)[1]
+        assert sidebar.dashboard_link == (
+            f"{s.url.rstrip('/')}/user/ada/proxy/{port}/services/dask-gateway/clusters/alpha.abc/status"
+        )
+
+
+def test_every_server_reads_the_platforms_jupyterlab_settings(tmp_path: Path):
+    """JupyterLab settings from ``JUPYTER_CONFIG_PATH``: the Help menu opens the start page and the docs
+    (paths that a prepared home has), and JupyterLab never asks to fetch news (no pop-up)."""
+    from platform_lib.local.session import START_PAGE
+
+    env = settings_for(tmp_path).user_environment()
+    overrides = json.loads(
+        (Path(env["JUPYTER_CONFIG_PATH"]) / "labconfig" / "default_setting_overrides.json").read_text()
+    )
+    assert overrides["@jupyterlab/apputils-extension:notification"] == {
+        "fetchNews": "false",
+        "checkForUpdates": False,
+    }
+    (help_menu,) = overrides["@jupyterlab/mainmenu-extension:plugin"]["menus"]
+    assert help_menu["id"] == "jp-mainmenu-help"
+    opened = {
+        i["args"]["label"]: i["args"]["path"]
+        for i in help_menu["items"]
+        if i.get("command") == "docmanager:open"
+    }
+    assert opened == {"ESDL: start here": START_PAGE, "ESDL documentation": "esdl-docs/README.md"}
+    home, team = tmp_path / "home", tmp_path / "team"
+    team.mkdir()
+    from platform_lib.local.configs import docs_dir, notebooks_dir
+
+    prepare_home(home, notebooks_dir=notebooks_dir(), team_dir=team, docs_dir=docs_dir())
+    for label, path in opened.items():
+        assert (home / path).is_file(), f"Help > {label} opens {path}, which a prepared home lacks"
+
+
+def test_the_start_page_opens_at_the_first_start_only(tmp_path: Path):
+    """``pre_spawn_hook`` (in the hub's process, no OS accounts): the start that copies the start page in
+    opens it; later starts open the configured page."""
+    import asyncio
+    import logging
+    from types import SimpleNamespace
+
+    from platform_lib.local.configs import docs_dir, notebooks_dir
+    from platform_lib.local.session import START_PAGE, pre_spawn_hook
+
+    (tmp_path / "team").mkdir()
+    spawner = SimpleNamespace(home_dir=str(tmp_path / "ada"), default_url="/lab", log=logging.getLogger("t"))
+    hook = dict(notebooks_dir=str(notebooks_dir()), team_dir=str(tmp_path / "team"), docs_dir=str(docs_dir()))
+    asyncio.run(pre_spawn_hook(spawner, **hook))
+    assert spawner.default_url == f"/lab/tree/{START_PAGE}"
+    assert (tmp_path / "ada" / "esdl-docs" / "README.md").is_file()
+    asyncio.run(pre_spawn_hook(spawner, **hook))
+    assert spawner.default_url == "/lab"

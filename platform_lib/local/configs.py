@@ -67,6 +67,15 @@ def notebooks_dir() -> Path:
     return Path(env) if env else repo_root() / "notebooks"
 
 
+def docs_dir() -> Path:
+    """The platform's documentation, linked into each home as ``esdl-docs``: ``<repo>/docs``.
+
+    >>> (docs_dir() / "notebooks.md").is_file()
+    True
+    """
+    return repo_root() / "docs"
+
+
 def venv_bin() -> Path:
     """The folder of the running Python's scripts (``jupyterhub``, ``dask``, ...)."""
     return Path(sys.executable).parent
@@ -146,6 +155,7 @@ class PlatformSettings:
             gateway_address=f"http://127.0.0.1:{self.ports['public']}{GATEWAY_PREFIX}",
             gateway_proxy_address=f"gateway://127.0.0.1:{self.ports['gateway_tcp']}",
             image_option=f"{spec.image.name}:{spec.image.tag}",
+            public_url=self.url.rstrip("/"),
         )
 
     def user_environment(self) -> dict[str, str]:
@@ -292,7 +302,7 @@ def hub_config_text(s: PlatformSettings) -> str:
         "Spawner.cpu_limit": profile.cpu,
         "Spawner.pre_spawn_hook": Raw(
             f"functools.partial(_esdl_module('session').pre_spawn_hook, notebooks_dir={str(notebooks_dir())!r},"
-            f" team_dir={str(layout.team_dir)!r})"
+            f" team_dir={str(layout.team_dir)!r}, docs_dir={str(docs_dir())!r})"
         ),
         "JupyterHub.template_vars": {"announcement_login": f"{spec.title}: sign in with your ESDL password."},
     }

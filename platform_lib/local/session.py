@@ -1,10 +1,12 @@
-"""What a user's session finds when it starts: the curated notebooks and the ``team`` folder.
+"""What a user's session finds when it starts: the curated notebooks, the ``team`` folder, the docs.
 
 The hub calls :func:`prepare_home` (as ``Spawner.pre_spawn_hook``) before each server start; it loads
 this module from its file, so it imports only the standard library, never ``platform_lib``. Curated
 notebooks from ``<repo>/notebooks/`` are copied in once each: a file the user edited, renamed or deleted
 is never touched again (the names already copied are kept in ``~/.esdl/seeded.json``); notebooks added
-to the repository later arrive at the next start. ``~/team`` is a link to the project's shared folder.
+to the repository later arrive at the next start. ``~/team`` is a link to the project's shared folder and
+``~/esdl-docs`` one to the platform's documentation (read-only: the platform's own files). The start page
+(:data:`START_PAGE`) opens at the first start, the one that copies it in; later starts open JupyterLab.
 When the server runs under the person's own OS account (the hub is root), the home is prepared by a child
 process running as that account, never by root: root following a link a person left in their home
 could otherwise write anywhere.
@@ -14,10 +16,11 @@ could otherwise write anywhere.
 >>> tmp = Path(tempfile.mkdtemp())
 >>> (tmp / "nb").mkdir(); _ = (tmp / "nb" / "intro.ipynb").write_text("{}")
 >>> (tmp / "team").mkdir()
->>> prepare_home(tmp / "home" / "ada", notebooks_dir=tmp / "nb", team_dir=tmp / "team")
+>>> (tmp / "docs").mkdir()
+>>> prepare_home(tmp / "home" / "ada", notebooks_dir=tmp / "nb", team_dir=tmp / "team", docs_dir=tmp / "docs")
 ['intro.ipynb']
 >>> sorted(p.name for p in (tmp / "home" / "ada").iterdir())
-['.esdl', 'intro.ipynb', 'team']
+['.esdl', 'esdl-docs', 'intro.ipynb', 'team']
 >>> prepare_home(tmp / "home" / "ada", notebooks_dir=tmp / "nb", team_dir=tmp / "team")
 []
 """
@@ -33,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 SEED_RECORD = ".esdl/seeded.json"
+#: the curated notebook that opens at a person's first start: the platform's map (catalog, team, docs)
+START_PAGE = "00-start-here.ipynb"
 _SKIP = {".ipynb_checkpoints", "__pycache__", ".git"}
 
 
@@ -48,9 +53,14 @@ def _curated_files(notebooks_dir: Path) -> list[Path]:
 
 
 def prepare_home(
-    home: str | os.PathLike[str], *, notebooks_dir: str | os.PathLike[str], team_dir: str | os.PathLike[str]
+    home: str | os.PathLike[str],
+    *,
+    notebooks_dir: str | os.PathLike[str],
+    team_dir: str | os.PathLike[str],
+    docs_dir: str | os.PathLike[str] | None = None,
 ) -> list[str]:
-    """Create ``home``, copy in curated notebooks not copied before, link ``team``; return what was copied."""
+    """Create ``home``, copy in curated notebooks not copied before, link ``team`` (and ``esdl-docs`` to
+    ``docs_dir``); return what was copied. A name the person already uses is never replaced."""
     home, notebooks_dir, team_dir = Path(home), Path(notebooks_dir), Path(team_dir)
     home.mkdir(parents=True, exist_ok=True)
     record = home / SEED_RECORD
@@ -73,21 +83,26 @@ def prepare_home(
     tmp = record.with_suffix(".tmp")
     tmp.write_text(json.dumps(sorted(seeded), indent=1))
     os.replace(tmp, record)
-    link = home / "team"
-    if not link.is_symlink() and not link.exists():
-        link.symlink_to(team_dir, target_is_directory=True)
+    links = {"team": team_dir, **({"esdl-docs": Path(docs_dir)} if docs_dir else {})}
+    for name, target in links.items():
+        link = home / name
+        if not link.is_symlink() and not link.exists():
+            link.symlink_to(target, target_is_directory=True)
     return copied
 
 
-async def pre_spawn_hook(spawner: Any, *, notebooks_dir: str, team_dir: str) -> None:
+async def pre_spawn_hook(spawner: Any, *, notebooks_dir: str, team_dir: str, docs_dir: str = "") -> None:
     """``Spawner.pre_spawn_hook``: :func:`prepare_home` for the spawner's home folder, as the person's OS
-    account if the spawner has one (``os_account``), else in the hub's process."""
+    account if the spawner has one (``os_account``), else in the hub's process; then the page this start
+    opens: the start page if this start copied it in, else the configured ``default_url``."""
     if not hasattr(spawner, "os_account"):
-        copied = prepare_home(spawner.home_dir, notebooks_dir=notebooks_dir, team_dir=team_dir)
+        copied = prepare_home(
+            spawner.home_dir, notebooks_dir=notebooks_dir, team_dir=team_dir, docs_dir=docs_dir
+        )
     else:
         home = spawner.home_dir
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, __file__, home, notebooks_dir, team_dir,
+            sys.executable, __file__, home, notebooks_dir, team_dir, docs_dir,
             preexec_fn=spawner.make_preexec_fn(spawner.user.name),
             env={"PATH": "/usr/bin:/bin", "HOME": home},
             stdout=asyncio.subprocess.PIPE,
@@ -101,7 +116,15 @@ async def pre_spawn_hook(spawner: Any, *, notebooks_dir: str, team_dir: str) -> 
         copied = json.loads(out)
     if copied:
         spawner.log.info("ESDL: copied %d curated notebook(s) into %s", len(copied), spawner.home_dir)
+    configured = spawner.__dict__.setdefault("_esdl_configured_default_url", spawner.default_url)
+    spawner.default_url = f"/lab/tree/{START_PAGE}" if START_PAGE in copied else configured
 
 
-if __name__ == "__main__":  # run by pre_spawn_hook as the person's account: HOME NOTEBOOKS_DIR TEAM_DIR
-    print(json.dumps(prepare_home(sys.argv[1], notebooks_dir=sys.argv[2], team_dir=sys.argv[3])))
+if (
+    __name__ == "__main__"
+):  # run by pre_spawn_hook as the person's account: HOME NOTEBOOKS_DIR TEAM_DIR DOCS_DIR
+    print(
+        json.dumps(
+            prepare_home(sys.argv[1], notebooks_dir=sys.argv[2], team_dir=sys.argv[3], docs_dir=sys.argv[4])
+        )
+    )

@@ -443,7 +443,7 @@ def _person_accounts(s: PlatformSettings) -> dict[str, str]:
 
     First checks that those accounts can run this installation: a Python, a repository or data under an
     owner-only folder would make every server fail to start, with a bare error in the hub's log."""
-    from platform_lib.local.configs import notebooks_dir
+    from platform_lib.local.configs import docs_dir, notebooks_dir
     from platform_lib.local.interpreter import unreachable_by_others
 
     needed = [
@@ -452,7 +452,7 @@ def _person_accounts(s: PlatformSettings) -> dict[str, str]:
         venv_bin() / "jupyterhub-singleuser",
         PACKAGE_DIR / "local" / "session.py",
     ]
-    needed += [notebooks_dir(), s.data_dir, *s.base_catalogs]
+    needed += [notebooks_dir(), docs_dir(), s.data_dir, *s.base_catalogs]
     blocked = {str(p): unreachable_by_others(p) for p in needed if Path(p).exists()}
     blocked = {p: b for p, b in blocked.items() if b}
     if blocked:
