@@ -307,19 +307,30 @@ def pc_trajectories(pcs: xr.DataArray, steps_per_year: int = STEPS_PER_YEAR) -> 
 def _trajectory_block(
     x: np.ndarray, steps: np.ndarray, yidx: np.ndarray, n_years: int, steps_per_year: int
 ) -> tuple[np.ndarray, ...]:
-    import warnings
-
     x = np.asarray(x, dtype=np.float64)
     cycle = seasonal_cycle_numpy(x, steps, yidx, steps_per_year, "mean")
     grid = np.full((*x.shape[:-1], n_years, steps_per_year), np.nan)
     grid[..., yidx, steps] = x
-    with warnings.catch_warnings():  # all-NaN pixels (ocean) give NaN quietly
-        warnings.simplefilter("ignore", RuntimeWarning)
-        amplitude = np.nanmax(cycle, axis=-1) - np.nanmin(cycle, axis=-1)
-        centre = np.nanmean(cycle, axis=-1)
-        ann_mean = np.nanmean(grid, axis=-1)
-        ann_amp = np.nanmax(grid, axis=-1) - np.nanmin(grid, axis=-1)
+    amplitude, centre = _range_and_mean(cycle)
+    ann_amp, ann_mean = _range_and_mean(grid)
     return cycle, amplitude, centre, ann_mean, ann_amp
+
+
+def _range_and_mean(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``nanmax - nanmin`` and ``nanmean`` over the last axis, NaN where a row has no value, without
+    warnings. Not ``np.nanmax`` inside ``warnings.catch_warnings()``: that context swaps the process's
+    warning filters, so under dask's threads one block leaving it turns the warnings of all-NaN
+    (ocean) pixels back on for a block still inside.
+
+    >>> [v.tolist() for v in _range_and_mean(np.array([[1.0, np.nan, 4.0], [np.nan] * 3]))]
+    [[3.0, nan], [2.5, nan]]
+    """
+    valid = ~np.isnan(a)
+    count = valid.sum(axis=-1)
+    some = count > 0
+    spread = np.where(valid, a, -np.inf).max(axis=-1) - np.where(valid, a, np.inf).min(axis=-1)
+    mean = np.where(valid, a, 0.0).sum(axis=-1) / np.maximum(count, 1)
+    return np.where(some, spread, np.nan), np.where(some, mean, np.nan)
 
 
 def _trend_block(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
