@@ -22,6 +22,7 @@ FIGURES = {
     "04-extreme-events.ipynb",
     "05-machine-learning.ipynb",
     "08-cycle-dominance.ipynb",
+    "09-land-surface-trajectories.ipynb",
 }
 #: the use cases of the curated set (issue 7, then 18)
 EXPECTED = [
@@ -34,6 +35,7 @@ EXPECTED = [
     "06-regional-cube-for-a-team.ipynb",
     "07-visual-analytics.ipynb",
     "08-cycle-dominance.ipynb",  # the talk's annual over semi-annual cycle map (issue 18)
+    "09-land-surface-trajectories.ipynb",  # Kraemer et al. 2020 PCs and trajectories (issue 18)
 ]
 
 
