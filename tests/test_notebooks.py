@@ -53,6 +53,25 @@ def test_the_curated_set_is_complete_stripped_and_states_goal_and_result():
         assert "assert" in code[-1].source, f"{path.name}: the last cell checks the result"
 
 
+def test_the_start_page_links_every_curated_notebook_and_the_docs():
+    """The start page's links open: each curated notebook (its own copy in the home folder) and the docs
+    (``~/esdl-docs``, the repository's docs/)."""
+    import re
+
+    start = nbformat.read(REPO / "notebooks" / "00-start-here.ipynb", as_version=4)
+    text = "\n".join(c.source for c in start.cells if c.cell_type == "markdown")
+    links = re.findall(r"\]\(([^)]+)\)", text)
+    for link in links:
+        path = (
+            REPO / "docs" / link.removeprefix("esdl-docs/")
+            if link.startswith("esdl-docs/")
+            else REPO / "notebooks" / link
+        )
+        assert path.is_file(), f"the start page links {link}, which a prepared home lacks"
+    assert set(EXPECTED) - {"00-start-here.ipynb"} <= set(links), sorted(set(EXPECTED) - set(links))
+    assert "esdl-docs/README.md" in links
+
+
 def execute(path: Path, workdir: Path) -> nbformat.NotebookNode:
     """Run a notebook top to bottom in a fresh kernel (environment: this process's); raise on error."""
     nb = nbformat.read(path, as_version=4)
