@@ -298,9 +298,11 @@ class ProjectPlan:
     @property
     def server_args(self) -> list[str]:
         """jupyter-server options of every user server, on both backends: no news pop-up and no update
-        checks (many platforms have no internet), and terminals that keep the server's environment (a
+        checks (many platforms have no internet), terminals that keep the server's environment (a
         login shell, jupyter-server's default under a spawner, resets ``PATH`` from ``/etc/profile``, so
-        ``esdl``, ``python`` and ``jupyter`` would be "command not found").
+        ``esdl``, ``python`` and ``jupyter`` would be "command not found"), and the server's CPU beside
+        its memory in the status bar (jupyter-resource-usage; the limits come from the spawner's
+        ``MEM_LIMIT`` and ``CPU_LIMIT``).
 
         >>> from platform_lib.projects import load_project
         >>> project_plan(load_project("demo")).server_args[-1]
@@ -309,6 +311,10 @@ class ProjectPlan:
         return [
             "--LabApp.news_url=None",
             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            "--ResourceUseDisplay.track_cpu_percent=True",
+            # no CPU warning: jupyter-resource-usage 1.3 compares percent with cores (CPU_LIMIT), so it
+            # would flash at 1 % of one core; the memory warning (within 10 % of the limit) stays
+            "--ResourceUseDisplay.cpu_warning_threshold=0",
             f"--ServerApp.terminado_settings={ {'shell_command': ['/bin/bash']} }",
         ]
 

@@ -40,6 +40,7 @@ ROOTS = {
         "ipykernel",
         "ipywidgets",
         "dask-labextension",
+        "jupyter-resource-usage",
         "dask-gateway",
         "dask",
         "distributed",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import grp
 import json
 import os
+import re
 import signal
 import stat
 import time
@@ -285,9 +286,10 @@ print(cluster.name, cluster.dashboard_link)
 
 @pytest.mark.browser
 def test_the_first_hour_in_the_browser(platform: PlatformEnv):
-    """erin's first login, in Chromium: JupyterLab opens on the start page; Help opens the platform's docs;
-    a terminal runs ``esdl cubes list``; the Dask sidebar starts a cluster on the project's gateway and
-    shows its task stream while work runs on it. Each step is checked on the page (text, element bounds)
+    """erin's first hour, in Chromium: her login lands on the start page (her server's first start copied
+    it in), with her server's CPU and memory in the status bar; a terminal runs ``esdl cubes list``; Help
+    opens the platform's docs; the Dask sidebar starts a cluster on the project's gateway and shows its
+    task stream while work runs on it. Each step is checked on the page (text, element bounds)
     and in its screenshot (ink where the text is, task rectangles where the task stream is)."""
     from playwright.sync_api import sync_playwright
 
@@ -297,13 +299,23 @@ def test_the_first_hour_in_the_browser(platform: PlatformEnv):
     # the address `esdl up` prints, which the hub knows as its own: links it makes are same-origin there
     url = platform.url("beta").replace("127.0.0.1", "localhost")
     erin = login(platform, "beta", "erin")  # the test's own session (the browser logs in by itself)
+    erin.open_lab()  # erin's first start (the start page is copied in: her server opens it from now on)
+    # terminals in screen-reader mode, as a person may set it: xterm then also writes its rows as text,
+    # which the test reads (the canvas is what the screenshot shows)
+    settings = f"{platform.url('beta')}/user/erin/lab/api/settings/@jupyterlab/terminal-extension:plugin"
+    resp = erin.session.put(
+        settings,
+        json={"raw": '{"screenReaderMode": true}'},
+        headers={"Authorization": f"token {erin.api_token()}"},
+    )
+    assert resp.status_code == 204, resp.text
     with sync_playwright() as pw:
         browser = launch_chromium(
             pw, platform.root / "chromium-profile-erin", viewport={"width": 1280, "height": 800}
         )
         page = browser.new_page()
         try:
-            # 1. the first login lands on the start page, rendered, in the main area
+            # 1. the login lands on the start page, rendered, in the main area
             log_in_to_lab(page, url, "erin", platform.password("beta", "erin"))
             heading = page.locator(".jp-NotebookPanel .jp-RenderedMarkdown h1", has_text="Start here")
             heading.wait_for(timeout=180_000)
@@ -321,26 +333,24 @@ def test_the_first_hour_in_the_browser(platform: PlatformEnv):
                 ).first.inner_text(),
                 "news": page.locator(".jp-Notification-Toast-content, .Toastify__toast").count(),
             }
-            # 2. a terminal runs the platform's command (screen-reader mode: xterm also writes its rows
-            # as text, which the test reads; the canvas is what the screenshot shows)
-            status = page.evaluate(
-                """async (url) => {
-                    const xsrf = document.cookie.split('; ').find(c => c.startsWith('_xsrf='));
-                    const r = await fetch(url, {method: 'PUT', body: JSON.stringify({raw: '{"screenReaderMode": true}'}),
-                        headers: {'Content-Type': 'application/json',
-                                  'X-XSRFToken': xsrf ? decodeURIComponent(xsrf.slice(6)) : ''}});
-                    return r.status;
-                }""",
-                f"{url}/user/erin/lab/api/settings/@jupyterlab/terminal-extension:plugin",
+            page.wait_for_function(  # jupyter-resource-usage polls the server every few seconds
+                "() => /CPU: .*Mem: /.test(document.querySelector('#jp-main-statusbar').textContent)",
+                timeout=60_000,
             )
-            assert status == 204, status
-            page.reload()  # the page reads its settings when it loads
-            heading.wait_for(timeout=120_000)  # the workspace is restored: the start page again
+            page.screenshot(path=str(shots["start"]))
+            usage = page.locator("#jp-main-statusbar div", has_text="Mem:").last
+            start["usage"], start["usage_box"] = usage.inner_text(), usage.bounding_box()
+            # 2. a terminal runs the platform's command (in screen-reader mode, set above)
             page.locator(".lm-MenuBar-itemLabel", has_text="File").first.click()
             page.locator(".lm-Menu-itemLabel", has_text="New").first.click()
             page.locator(".lm-Menu-itemLabel", has_text="Terminal").first.click()
-            page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab", has_text="Terminal").last.click()
+            terminal_tab = page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab", has_text="Terminal").last
             terminal = page.locator(".jp-Terminal").last
+            for _ in range(30):  # the restored workspace may bring the start page back to the front
+                terminal_tab.click()
+                if terminal.is_visible():
+                    break
+                page.wait_for_timeout(500)
             terminal.locator(".xterm-accessibility-tree").wait_for(state="attached", timeout=60_000)
             page.wait_for_function(  # the prompt is there
                 "() => [...document.querySelectorAll('.jp-Terminal .xterm-accessibility-tree')]"
@@ -405,6 +415,9 @@ def test_the_first_hour_in_the_browser(platform: PlatformEnv):
     assert _inside(start["heading"], start["main"]), start
     assert ink_share(shots["start"], start["heading"]) > 0.02, "the start page's heading is not drawn"
     assert start["news"] == 0, "a notification (the news prompt) covers the page"
+    # the server's CPU and memory against its profile's limit (1Gi), drawn in the status bar
+    assert re.fullmatch(r"CPU: [\d.]+ % \| Mem: [\d.]+ / 1024\.00 MB", start["usage"].strip()), start["usage"]
+    assert ink_share(shots["start"], start["usage_box"]) > 0.02, "the status bar's usage is not drawn"
     # 3: the Help menu's entries, and the docs' heading drawn
     assert "ESDL: start here" in help_items and "ESDL documentation" in help_items, help_items
     assert ink_share(shots["docs"], docs_box) > 0.02

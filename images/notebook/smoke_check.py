@@ -8,8 +8,8 @@ build time; the tests run them in environments installed from ``requirements.loc
 Each role imports what it needs and reports the versions that must be equal between a notebook (the
 dask client) and its workers -- distributed's own list of packages it compares between client,
 scheduler and workers -- as JSON on the last line of output. Exit status 1 names every failed check.
-The notebook role also checks the JupyterLab extensions (dask-labextension, ipywidgets' manager) and the
-curated notebooks.
+The notebook role also checks the JupyterLab extensions (dask-labextension, ipywidgets' manager,
+jupyter-resource-usage) and the curated notebooks.
 
 This file runs without the platform installed in the environment under test; it imports only the
 standard library at module level.
@@ -50,6 +50,7 @@ IMPORTS = {
         "ipykernel",
         "ipywidgets",
         "dask_labextension",
+        "jupyter_resource_usage",
         "numpy",
         "pandas",
         "xarray",
@@ -57,7 +58,14 @@ IMPORTS = {
     ],
 }
 #: JupyterLab extensions the notebook role must have, as `jupyter labextension list` names them
-LAB_EXTENSIONS = ["dask-labextension", "@jupyter-widgets/jupyterlab-manager"]
+LAB_EXTENSIONS = [
+    "dask-labextension",
+    "@jupyter-widgets/jupyterlab-manager",
+    "@jupyter-server/resource-usage",
+]
+#: Jupyter Server extensions the notebook role must have enabled (the sidebar's clusters; the status bar's
+#: memory and CPU)
+SERVER_EXTENSIONS = ["dask_labextension", "jupyter_resource_usage"]
 
 
 def role_versions() -> dict[str, str | None]:
@@ -120,8 +128,9 @@ def check_lab_extensions() -> list[str]:
             )
         elif ext in disabled:
             problems.append(f"JupyterLab extension {ext} is disabled")
-    if not enabled_server.get("dask_labextension"):
-        problems.append("the Jupyter Server extension dask_labextension is not enabled")
+    for ext in SERVER_EXTENSIONS:
+        if not enabled_server.get(ext):
+            problems.append(f"the Jupyter Server extension {ext} is not enabled")
     return problems
 
 
