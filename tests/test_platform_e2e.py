@@ -358,10 +358,13 @@ def test_the_first_hour_in_the_browser(platform: PlatformEnv):
                 timeout=60_000,
             )
             terminal.click()
-            page.keyboard.type("esdl cubes list\n")
+            # and the docs are the platform's, not hers to change (her own OS account may not write there)
+            page.keyboard.type(
+                "esdl cubes list; touch esdl-docs/README.md && echo DOCS-''WRITTEN || echo DOCS-''KEPT\n"
+            )
             page.wait_for_function(
                 "() => [...document.querySelectorAll('.jp-Terminal .xterm-accessibility-tree')]"
-                ".some(e => e.textContent.includes('esdc-demo-map'))",
+                ".some(e => /DOCS-(WRITTEN|KEPT)/.test(e.textContent))",  # (the command line says DOCS-'')
                 timeout=120_000,
             )
             page.screenshot(path=str(shots["terminal"]))
@@ -423,6 +426,8 @@ def test_the_first_hour_in_the_browser(platform: PlatformEnv):
     assert ink_share(shots["docs"], docs_box) > 0.02
     # 2: erin's terminal listed the catalog's cubes, drawn on the terminal's canvas
     assert "esdc-demo-ts" in terminal_text and "esdc-demo-map" in terminal_text, terminal_text
+    assert "Permission denied" in terminal_text and "DOCS-KEPT" in terminal_text, terminal_text
+    assert "DOCS-WRITTEN" not in terminal_text, terminal_text
     assert ink_share(shots["terminal"], terminal_box) > 0.003, "the terminal shows no text"
     # 4: the sidebar's cluster is erin's gateway cluster, its dashboard absolute through the hub's address
     assert len(listed) == 1, listed  # the one cluster: the kernel found it as the only one on the gateway

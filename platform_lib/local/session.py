@@ -120,11 +120,7 @@ async def pre_spawn_hook(spawner: Any, *, notebooks_dir: str, team_dir: str, doc
     spawner.default_url = f"/lab/tree/{START_PAGE}" if START_PAGE in copied else configured
 
 
-if (
-    __name__ == "__main__"
-):  # run by pre_spawn_hook as the person's account: HOME NOTEBOOKS_DIR TEAM_DIR DOCS_DIR
-    print(
-        json.dumps(
-            prepare_home(sys.argv[1], notebooks_dir=sys.argv[2], team_dir=sys.argv[3], docs_dir=sys.argv[4])
-        )
-    )
+# run by pre_spawn_hook as the person's account: HOME NOTEBOOKS_DIR TEAM_DIR DOCS_DIR
+if __name__ == "__main__":
+    home, notebooks, team, docs = sys.argv[1:5]
+    print(json.dumps(prepare_home(home, notebooks_dir=notebooks, team_dir=team, docs_dir=docs)))
