@@ -36,6 +36,8 @@ __all__ = [
     "HEALTH_SCOPES",
     "HEALTH_SERVICE",
     "HEALTH_USER",
+    "IMAGE_SOURCE_DIR",
+    "JUPYTER_CONFIG_DIR",
     "gateway_fullname",
     "kubernetes_placement",
     "LoginPlan",

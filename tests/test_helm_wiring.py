@@ -23,7 +23,8 @@ from traitlets.config import Config
 
 from platform_lib.deploy.chart import render_manifests, subchart_values, validate_manifests
 from platform_lib.deploy.values import derived_quota, namespace_for, release_name, render_values
-from platform_lib.plan import gateway_fullname
+from platform_lib.paths import repo_root
+from platform_lib.plan import IMAGE_SOURCE_DIR, gateway_fullname
 from platform_lib.projects import list_projects, load_project, parse_project, parse_quantity
 
 SERVICE = "dask-gateway"
@@ -302,6 +303,7 @@ def spawner_config(release: Release) -> Config:
     c.KubeSpawner.environment = {k: v for k, v in su["extraEnv"].items() if isinstance(v, str)}
     c.KubeSpawner.extra_labels = su["extraLabels"]
     c.KubeSpawner.profile_list = su["profileList"]
+    c.Spawner.cmd = su["cmd"]  # z2jh: singleuser.cmd
     for section, traits in release.hub["hub"]["config"].items():
         for trait, value in traits.items():
             c[section][trait] = value
@@ -365,6 +367,17 @@ def test_user_pods_mount_team_storage_and_catalog_and_admins_may_write(release, 
         pod = user_pod(release, admin)
         assert validate_manifests([pod]) == []
         container = pod["spec"]["containers"][0]
+        # the home is prepared as the person (notebooks, docs, the start page at the first start), then the
+        # server runs: the files it names are in the image (the Dockerfile copies the repository's)
+        start = container["args"][: container["args"].index("--") + 2]
+        assert start[2] == "start" and start[-1] == "jupyterhub-singleuser", start
+        dockerfile = (repo_root() / "images" / "notebook" / "Dockerfile").read_text()
+        for path in (start[1], start[4], start[6]):
+            rel = path.removeprefix(IMAGE_SOURCE_DIR + "/")
+            assert (repo_root() / rel).exists(), path
+            top = rel.split("/")[0]
+            assert f"COPY {top} {IMAGE_SOURCE_DIR}/{top}" in dockerfile, top
+        assert container["args"][len(start) :], "KubeSpawner's server options follow"
         assert container["image"] == release.image
         mounts = {m["name"]: m for m in container["volumeMounts"]}
         assert mounts["esdl-team-storage"].get("readOnly", False) is (release.team_read_only and not admin)

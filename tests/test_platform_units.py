@@ -297,3 +297,29 @@ def test_the_start_page_opens_at_the_first_start_only(tmp_path: Path):
     assert (tmp_path / "ada" / "esdl-docs" / "README.md").is_file()
     asyncio.run(pre_spawn_hook(spawner, **hook))
     assert spawner.default_url == "/lab"
+
+
+def test_the_kubernetes_user_command_prepares_the_home_and_opens_the_start_page_once(tmp_path: Path):
+    """``session.py start`` (the user container's command on Kubernetes, run here for real): it copies the
+    notebooks in, links the docs, and its first start runs the server command with the start page as
+    ``JUPYTERHUB_DEFAULT_URL``; a later start keeps what the hub set."""
+    import subprocess
+    import sys
+
+    from platform_lib.local.configs import docs_dir, notebooks_dir
+    from platform_lib.paths import PACKAGE_DIR
+
+    home, team = tmp_path / "jovyan", tmp_path / "jovyan" / "team"
+    team.mkdir(parents=True)  # mounted in the home, as on Kubernetes
+    show = [sys.executable, "-c", "import os; print(os.environ.get('JUPYTERHUB_DEFAULT_URL'))"]
+    start = [sys.executable, str(PACKAGE_DIR / "local" / "session.py"), "start"]
+    start += [str(home), str(notebooks_dir()), str(team), str(docs_dir()), "--", *show]
+    env = {**os.environ, "JUPYTERHUB_DEFAULT_URL": "/lab"}
+    first = subprocess.run(start, env=env, capture_output=True, text=True, check=True)
+    assert first.stdout.strip() == "/lab/tree/00-start-here.ipynb"
+    assert (home / "00-start-here.ipynb").is_file() and (home / "esdl-docs" / "README.md").is_file()
+    assert not (team / "team").exists()  # the mounted team folder is used as it is
+    again = subprocess.run(start, env=env, capture_output=True, text=True, check=True)
+    assert again.stdout.strip() == "/lab"
+    wrong = subprocess.run(start[:5], capture_output=True, text=True)
+    assert wrong.returncode != 0 and "usage: session.py start HOME" in wrong.stderr

@@ -18,7 +18,7 @@ written to a file).
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlparse
 
@@ -31,7 +31,9 @@ from platform_lib.plan import (
     GATEWAY_PREFIX,
     HEALTH_SCOPES,
     HEALTH_SERVICE,
+    IMAGE_SOURCE_DIR,
     TEAM_VOLUME,
+    Placement,
     ProjectPlan,
     Raw,
     SecretRef,
@@ -255,6 +257,22 @@ def _hub_config(plan: ProjectPlan) -> str:
     )
 
 
+def user_server_command(where: Placement) -> list[str]:
+    """The user container's command: ``session.py start`` (as the person, in the image's copy of the
+    repository) copies the curated notebooks in, links the docs and opens the start page at the first
+    start, then runs ``jupyterhub-singleuser`` in its place (KubeSpawner appends the server's options).
+
+    >>> user_server_command(kubernetes_placement("demo"))[:3]
+    ['python', '/opt/esdl/src/platform_lib/local/session.py', 'start']
+    """
+    home = str(PurePosixPath(where.team_dir).parent)  # the team folder is mounted in the home
+    return [
+        "python", f"{IMAGE_SOURCE_DIR}/platform_lib/local/session.py", "start",
+        home, f"{IMAGE_SOURCE_DIR}/notebooks", where.team_dir, f"{IMAGE_SOURCE_DIR}/docs",
+        "--", "jupyterhub-singleuser",
+    ]  # fmt: skip
+
+
 def render_values(spec: ProjectSpec, *, shared_catalog: str | Path | None = None) -> dict[str, Any]:
     """The Helm values for one project: what the spec decides, layered over the chart's values.yaml.
 
@@ -301,6 +319,7 @@ def render_values(spec: ProjectSpec, *, shared_catalog: str | Path | None = None
         "cpu": {"limit": float(default.cpu), "guarantee": round(default.cpu * CPU_GUARANTEE_FRACTION, 3)},
         "memory": {"limit": default_mem, "guarantee": default_mem},
         "storage": {"capacity": spec.storage.home_size, "extraVolumeMounts": {TEAM_VOLUME: team_mount}},
+        "cmd": user_server_command(where),
     }
 
     worker_container: dict[str, Any] = {

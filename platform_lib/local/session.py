@@ -120,7 +120,24 @@ async def pre_spawn_hook(spawner: Any, *, notebooks_dir: str, team_dir: str, doc
     spawner.default_url = f"/lab/tree/{START_PAGE}" if START_PAGE in copied else configured
 
 
-# run by pre_spawn_hook as the person's account: HOME NOTEBOOKS_DIR TEAM_DIR DOCS_DIR
+def start_server(argv: list[str]) -> None:
+    """``session.py start HOME NOTEBOOKS_DIR TEAM_DIR DOCS_DIR -- COMMAND ...``: prepare the home, then
+    run the server command in this process (Kubernetes: the user container's command, as the person,
+    where the hub cannot reach the home). The start that copies the start page in opens it
+    (``JUPYTERHUB_DEFAULT_URL``, which jupyterhub-singleuser reads); later starts open the configured page.
+    """
+    if len(argv) < 6 or argv[4] != "--":
+        raise SystemExit("usage: session.py start HOME NOTEBOOKS_DIR TEAM_DIR DOCS_DIR -- COMMAND [ARG ...]")
+    (home, notebooks, team, docs), command = argv[:4], argv[5:]
+    copied = prepare_home(home, notebooks_dir=notebooks, team_dir=team, docs_dir=docs)
+    if START_PAGE in copied:
+        os.environ["JUPYTERHUB_DEFAULT_URL"] = f"/lab/tree/{START_PAGE}"
+    os.execvp(command[0], command)
+
+
 if __name__ == "__main__":
-    home, notebooks, team, docs = sys.argv[1:5]
-    print(json.dumps(prepare_home(home, notebooks_dir=notebooks, team_dir=team, docs_dir=docs)))
+    if sys.argv[1:2] == ["start"]:  # the user container's command on Kubernetes (see start_server)
+        start_server(sys.argv[2:])
+    else:  # run by pre_spawn_hook as the person's account: HOME NOTEBOOKS_DIR TEAM_DIR DOCS_DIR
+        home, notebooks, team, docs = sys.argv[1:5]
+        print(json.dumps(prepare_home(home, notebooks_dir=notebooks, team_dir=team, docs_dir=docs)))
