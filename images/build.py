@@ -538,11 +538,26 @@ def test_image(image: str, tag: str, data_dir: Path, expected: dict[str, float],
         def notebooks() -> str:
             return box.check("notebook-imports", image).strip().splitlines()[-1]
 
+        def home() -> str:
+            # the user container's command on Kubernetes, up to the server, then a shell that says what it got
+            from platform_lib.deploy.values import user_server_command
+            from platform_lib.plan import kubernetes_placement
+
+            command = user_server_command(kubernetes_placement("image-test"))
+            home = command[3]
+            shell = f'echo "$JUPYTERHUB_DEFAULT_URL"; ls {home}; ls {home}/esdl-docs/'
+            out = box.run([*command[: command.index("--") + 1], "sh", "-c", shell])
+            words = out.split()
+            assert words[0] == "/lab/tree/00-start-here.ipynb", out
+            assert "00-start-here.ipynb" in words and "esdl-docs" in words and "README.md" in words, out
+            return f"start page {words[0]}, {sum(w.endswith('.ipynb') for w in words)} notebooks, esdl-docs"
+
         step("jupyterhub-singleuser --version", singleuser)
         step("platform_lib without a state folder", platform)
         step("demo cube from a mounted folder", cube)
         step("dask scheduler + worker compute", dask)
         step("jupyter lab answers, health check", jupyter)
+        step("the user command prepares the home", home)
         step("curated notebooks' imports", notebooks)
         if image == "esdl-user-ml":
             step(
