@@ -104,6 +104,29 @@ def gateway_cluster(
             close_gateway(gw)
 
 
+@contextlib.contextmanager
+def session_cluster(workers: int = 2, *, timeout: float = 180.0) -> Iterator[tuple[Any, Any]]:
+    """A Dask cluster of ``workers`` for a notebook, with its client, shut down on exit: on the project's
+    gateway inside a platform session (``DASK_GATEWAY__ADDRESS`` is set; :func:`gateway_cluster`), else a
+    ``distributed.LocalCluster`` of one thread per worker on this machine, so one notebook runs in both.
+
+    >>> with session_cluster(workers=1) as (cluster, client):  # no gateway here: a local cluster
+    ...     type(cluster).__name__, client.submit(sum, [1, 2]).result()
+    ('LocalCluster', 3)
+    """
+    import os
+
+    if os.environ.get("DASK_GATEWAY__ADDRESS"):
+        with gateway_cluster(workers, timeout=timeout) as (cluster, client):
+            yield cluster, client
+        return
+    from distributed import Client, LocalCluster
+
+    local = LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0")
+    with local as cluster, Client(cluster) as client:
+        yield cluster, client
+
+
 def server_proxied_link(link: str, service_prefix: str | None = None) -> str:
     """A gateway cluster's dashboard ``link`` through the person's own server (jupyter-server-proxy's
     ``proxy/PORT/...``), when the gateway answers on this machine; any other link unchanged.

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ nbclient = pytest.importorskip("nbclient")
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 NEEDS_GATEWAY = {"02-scaling-out.ipynb"}
+#: run here on a local cluster, and on the embedded platform's gateway cluster too (issue 18)
+ON_THE_GATEWAY_TOO = ["08-cycle-dominance.ipynb", "09-land-surface-trajectories.ipynb"]
 FIGURES = {
     "01-getting-started.ipynb",
     "03-intrinsic-dimension.ipynb",
@@ -142,8 +145,10 @@ def platform(demo_catalog, tmp_path_factory):
     assert penv.processes("nbtest") == [], "orphans after esdl down"
 
 
-@pytest.mark.slow
-def test_scaling_out_notebook_on_the_embedded_platform_gateway(platform, tmp_path, monkeypatch):
+@pytest.fixture()
+def alices_session(platform, monkeypatch):
+    """What the hub puts into alice's session (FIELD-NOTES: gateway behind the hub, TLS proxy direct);
+    yields her gateway address, proxy address and a token, and checks she has no cluster left after."""
     from platform_lib.gateway import close_gateway, open_gateway
     from platform_lib.local.client import HubClient
 
@@ -151,26 +156,44 @@ def test_scaling_out_notebook_on_the_embedded_platform_gateway(platform, tmp_pat
     alice = HubClient(url)
     alice.login("alice", platform.password("nbtest", "alice"))
     ports = platform.layout("nbtest").saved_ports()
-    # what the hub puts into a member's session (FIELD-NOTES: gateway behind the hub, TLS proxy direct)
-    monkeypatch.setenv("DASK_GATEWAY__ADDRESS", f"{url}/services/dask-gateway")
-    monkeypatch.setenv("DASK_GATEWAY__PROXY_ADDRESS", f"gateway://127.0.0.1:{ports['gateway_tcp']}")
+    address, proxy = f"{url}/services/dask-gateway", f"gateway://127.0.0.1:{ports['gateway_tcp']}"
+    token = alice.api_token()
+    monkeypatch.setenv("DASK_GATEWAY__ADDRESS", address)
+    monkeypatch.setenv("DASK_GATEWAY__PROXY_ADDRESS", proxy)
     monkeypatch.setenv("DASK_GATEWAY__AUTH__TYPE", "jupyterhub")
-    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", alice.api_token())
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", token)
     monkeypatch.setenv("JUPYTERHUB_USER", "alice")
+    yield url
+    gw = open_gateway(address, proxy_address=proxy, token=token)
+    try:  # and the gateway agrees: nothing of alice's is left (a shut-down cluster may take a moment)
+        for _ in range(60):
+            if not gw.list_clusters():
+                break
+            time.sleep(0.5)
+        assert gw.list_clusters() == []
+    finally:
+        close_gateway(gw)
+
+
+@pytest.mark.slow
+def test_scaling_out_notebook_on_the_embedded_platform_gateway(alices_session, tmp_path):
+    url = alices_session
     nb = execute(REPO / "notebooks" / "02-scaling-out.ipynb", tmp_path)
     text = _texts(nb)
     assert f"dashboard: {url}/services/dask-gateway/clusters/" in text
     assert "still running: False" in text and "no cluster left running" in text
-    # and the gateway agrees: nothing of alice's is running
-    gw = open_gateway(
-        f"{url}/services/dask-gateway",
-        proxy_address=f"gateway://127.0.0.1:{ports['gateway_tcp']}",
-        token=alice.api_token(),
-    )
-    try:
-        assert gw.list_clusters() == []
-    finally:
-        close_gateway(gw)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ON_THE_GATEWAY_TOO)
+def test_analysis_notebooks_run_on_the_embedded_platform_gateway(name, alices_session, tmp_path):
+    """The talk's analyses on a member's gateway cluster (platform_lib.gateway.session_cluster picks it in a
+    platform session), figures and checks as on a laptop."""
+    nb = execute(REPO / "notebooks" / name, tmp_path)
+    text = _texts(nb)
+    assert "computing on a GatewayCluster of 2 workers" in text, text[:2000]
+    images = sum(1 for c in nb.cells for o in c.get("outputs", []) if "data" in o and "image/png" in o.data)
+    assert images >= 1 and "Traceback" not in text
 
 
 @pytest.mark.slow
