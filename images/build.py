@@ -550,7 +550,9 @@ def test_image(image: str, tag: str, data_dir: Path, expected: dict[str, float],
             words = out.split()
             assert words[0] == "/lab/tree/00-start-here.ipynb", out
             assert "00-start-here.ipynb" in words and "esdl-docs" in words and "README.md" in words, out
-            return f"start page {words[0]}, {sum(w.endswith('.ipynb') for w in words)} notebooks, esdl-docs"
+            return (
+                f"start page {words[0]}, {sum(w.endswith('.ipynb') for w in words[1:])} notebooks, esdl-docs"
+            )
 
         step("jupyterhub-singleuser --version", singleuser)
         step("platform_lib without a state folder", platform)
