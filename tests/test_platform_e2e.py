@@ -325,6 +325,10 @@ def test_the_first_hour_in_the_browser(platform: PlatformEnv):
                 timeout=60_000,
             )
             page.screenshot(path=str(shots["start"]))
+            clipped = page.evaluate(  # file names the file browser cuts off (no Modified column beside them)
+                "() => [...document.querySelectorAll('.jp-DirListing-itemText')]"
+                ".filter(e => e.scrollWidth > e.clientWidth).map(e => e.textContent.trim())"
+            )
             start = {
                 "heading": heading.bounding_box(),
                 "main": page.locator("#jp-main-dock-panel").bounding_box(),
@@ -418,6 +422,9 @@ def test_the_first_hour_in_the_browser(platform: PlatformEnv):
     assert _inside(start["heading"], start["main"]), start
     assert ink_share(shots["start"], start["heading"]) > 0.02, "the start page's heading is not drawn"
     assert start["news"] == 0, "a notification (the news prompt) covers the page"
+    # file names up to 28 characters are shown whole at the default sidebar width (the two longest
+    # curated names, 33 characters, lose their ending)
+    assert [n for n in clipped if len(n) <= 28] == [], clipped
     # the server's CPU and memory against its profile's limit (1Gi), drawn in the status bar
     assert re.fullmatch(r"CPU: [\d.]+ % \| Mem: [\d.]+ / 1024\.00 MB", start["usage"].strip()), start["usage"]
     assert ink_share(shots["start"], start["usage_box"]) > 0.02, "the status bar's usage is not drawn"

@@ -262,6 +262,8 @@ def test_every_server_reads_the_platforms_jupyterlab_settings(tmp_path: Path):
         "fetchNews": "false",
         "checkForUpdates": False,
     }
+    # the file browser without its Modified column: the names get the sidebar's width
+    assert overrides["@jupyterlab/filebrowser-extension:browser"] == {"showLastModifiedColumn": False}
     (help_menu,) = overrides["@jupyterlab/mainmenu-extension:plugin"]["menus"]
     assert help_menu["id"] == "jp-mainmenu-help"
     opened = {
