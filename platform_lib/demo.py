@@ -378,7 +378,7 @@ def land_fraction(resolution: float) -> np.ndarray:
 
 
 @lru_cache(maxsize=8)
-def _geography(resolution: float) -> dict[str, np.ndarray]:
+def geography(resolution: float) -> dict[str, np.ndarray]:
     """Fixed (lat, lon) fields from the real land/sea mask: ice sheets, their elevation, aridity.
 
     - ``ice``: Antarctica and the Greenland ice sheet (land south of 60 S; land in 60-84 N, 55-20 W);
@@ -474,6 +474,59 @@ def _toa_insolation(lat: np.ndarray, doy: np.ndarray) -> np.ndarray:
     return np.clip(q, 0, None)
 
 
+def vegetation_limits(temp: np.ndarray, root: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The demo's temperature and water limits of photosynthesis, each 0..1 (``temp`` in degC, ``root``
+    the root-zone soil moisture in m3 m-3).
+
+    >>> [float(f) for f in vegetation_limits(np.array(20.0), np.array(0.19))]
+    [0.7857142857142857, 0.5]
+    """
+    f_temp = np.clip((temp + 2.0) / 28.0, 0, 1) * np.clip((45.0 - temp) / 12.0, 0, 1)
+    f_water = np.clip((root - 0.10) / 0.18, 0, 1)
+    return f_temp, f_water
+
+
+def gpp_from_state(
+    rad_wm2: np.ndarray,
+    temp: np.ndarray,
+    root: np.ndarray,
+    arid: np.ndarray,
+    tropics: np.ndarray,
+    greening: np.ndarray,
+    weather: np.ndarray,
+) -> np.ndarray:
+    """The demo generator's GPP (g C m-2 d-1): light use limited by temperature and soil water.
+
+    ``rad_wm2`` is the surface shortwave radiation (W m-2), ``arid`` the aridity (0 wet .. 1 hyper-arid),
+    ``tropics`` ``exp(-(lat / 18)**2)``, ``greening`` the leaf-area factor (trend times phenology) and
+    ``weather`` the standardised weather anomaly. The light-use efficiency is highest in the humid
+    tropical forests and about a fifth lower elsewhere (crops, grasslands, boreal forests), which puts
+    the land total at 123 +- 8 Pg C yr-1 (Beer et al. 2010). The same function gives the generator its
+    GPP and the prediction challenge its oracle (:mod:`platform_lib.challenge.oracle`).
+
+    >>> round(float(gpp_from_state(np.array(250.0), np.array(25.0), np.array(0.4), np.array(0.0),
+    ...     np.array(1.0), np.array(1.0), np.array(0.0))), 2)
+    8.68
+    """
+    f_temp, f_water = vegetation_limits(temp, root)
+    efficiency = 0.036 * (0.78 + 0.22 * tropics * (1.0 - arid) ** 2)
+    gpp = efficiency * rad_wm2 * f_temp * f_water * greening * (1.0 - 0.6 * arid)
+    sparse = 0.15 * f_temp * np.clip((root - 0.02) / 0.1, 0, 1)  # desert shrubs: 0.1-0.3 g C m-2 d-1
+    return np.clip(gpp + 0.25 * weather * f_temp * f_water, sparse, None)
+
+
+def kndvi_from_gpp(gpp: np.ndarray, dry: np.ndarray | float = 0.0) -> np.ndarray:
+    """The demo generator's kNDVI from GPP (g C m-2 d-1) and the dryness of an event (0..1, browning).
+
+    NDVI saturates with GPP; kNDVI = tanh(NDVI^2) (Camps-Valls et al. 2021, for the usual sigma).
+
+    >>> round(float(kndvi_from_gpp(np.array(8.0))), 3)
+    0.505
+    """
+    ndvi = 0.08 + 0.77 * (1.0 - np.exp(-gpp * (1 - 0.4 * np.clip(dry, 0, 1)) / 4.0))
+    return np.tanh(ndvi**2)
+
+
 def _year_block(year: int, resolution: float, seed: int, inject_events: bool = True) -> dict[str, np.ndarray]:
     """All variables for one year, each float32 (46, lat, lon). Deterministic in (year, resolution, seed).
 
@@ -485,7 +538,7 @@ def _year_block(year: int, resolution: float, seed: int, inject_events: bool = T
     doy = times.day_of_year.to_numpy().astype(np.float64)
     n_t, n_y, n_x = len(times), len(lat), len(lon)
     land = land_fraction(resolution) >= 0.5
-    geo = _geography(resolution)
+    geo = geography(resolution)
     cells_per_1000km = 9.0 / resolution
     rng = np.random.default_rng([seed, year, round(resolution * 1000)])
 
@@ -495,7 +548,7 @@ def _year_block(year: int, resolution: float, seed: int, inject_events: bool = T
     hemi = (np.sign(lat) + (lat == 0)).astype(f32)[None, :, None]
     phase = np.cos(2 * np.pi * (doy - 200.0) / 365.25).astype(f32)[:, None, None]  # +1 mid-July
     years_since = (year - 2000 + doy / 365.25).astype(f32)[:, None, None]
-    arid = geo["aridity"][None]  # 0 wet .. 1 hyper-arid, from geography (see _geography)
+    arid = geo["aridity"][None]  # 0 wet .. 1 hyper-arid, from geography (see geography)
     ice = geo["ice"][None]
     elev_km = geo["ice_elevation_km"][None]
     tropics = np.exp(-((lat3 / 18.0) ** 2))  # weak seasons, convective weather
@@ -580,19 +633,13 @@ def _year_block(year: int, resolution: float, seed: int, inject_events: bool = T
     # own year-to-year variability outside the tropics. Annual means: about 8-10 g C m-2 d-1 in the Amazon
     # and Congo and about 120 Pg C yr-1 over the land (Beer et al. 2010, doi:10.1126/science.1184984;
     # Jung et al. 2019 FLUXCOM, doi:10.1038/s41597-019-0076-8).
-    f_temp = np.clip((temp + 2.0) / 28.0, 0, 1) * np.clip((45.0 - temp) / 12.0, 0, 1)
-    f_water = np.clip((root - 0.10) / 0.18, 0, 1)
+    f_temp, f_water = vegetation_limits(temp, root)
     phenology = _coherent_noise(rng, (n_t, n_y, n_x), 1.0 * cells_per_1000km)
     for k in range(1, n_t):
         phenology[k] = 0.8 * phenology[k - 1] + 0.6 * phenology[k]
     phenology /= phenology.std() + 1e-6
     greening = (1.0 + 0.006 * years_since) * np.exp(0.25 * np.maximum(tropics, arid) * phenology)
-    # light-use efficiency: highest in the humid tropical forests, about a fifth lower elsewhere (crops,
-    # grasslands, boreal forests), which puts the land total at 123 +- 8 Pg C yr-1 (Beer et al. 2010)
-    efficiency = 0.036 * (0.78 + 0.22 * tropics * (1.0 - arid) ** 2)
-    gpp = efficiency * rad_wm2 * f_temp * f_water * greening * (1.0 - 0.6 * arid)
-    sparse = 0.15 * f_temp * np.clip((root - 0.02) / 0.1, 0, 1)  # desert shrubs: 0.1-0.3 g C m-2 d-1
-    gpp = np.clip(gpp + 0.25 * weather * f_temp * f_water, sparse, None)
+    gpp = gpp_from_state(rad_wm2, temp, root, arid, tropics, greening, weather)
     ter = (0.6 + 0.35 * gpp) * 1.8 ** ((temp - 15.0) / 10.0) * (0.4 + 0.6 * f_water)
     ter = np.minimum(ter, 14.0)
     stress = np.clip(np.clip((root - 0.05) / 0.2, 0, 1) * (1.0 - 0.3 * np.clip(dry, 0, 1)), 0, 1)
@@ -607,8 +654,7 @@ def _year_block(year: int, resolution: float, seed: int, inject_events: bool = T
     le_wm2 = np.minimum(le_wm2, 0.9 * np.clip(net_wm2, 0, None) + 5.0)
     latent = le_wm2 * 0.0864  # MJ m-2 d-1
     sensible = (net_wm2 - le_wm2) * 0.0864
-    ndvi = 0.08 + 0.77 * (1.0 - np.exp(-gpp * (1 - 0.4 * np.clip(dry, 0, 1)) / 4.0))
-    kndvi = np.tanh(ndvi**2)  # Camps-Valls et al. 2021: kNDVI = tanh(NDVI^2) for the usual sigma
+    kndvi = kndvi_from_gpp(gpp, dry)
     tmax = temp + 7.0 + 5.0 * arid + 0.5 * heat
 
     out = {

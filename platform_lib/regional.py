@@ -231,7 +231,9 @@ def _check_overlap(ds: xr.Dataset, bbox: tuple[float, float, float, float], labe
         )
 
 
-def _check_name_free(name: str, catalog: Path, target: Path, recovered: Sequence[str] = ()) -> None:
+def check_name_free(name: str, catalog: Path, target: Path, recovered: Sequence[str] = ()) -> None:
+    """Raise :class:`EsdlError` (nothing was written) if team cube ``name`` cannot be made at ``target``:
+    the name is in a catalog, or a store is already there (finished or not)."""
     names = set(list_team_cubes(catalog))
     names.update(list_cubes())
     if name in recovered:
@@ -341,7 +343,7 @@ def make_regional_cube(
     catalog = team_catalog_path(catalog_path, team=team_dir)
     target = team_cubes_dir(team_dir, create=False) / f"{name}.zarr"  # made by the write, not before
     recovered = reconcile_team_cubes(team_dir, catalog)  # finish what a killed earlier call left
-    _check_name_free(name, catalog, target, recovered)  # fail fast; checked again under the name's lock
+    check_name_free(name, catalog, target, recovered)  # fail fast; checked again under the name's lock
 
     ds, label, source_meta = _open_source(source)
     label_q = f"cube {label!r}"
@@ -406,8 +408,8 @@ def make_regional_cube(
         region.attrs, {v: region[v].attrs for v in var_names}, chunks=chunks
     )
     # one member at a time per name: two members making the same name never overwrite each other
-    with _name_lock(target.parent, name, timeout=-1):
-        _check_name_free(name, catalog, target, recovered)
+    with name_lock(target.parent, name, timeout=-1):
+        check_name_free(name, catalog, target, recovered)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Mean of empty slice", category=RuntimeWarning)
             write_zarr_atomic(
@@ -426,7 +428,7 @@ def make_regional_cube(
     return target
 
 
-def _name_lock(folder: Path, name: str, timeout: float) -> FileLock:
+def name_lock(folder: Path, name: str, timeout: float) -> FileLock:
     """The lock that one call making (or reconciling) cube ``name`` holds."""
     return FileLock(str(folder / f".{name}.lock"), timeout=timeout)
 
@@ -501,11 +503,6 @@ def _unfinished(store: Path) -> str | None:
     return found if isinstance(found, str) else None
 
 
-def _name_lock(folder: Path, name: str, timeout: float) -> FileLock:
-    """The lock that one call making (or reconciling) cube ``name`` holds."""
-    return FileLock(str(folder / f".{name}.lock"), timeout=timeout)
-
-
 def reconcile_team_cubes(
     team_dir: str | os.PathLike[str] | None = None, catalog_path: str | os.PathLike[str] | None = None
 ) -> list[str]:
@@ -542,7 +539,7 @@ def reconcile_team_cubes(
         name = store.name.removesuffix(".zarr")
         if name in entries or not store.is_dir() or not isinstance(found := _finished_store(store), tuple):
             continue
-        lock = _name_lock(folder, name, timeout=0)
+        lock = name_lock(folder, name, timeout=0)
         try:
             lock.acquire()
         except Timeout:

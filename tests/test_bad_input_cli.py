@@ -37,11 +37,12 @@ from platform_helpers import let_accounts_pass
 
 from platform_lib.catalog import dump_catalog
 from platform_lib.cli import COMMAND_GROUPS, build_parser, main
-from platform_lib.cli.arguments import finite_number, port, positive_number, year_range
+from platform_lib.cli.arguments import finite_number, port, positive_number, whole_number, year_range
 from platform_lib.demo import check_resolution, demo_catalog_sources
 from platform_lib.errors import EsdlError
 from platform_lib.local.layout import ProjectLayout
 from platform_lib.local.supervisor import tagged_processes
+from platform_lib.team import CUBE_NAME_PATTERN
 
 REPO = Path(__file__).resolve().parents[1]
 #: an error fits on a screen: argparse's usage (up to ~5 lines) and a message of a few lines
@@ -529,6 +530,84 @@ def commands(world: World) -> dict[str, st.SearchStrategy[list[str]]]:
                 ],
             ),
         ),  # fmt: skip
+        # making a challenge: at least one value wrong by construction, refused before any data is read
+        "challenge make": argv_of(
+            ["challenge", "make"],
+            [
+                Option(
+                    None,
+                    good=st.just("heat-test"),
+                    bad=t.filter(lambda s: not CUBE_NAME_PATTERN.match(s)),
+                    required=True,
+                ),
+                Option("--source", good=st.just("esdc-demo-ts"), any=t, required=True),
+                Option(
+                    "--events",
+                    good=st.sampled_from(["injected", "both"]),
+                    bad=t.filter(lambda s: s not in ("detected", "injected", "both")),
+                ),
+                Option(
+                    "--target",
+                    good=st.just("kndvi"),
+                    bad=t.filter(lambda s: s not in ("kndvi", "gross_primary_productivity")),
+                ),
+                Option(
+                    "--drivers", good=st.just(["air_temperature_2m"]), any=st.lists(t, min_size=1, max_size=3)
+                ),
+                Option(
+                    "--patch", good=st.just("2"), bad=j.filter(lambda s: not accepts(whole_number(1, 256), s))
+                ),
+                Option(
+                    "--context",
+                    good=st.just("4"),
+                    bad=j.filter(lambda s: not accepts(whole_number(1, 460), s)),
+                ),
+                Option(
+                    "--horizon",
+                    good=st.just("3"),
+                    bad=j.filter(lambda s: not accepts(whole_number(1, 460), s)),
+                ),
+                Option(
+                    "--controls",
+                    good=st.just("1"),
+                    bad=j.filter(lambda s: not accepts(whole_number(0, 10), s)),
+                ),
+                Option(
+                    "--split",
+                    good=st.just(["1", "0", "1"]),
+                    bad=st.sampled_from(
+                        [["0", "1", "1"], ["1", "1", "-1"], ["1", "1", "0"], ["1", "x", "1"]]
+                    ),
+                ),
+                Option("--seed", good=st.just("3"), bad=st.sampled_from(["-1", "1.5", "x", str(2**40)])),
+                Option(
+                    "--quantile",
+                    good=st.just("0.99"),
+                    bad=st.sampled_from(["0", "1", "1.5", "-0.2", "nan", "x"]),
+                ),
+                Option("--detect-variable", any=t),
+            ],
+            must_fail=True,
+        ),  # fmt: skip
+        "challenge show": argv_of(["challenge", "show"], [Option(None, any=t, required=True)]),
+        "challenge baselines": argv_of(
+            ["challenge", "baselines"],
+            [
+                Option(None, any=t, required=True),
+                Option("--only", any=st.lists(t, min_size=1, max_size=3)),
+                Option("--submit", switch=True),
+            ],
+        ),
+        "challenge score": argv_of(
+            ["challenge", "score"],
+            [
+                Option(None, any=t, required=True),
+                Option(None, any=j, required=True),
+                Option("--label", any=t),
+                Option("--no-submit", switch=True),
+            ],
+        ),
+        "challenge leaderboard": argv_of(["challenge", "leaderboard"], [Option(None, any=t, required=True)]),
         # anything at all that names no command (a command word with defaults could start the platform)
         "no command": st.lists(st.one_of(t, NUMBERS), max_size=4).filter(
             lambda a: not a or a[0] not in SUBCOMMANDS
@@ -536,11 +615,23 @@ def commands(world: World) -> dict[str, st.SearchStrategy[list[str]]]:
     }
 
 
-SUBCOMMANDS = {"cubes", "catalog", "project", "up", "down", "status", "passwd", "share", "rechunk"}
+SUBCOMMANDS = {
+    "cubes",
+    "catalog",
+    "project",
+    "up",
+    "down",
+    "status",
+    "passwd",
+    "share",
+    "rechunk",
+    "challenge",
+}
 COMMANDS = [
     "cubes list", "cubes describe", "cubes generate", "cubes regional", "catalog validate", "up", "down",
     "status", "passwd", "project validate", "project list", "project render", "project deploy", "project diff",
-    "project health", "project delete", "rechunk", "share", "no command",
+    "project health", "project delete", "rechunk", "share", "challenge make", "challenge show",
+    "challenge baselines", "challenge score", "challenge leaderboard", "no command",
 ]  # fmt: skip
 
 

@@ -115,7 +115,7 @@ LAYERS = {
     "errors": 0, "arguments": 0, "paths": 0, "storage": 0, "chunks": 0, "strict_yaml": 0,
     "projects": 1, "catalog": 1, "team": 1, "plan": 1, "demo": 1, "regional": 1, "rechunk": 1, "gateway": 1,
     "compute": 2,
-    "analysis": 3, "ml": 3, "viz": 3,
+    "analysis": 3, "ml": 3, "viz": 3, "challenge": 3,
     "local": 4, "deploy": 4, "health": 4,
     "cli": 5,
 }  # fmt: skip

@@ -24,7 +24,7 @@ from platform_lib.errors import CatalogWarning, DatelineWarning, EsdlError
 _python_show_warning = warnings.showwarning
 
 # module names under platform_lib.cli, in the order they appear in --help
-COMMAND_GROUPS: list[str] = ["cubes", "catalog", "project", "platform", "share", "rechunk"]
+COMMAND_GROUPS: list[str] = ["cubes", "catalog", "project", "platform", "share", "rechunk", "challenge"]
 
 
 def build_parser() -> argparse.ArgumentParser:

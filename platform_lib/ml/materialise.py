@@ -140,9 +140,9 @@ def _write_small(
     for k, d in enumerate(ts.dims):
         if d in ts.ds.coords:
             data[f"origin_{d}"] = (("sample",), ts.ds[d].values[origins[:, k]])
-    coords: dict[str, Any] = {"dim": _strings(ts.dims), "channel": _strings(ts.spec.inputs)}
+    coords: dict[str, Any] = {"dim": vlen_strings(ts.dims), "channel": vlen_strings(ts.spec.inputs)}
     if ts.spec.targets:
-        coords["target"] = _strings(ts.spec.targets)
+        coords["target"] = vlen_strings(ts.spec.targets)
     extra = xr.Dataset(data, coords=coords)
     if stats is not None:
         extra = extra.merge(stats.to_dataset())
@@ -158,8 +158,12 @@ def _write_small(
         extra.to_zarr(tmp, mode="a", zarr_format=3, consolidated=False)
 
 
-def _strings(values: Any) -> np.ndarray:
-    """Variable-length strings (Zarr v3 has no stable fixed-width string type)."""
+def vlen_strings(values: Any) -> np.ndarray:
+    """Variable-length strings (Zarr v3 has no stable fixed-width string type).
+
+    >>> vlen_strings(["a", 1]).dtype
+    dtype('O')
+    """
     return np.array([str(v) for v in values], dtype=object)
 
 
