@@ -18,7 +18,11 @@ REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 NEEDS_GATEWAY = {"02-scaling-out.ipynb"}
 #: run here on a local cluster, and on the embedded platform's gateway cluster too (issue 18)
-ON_THE_GATEWAY_TOO = ["08-cycle-dominance.ipynb", "09-land-surface-trajectories.ipynb"]
+ON_THE_GATEWAY_TOO = [
+    "08-cycle-dominance.ipynb",
+    "09-land-surface-trajectories.ipynb",
+    "10-prediction-challenge.ipynb",
+]
 FIGURES = {
     "01-getting-started.ipynb",
     "03-intrinsic-dimension.ipynb",
@@ -26,6 +30,7 @@ FIGURES = {
     "05-machine-learning.ipynb",
     "08-cycle-dominance.ipynb",
     "09-land-surface-trajectories.ipynb",
+    "10-prediction-challenge.ipynb",
 }
 #: the use cases of the curated set (issue 7, then 18)
 EXPECTED = [
@@ -39,6 +44,7 @@ EXPECTED = [
     "07-visual-analytics.ipynb",
     "08-cycle-dominance.ipynb",  # the talk's annual over semi-annual cycle map (issue 18)
     "09-land-surface-trajectories.ipynb",  # Kraemer et al. 2020 PCs and trajectories (issue 18)
+    "10-prediction-challenge.ipynb",  # a DeepExtremes-style challenge (issue 18)
 ]
 
 
@@ -186,9 +192,11 @@ def test_scaling_out_notebook_on_the_embedded_platform_gateway(alices_session, t
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ON_THE_GATEWAY_TOO)
-def test_analysis_notebooks_run_on_the_embedded_platform_gateway(name, alices_session, tmp_path):
+def test_analysis_notebooks_run_on_the_embedded_platform_gateway(name, alices_session, tmp_path, monkeypatch):
     """The talk's analyses on a member's gateway cluster (platform_lib.gateway.session_cluster picks it in a
-    platform session), figures and checks as on a laptop."""
+    platform session), figures and checks as on a laptop; the challenge in a team folder of its own."""
+    monkeypatch.setenv("ESDL_TEAM_DIR", str(tmp_path / "team"))
+    monkeypatch.setenv("ESDL_TEAM_CATALOG", str(tmp_path / "team" / "catalog.yaml"))
     nb = execute(REPO / "notebooks" / name, tmp_path)
     text = _texts(nb)
     assert "computing on a GatewayCluster of 2 workers" in text, text[:2000]

@@ -16,6 +16,7 @@ warm spell in the polar night (no GPP to lose) is not an event. Labelling and th
 
 from __future__ import annotations
 
+import dask
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -72,7 +73,10 @@ def growing_season_extremes(
         coords={d: cube[d] for d in ("time", "lat", "lon")},
         name=f"{variable}_anomaly",
     ).chunk({"time": 46})
-    table = detect_events(da, quantile, min_size=min_size).table
+    # the scores are in this process's memory: label them here, in threads, rather than ship them to a
+    # distributed cluster the session may have open (the cube was read there)
+    with dask.config.set(scheduler="threads"):
+        table = detect_events(da, quantile, min_size=min_size).table
     table["event_id"] = [f"detected-{i}" for i in table["event_id"]]
     return table
 
