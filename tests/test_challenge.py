@@ -367,3 +367,13 @@ def test_a_make_killed_midway_leaves_nothing_and_blocks_nothing(team, demo_catal
     assert "tiny" not in (team / "catalog.yaml").read_text() if (team / "catalog.yaml").exists() else True
     assert esdl(MAKE) == 0  # the next call is not blocked, and cleans up the dead write's temporary
     assert [p.name for p in (team / "cubes").iterdir() if ".tmp" in p.name] == []
+
+
+def test_a_kndvi_challenge_has_the_same_guarantees(cube, events):
+    """The other target: kNDVI (cloud and polar-night gaps) cut, split and scored the same way; the oracle
+    (kNDVI from the generator's GPP) and the ridge regression beat its climatology during the events."""
+    mc = make_minicubes(cube, events, target="kndvi", patch=4, context=8, horizon=4, progress=False)
+    assert leaking_pairs(mc) == [] and mc.attrs["target"] == "kndvi"
+    rmse = {name: score(mc, baseline(mc, name))["rmse"] for name in ("climatology", "ridge")}
+    rmse["oracle"] = score(mc, demo_oracle(mc, cube))["rmse"]
+    assert rmse["oracle"]["event"] < rmse["ridge"]["event"] < rmse["climatology"]["event"], rmse
