@@ -120,7 +120,9 @@ def main(argv: list[str] | None = None) -> dict:
             np.testing.assert_allclose(a[key], b[key], rtol=2e-6, atol=1e-6, equal_nan=True, err_msg=key)
         n_minicubes = len(a["time"])
     size = f"{resolution:g} deg, {years[0]}-{years[1]}, patch {patch}"
-    print(f"challenge minicubes, {size}: {len(events)} events found in {events_seconds:.1f} s, {n_minicubes} minicubes")
+    print(
+        f"challenge minicubes, {size}: {len(events)} events found in {events_seconds:.1f} s, {n_minicubes} minicubes"
+    )
     print(f"  ours (make_minicubes) {ours['seconds']:7.1f} s  peak {ours['peak_mib']:7.0f} MiB")
     print(f"  plain xarray          {plain['seconds']:7.1f} s  peak {plain['peak_mib']:7.0f} MiB")
     print(
