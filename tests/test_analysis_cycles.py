@@ -4,7 +4,8 @@
   whatever its gaps, length (not whole years) and time step (generated with hypothesis);
 - the Mauna Loa CO2 record shipped by statsmodels (weekly, 1958-2001, with gaps) gives the published
   amplitudes: annual about 2.8 ppm, semi-annual about 0.75 ppm;
-- on the demo cube, temperature is annual-dominated everywhere on land.
+- on the demo cube, temperature is annual-dominated everywhere on land, and precipitation on the
+  equator (the rain belt passes twice a year) is not.
 """
 
 from __future__ import annotations
@@ -128,6 +129,22 @@ def test_on_the_demo_cube_temperature_is_annual_dominated_on_land_and_chunks_do_
     temperature = got.sel(variable="air_temperature_2m").where(land)
     assert int(land.sum()) > 100 and float((temperature > 1).sum() / land.sum()) > 0.95
     assert got.attrs["units"] == "1" and got.dims == ("variable", "lat", "lon")
+
+
+def test_on_the_demo_cube_the_rain_belt_makes_equatorial_precipitation_semi_annual():
+    """The demo's tropical rain belt follows the sun 9 degrees north and south: on the equator it passes
+    twice a year (semi-annual, A1/A2 < 1 on every land pixel), 5-9 degrees away once (annual)."""
+    from platform_lib.demo import make_demo_cube
+
+    cube = make_demo_cube(resolution=2.0, years=(2001, 2006)).sel(lat=slice(-10, 10))
+    with dask.config.set(scheduler="threads"):
+        got = cycle_dominance(cube, ["precipitation_era5", "gross_primary_productivity"]).compute()
+    land = np.isfinite(got.sel(variable="gross_primary_productivity"))
+    rain = got.sel(variable="precipitation_era5").where(land)
+    equator = rain.sel(lat=[-1.0, 1.0])
+    assert int(equator.count()) > 40 and float(equator.max()) < 1, equator.values
+    away = rain.sel(lat=[-9.0, -7.0, -5.0, 5.0, 7.0, 9.0])
+    assert float((away > 1).sum() / away.count()) > 0.95
 
 
 @pytest.mark.parametrize(
