@@ -34,7 +34,7 @@ import subprocess
 import sys
 
 CHILD = """
-import resource, sys, time, warnings
+import sys, time, warnings
 import dask, dask.array as da, numpy as np, pandas as pd, xarray as xr
 from platform_lib.analysis import detect_events, event_table, label_events
 warnings.simplefilter("ignore")
@@ -64,7 +64,9 @@ def field(block_info=None):
 scores = xr.DataArray(da.map_blocks(field, dtype=np.float32, chunks=da.core.normalize_chunks(chunks, shape)),
                       dims=("time", "lat", "lon"), coords={"time": time_axis, "lat": lat, "lon": lon})
 mask, threshold = scores > 4.8, float("nan")
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def vmhwm():  # this process image's own peak (ru_maxrss carries the parent's over the fork and exec)
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")) * 1024
+base = vmhwm()
 start = time.perf_counter()
 with dask.config.set(scheduler="threads", num_workers=2):
     if what == "detect":  # threshold at the 0.99 quantile, label, table with peak scores
@@ -76,7 +78,7 @@ with dask.config.set(scheduler="threads", num_workers=2):
     else:
         table = event_table(label_events(mask.compute(), min_size=4))
 seconds = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = vmhwm()
 ends = table.iloc[[0, -1]][["event_id", "start", "n_cells", "lat_min", "lon_min", "lon_max"]].to_json()
 crossing = int((table["lon_min"] > table["lon_max"]).sum())
 print("RESULT", mask.size, mask.data.npartitions, base, peak, seconds, len(table), int(table["n_cells"].sum()), crossing,
