@@ -924,6 +924,24 @@ def zarr_encoding(ds: xr.Dataset, chunks: tuple[int, int, int]) -> dict[str, dic
     return {name: {"chunks": chunks, "compressors": [codec]} for name in ds.data_vars}
 
 
+def stored_demo(path: str | os.PathLike[str]) -> dict[str, object]:
+    """The years and seed of the demo cube stored at ``path`` (from its attributes; ``None`` where a store
+    does not say).
+
+    >>> import tempfile
+    >>> paths = write_demo_cubes(tempfile.mkdtemp(), resolution=30.0, years=(2003, 2004), progress=False)
+    >>> stored_demo(paths["ts"])
+    {'years': [2003, 2004], 'seed': 0}
+    """
+    try:
+        attrs = json.loads((Path(path) / "zarr.json").read_text()).get("attributes", {})
+    except (OSError, ValueError):
+        return {"years": None, "seed": None}
+    start, end = attrs.get("time_coverage_start"), attrs.get("time_coverage_end")
+    years = [int(str(start)[:4]), int(str(end)[:4])] if start and end else None
+    return {"years": years, "seed": attrs.get("demo_seed")}
+
+
 def write_demo_cubes(
     data_dir: str | os.PathLike[str] | None = None,
     resolution: float = DEFAULT_RESOLUTION,
@@ -954,6 +972,15 @@ def write_demo_cubes(
     shapes = chunk_shapes(resolution, ds.sizes["time"])
     paths = {c: out_dir / store_name(c, resolution, chunks) for c, chunks in shapes.items()}
     todo = [c for c, p in paths.items() if overwrite or not p.exists()]
+    for chunking in set(paths) - set(todo):  # kept: it must be this cube, not another one of the same name
+        found = stored_demo(paths[chunking])
+        wanted = {"years": list(years), "seed": seed}
+        if found != wanted:
+            raise EsdlError(
+                f"{paths[chunking]} holds the demo cube of years {found['years']} and seed {found['seed']}, "
+                f"not {wanted['years']} and {seed} (the store name does not say the years): replace it "
+                "(overwrite=True, `esdl cubes generate --overwrite`) or use another data folder."
+            )
     if not todo:
         return paths
     with dask.config.set(scheduler="threads"):

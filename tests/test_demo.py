@@ -379,3 +379,16 @@ def test_intrinsic_dimension_map_varies_between_climate_zones(earth):
     tropics = float(_box(dim, (-10, 5), (-75, -50)).mean())  # Amazon: weak seasons, own cloud weather
     boreal = float(_box(dim, (55, 70), (60, 130)).mean())  # Siberia: one strong seasonal cycle
     assert tropics > boreal + 1.0, (tropics, boreal)
+
+
+def test_a_kept_store_of_other_years_is_refused_not_passed_off(tmp_path):
+    """Store names carry the resolution and chunk shape, not the years: 2001-2012 and 2001-2021 share a name
+    at 256 time steps a chunk. Asked for other years than a kept store holds, the generator says so."""
+    from platform_lib.demo import stored_demo, write_demo_cubes
+    from platform_lib.errors import EsdlError
+
+    first = write_demo_cubes(tmp_path, resolution=30.0, years=(2001, 2006), progress=False)
+    with pytest.raises(EsdlError, match=r"holds the demo cube of years \[2001, 2006\].*not \[2001, 2007\]"):
+        write_demo_cubes(tmp_path, resolution=30.0, years=(2001, 2007), progress=False)
+    again = write_demo_cubes(tmp_path, resolution=30.0, years=(2001, 2007), overwrite=True, progress=False)
+    assert again == first and stored_demo(again["ts"]) == {"years": [2001, 2007], "seed": 0}
