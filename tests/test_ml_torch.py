@@ -16,6 +16,7 @@ from platform_lib.ml.torch import (  # noqa: E402
     CubeIterableDataset,
     CubeMapDataset,
     make_dataloader,
+    unpack_batches,
 )
 
 SPEC = SampleSpec(
@@ -38,7 +39,7 @@ def _ids(loader) -> list[int]:
 
 
 @pytest.mark.filterwarnings("ignore:This DataLoader will create 3 worker processes")
-@pytest.mark.parametrize("num_workers", [0, 1, 3])
+@pytest.mark.parametrize("num_workers", [0, 1, 2, 3])
 def test_each_sample_exactly_once_per_epoch_with_workers_and_two_ranks(stores, num_workers):
     ts = TrainingSet(stores["ts"], SPEC, nan="fill-mean", window=2)
     everything: list[int] = []
@@ -49,6 +50,35 @@ def test_each_sample_exactly_once_per_epoch_with_workers_and_two_ranks(stores, n
         assert not torch.isnan(batch["x"]).any()
         everything += _ids(loader)
     assert sorted(everything) == list(range(len(ts)))
+
+
+@pytest.mark.parametrize("batch_size", [16, 20_000])  # a pipe-sized and a shared-memory-sized buffer
+def test_a_worker_sends_its_batches_in_groups_of_one_buffer(stores, batch_size):
+    ts = TrainingSet(stores["ts"], SPEC, nan="fill-mean", window=2)
+    loader = make_dataloader(ts, batch_size=batch_size, num_workers=2, seed=5)
+    raw = torch.utils.data.DataLoader(loader.dataset, batch_size=None, num_workers=2)
+    sent = list(raw)  # what crosses the process boundary, before the loader unpacks it
+    assert sent and all(set(b) == {"_esdl_packed", "_esdl_layout"} for b in sent)
+    assert all(isinstance(b["_esdl_packed"], torch.Tensor) and b["_esdl_packed"].dim() == 1 for b in sent)
+    n_batches = sum(len(unpack_batches(b)) for b in sent)
+    if batch_size == 16:  # small batches travel together: fewer items than batches
+        assert len(sent) < n_batches
+    ids: list[int] = []
+    for batch in loader:
+        assert {"x", "y", "sample"} <= set(batch)
+        assert len({v.untyped_storage().data_ptr() for v in batch.values()}) == 1  # one storage
+        assert tuple(batch["x"].shape[1:]) == ts.x_shape and batch["x"].dtype == torch.float32
+        ids += batch["sample"].tolist()
+    assert sorted(ids) == list(range(len(ts)))
+    # the same values as in-process batches (no packing with num_workers=0)
+    plain = {
+        int(s): x
+        for b in make_dataloader(ts, batch_size=7, seed=5)
+        for s, x in zip(b["sample"], b["x"], strict=True)
+    }
+    for batch in loader:
+        for s, x in zip(batch["sample"], batch["x"], strict=True):
+            torch.testing.assert_close(x, plain[int(s)])
 
 
 def test_set_epoch_reshuffles_and_the_same_seed_repeats(stores):

@@ -4,7 +4,11 @@ chunk-aware ``Sampler`` and :func:`make_dataloader`. Needs the ``ml`` extra (``p
 
 The iterable dataset gives every (rank, worker) pair its own share of the plan's blocks, so each
 sample is seen exactly once per epoch whatever ``num_workers`` and the world size, and every block is
-read by one process only. Batches are cut inside the dataset (``DataLoader(batch_size=None)``).
+read by one process only. Batches are cut inside the dataset (``DataLoader(batch_size=None)``). In a
+worker process batches are packed in groups (about 1 MiB, at most 64 batches) into one contiguous
+buffer, so a group crosses to the main process as one item (through the pipe, or one shared-memory
+segment when large) rather than one tensor per field and batch; the loader unpacks it into views of
+that buffer, batch by batch.
 
 >>> import numpy as np, xarray as xr
 >>> from platform_lib.ml import SampleSpec, TrainingSet
@@ -17,6 +21,7 @@ read by one process only. Batches are cut inside the dataset (``DataLoader(batch
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 from collections.abc import Iterator
@@ -38,6 +43,84 @@ def _tensors(batch: dict[str, np.ndarray]) -> dict[str, Any]:
         k: torch.from_numpy(np.ascontiguousarray(v)) if np.ndim(v) else torch.as_tensor(v)
         for k, v in batch.items()
     }
+
+
+_PACKED = "_esdl_packed"
+_LAYOUT = "_esdl_layout"
+_ALIGN = 64
+_PIPE_LIMIT = 1 << 20  # bytes: smaller packed groups go through the pipe, larger through shared memory
+#: a worker hands over batches in groups of about this many bytes (at most GROUP_BATCHES batches): the
+#: DataLoader's cost per item (a queue put and get, pickling, about 1 ms) is paid once per group
+GROUP_BYTES = 1 << 20
+GROUP_BATCHES = 64
+
+
+def pack_batches(batches: list[dict[str, np.ndarray]]) -> dict[str, Any]:
+    """``batches`` as one contiguous ``uint8`` buffer plus its layout (a JSON string).
+
+    What a worker sends to the main process: one buffer for a group of batches, a numpy array (pickled
+    through the worker's pipe) below 1 MiB, else a tensor (one shared-memory segment), never one per
+    field or per batch. :func:`unpack_batches` turns it back into the batches, dicts of tensors that
+    are views of the one buffer.
+
+    >>> import numpy as np
+    >>> packed = pack_batches([{"x": np.ones((2, 3), "float32"), "sample": np.arange(2)}, {"x": np.zeros((1, 3), "float32"), "sample": np.arange(2, 3)}])
+    >>> sorted(packed), packed["_esdl_packed"].dtype
+    (['_esdl_layout', '_esdl_packed'], dtype('uint8'))
+    >>> [(tuple(b["x"].shape), b["sample"].tolist()) for b in unpack_batches(packed)]
+    [((2, 3), [0, 1]), ((1, 3), [2])]
+    """
+    layout = []
+    offset = 0
+    pieces = []
+    for i, batch in enumerate(batches):
+        for k, v in batch.items():
+            v = np.asarray(v)
+            v = v.astype(v.dtype.newbyteorder("="), copy=False)
+            layout.append((i, k, v.dtype.str, list(v.shape), offset))
+            pieces.append(v)
+            offset += -(-v.nbytes // _ALIGN) * _ALIGN
+    buffer = np.empty(max(offset, 1), dtype=np.uint8)
+    for (_, _, _, _, start), v in zip(layout, pieces, strict=True):
+        buffer[start : start + v.nbytes].view(v.dtype).reshape(v.shape)[...] = v
+    if buffer.nbytes >= _PIPE_LIMIT:  # large: one shared-memory segment
+        return {_PACKED: torch.from_numpy(buffer), _LAYOUT: json.dumps(layout)}
+    # small: a numpy array is pickled through the worker's pipe, cheaper than a segment per group
+    return {_PACKED: buffer, _LAYOUT: json.dumps(layout)}
+
+
+def unpack_batches(packed: dict[str, Any]) -> list[dict[str, Any]]:
+    """The batches :func:`pack_batches` packed, each a dict of tensors (views of its buffer); anything
+    else as a one-batch list.
+
+    >>> import numpy as np
+    >>> unpack_batches(pack_batches([{"y": np.zeros(4, "int16")}]))[0]["y"].dtype
+    torch.int16
+    >>> unpack_batches({"y": 1})
+    [{'y': 1}]
+    """
+    if not isinstance(packed, dict) or _PACKED not in packed:
+        return [packed]
+    buffer = packed[_PACKED]
+    if isinstance(buffer, np.ndarray):
+        buffer = torch.from_numpy(buffer)
+    out: list[dict[str, Any]] = []
+    for i, k, dtype, shape, start in json.loads(packed[_LAYOUT]):
+        dt = np.dtype(dtype)
+        n = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+        if i == len(out):
+            out.append({})
+        # stored native-endian by pack_batches: a view of the buffer, no copy
+        out[i][k] = buffer[start : start + n].view(torch.from_numpy(np.empty(0, dt)).dtype).reshape(shape)
+    return out
+
+
+class _PackedDataLoader(_data.DataLoader):
+    """A ``DataLoader`` that unpacks the groups of batches :class:`CubeIterableDataset` packs in workers."""
+
+    def __iter__(self) -> Iterator[Any]:
+        for packed in super().__iter__():
+            yield from unpack_batches(packed)
 
 
 def _rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -124,6 +207,10 @@ class CubeIterableDataset(_data.IterableDataset):
         shard, n_shards = self.shard()
         epoch = int(self._epoch.value)
         limit = self.even_limit(epoch, n_shards) if self.even else None
+        # in a worker: groups of batches cross to the main process as one buffer each
+        packed = _data.get_worker_info() is not None
+        group: list[dict[str, np.ndarray]] = []
+        group_bytes = 0
         seen = 0
         for batch in self.training_set.iter_batches(
             self.batch_size,
@@ -144,7 +231,16 @@ class CubeIterableDataset(_data.IterableDataset):
                 seen += take
                 if self.batch_size is None:
                     batch = {k: v[0] for k, v in batch.items()}
-            yield _tensors(batch)
+            if not packed:
+                yield _tensors(batch)
+                continue
+            group.append(batch)
+            group_bytes += sum(np.asarray(v).nbytes for v in batch.values())
+            if group_bytes >= GROUP_BYTES or len(group) >= GROUP_BATCHES:
+                yield pack_batches(group)
+                group, group_bytes = [], 0
+        if group:
+            yield pack_batches(group)
 
 
 class CubeMapDataset(_data.Dataset):
@@ -255,7 +351,7 @@ def make_dataloader(
         world_size=world_size,
         even=even,
     )
-    return _data.DataLoader(dataset, batch_size=None, num_workers=num_workers, **loader_kwargs)
+    return _PackedDataLoader(dataset, batch_size=None, num_workers=num_workers, **loader_kwargs)
 
 
 class MaterialisedDataset(_data.Dataset):
