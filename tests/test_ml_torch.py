@@ -165,3 +165,19 @@ def test_even_shards_give_every_rank_the_same_number_of_steps(stores):
     if few.plan.n_blocks < 8:
         with pytest.raises(EsdlError, match="even=True over 8 shards .* leaves nothing"):
             list(make_dataloader(few, batch_size=8, rank=0, world_size=8, even=True))
+
+
+def test_persistent_workers_by_default_still_cover_each_epoch_with_its_own_shuffle(stores):
+    """Workers live across epochs (the default with num_workers > 0), and each epoch is still every sample
+    once, in the order of that epoch's shuffle."""
+    ts = TrainingSet(stores["ts"], SPEC, nan="fill-mean", window=2)
+    loader = make_dataloader(ts, batch_size=16, num_workers=2, seed=3)
+    assert loader.persistent_workers
+    orders = []
+    for epoch in range(3):
+        loader.dataset.set_epoch(epoch % 2)  # epochs 0, 1, then 0 again
+        orders.append([int(s) for b in loader for s in b["sample"]])
+        assert sorted(orders[-1]) == list(range(len(ts)))
+    assert orders[0] != orders[1] and orders[0] == orders[2]  # the same seed and epoch: the same order
+    first_workers = loader._iterator._workers if loader._iterator is not None else None
+    assert first_workers is not None and all(w.is_alive() for w in first_workers)

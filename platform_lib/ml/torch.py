@@ -322,12 +322,17 @@ def make_dataloader(
 
     The default is the iterable dataset (chunk-aware, batches cut in the workers); ``map_style=True``
     gives a map-style dataset with a :class:`ChunkAwareSampler`. Extra keyword arguments go to the
-    ``DataLoader`` (``pin_memory``, ``persistent_workers``, ``prefetch_factor``...). ``even=True``
-    gives every rank and worker the same number of samples (for ``DistributedDataParallel``).
+    ``DataLoader`` (``pin_memory``, ``persistent_workers``, ``prefetch_factor``...). With workers,
+    ``persistent_workers`` defaults to True: the workers (and the stores they opened) live from epoch
+    to epoch instead of starting again each time (about 0.15 s an epoch on a laptop); the next epoch's
+    shuffle still reaches them (``loader.dataset.set_epoch(n)``). ``even=True`` gives every rank and
+    worker the same number of samples (for ``DistributedDataParallel``).
     """
     batch_size = number_argument(batch_size, "batch_size", low=1, integer=True)
     if num_workers < 0:
         raise EsdlError(f"num_workers must be >= 0; got {num_workers}.")
+    if num_workers > 0:
+        loader_kwargs.setdefault("persistent_workers", True)
     if map_style:
         dataset = CubeMapDataset(training_set)
         sampler = ChunkAwareSampler(
