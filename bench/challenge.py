@@ -79,10 +79,11 @@ def measure(mode: str, store: Path, events: Path, out: Path, ours: Path, patch: 
     """Run one way in a fresh process: its time and peak memory."""
     done = subprocess.run(
         [sys.executable, "-c", CHILD, mode, str(store), str(events), str(out), str(ours), str(patch)],
-        check=True,
         capture_output=True,
         text=True,
     )
+    if done.returncode != 0:
+        raise RuntimeError(f"the {mode} run failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

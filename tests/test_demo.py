@@ -381,14 +381,19 @@ def test_intrinsic_dimension_map_varies_between_climate_zones(earth):
     assert tropics > boreal + 1.0, (tropics, boreal)
 
 
-def test_a_kept_store_of_other_years_is_refused_not_passed_off(tmp_path):
-    """Store names carry the resolution and chunk shape, not the years: 2001-2012 and 2001-2021 share a name
-    at 256 time steps a chunk. Asked for other years than a kept store holds, the generator says so."""
+def test_a_kept_store_of_another_cube_is_refused_not_passed_off(tmp_path):
+    """Store names carry the resolution and chunk shape, not the years or the seed: 2001-2012 and 2001-2021
+    share a name at 256 time steps a chunk, and so do two seeds. Asked for another cube than a kept store
+    holds, the generator says so (the years are read from the store as the seed is: see stored_demo)."""
     from platform_lib.demo import stored_demo, write_demo_cubes
     from platform_lib.errors import EsdlError
 
-    first = write_demo_cubes(tmp_path, resolution=30.0, years=(2001, 2006), progress=False)
-    with pytest.raises(EsdlError, match=r"holds the demo cube of years \[2001, 2006\].*not \[2001, 2007\]"):
-        write_demo_cubes(tmp_path, resolution=30.0, years=(2001, 2007), progress=False)
-    again = write_demo_cubes(tmp_path, resolution=30.0, years=(2001, 2007), overwrite=True, progress=False)
-    assert again == first and stored_demo(again["ts"]) == {"years": [2001, 2007], "seed": 0}
+    first = write_demo_cubes(tmp_path, resolution=30.0, years=(2003, 2003), progress=False)
+    with pytest.raises(
+        EsdlError, match=r"holds the demo cube of years \[2003, 2003\] and seed 0, not \[2003, 2003\] and 1"
+    ):
+        write_demo_cubes(tmp_path, resolution=30.0, years=(2003, 2003), seed=1, progress=False)
+    again = write_demo_cubes(
+        tmp_path, resolution=30.0, years=(2003, 2003), seed=1, overwrite=True, progress=False
+    )
+    assert again == first and stored_demo(again["ts"]) == {"years": [2003, 2003], "seed": 1}
