@@ -31,12 +31,12 @@ CHILD = r"""
 import json, sys, time, warnings
 import numpy as np, pandas as pd, xarray as xr
 warnings.simplefilter("ignore")
-mode, store, events_csv, out, ours_out, patch = sys.argv[1:7]
+mode, store, events_csv, out, ours_out, patch, drivers = sys.argv[1:8]
 events = pd.read_csv(events_csv, parse_dates=["start", "end"])
 t0 = time.perf_counter()
 if mode == "ours":
     from platform_lib.challenge import make_minicubes
-    mc = make_minicubes(xr.open_zarr(store), events, patch=int(patch), progress=False)
+    mc = make_minicubes(xr.open_zarr(store), events, patch=int(patch), drivers=json.loads(drivers), progress=False)
     names = [mc.attrs["target"], *mc.attrs["drivers"]]
     arrays = {n: mc[n].values for n in names}
     arrays.update({f"{n}_climatology": mc[f"{n}_climatology"].values for n in names})
@@ -75,10 +75,13 @@ print(json.dumps({"seconds": elapsed, "peak_mib": peak_kib / 1024}))
 """
 
 
-def measure(mode: str, store: Path, events: Path, out: Path, ours: Path, patch: int) -> dict:
+def measure(
+    mode: str, store: Path, events: Path, out: Path, ours: Path, patch: int, drivers: list[str]
+) -> dict:
     """Run one way in a fresh process: its time and peak memory."""
+    args = [mode, str(store), str(events), str(out), str(ours), str(patch), json.dumps(drivers)]
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, mode, str(store), str(events), str(out), str(ours), str(patch)],
+        [sys.executable, "-c", CHILD, *args],
         capture_output=True,
         text=True,
     )
@@ -92,17 +95,20 @@ def main(argv: list[str] | None = None) -> dict:
     import numpy as np
     import xarray as xr
 
-    from platform_lib.challenge import challenge_events
+    from platform_lib.challenge import DEFAULT_DRIVERS, challenge_events
     from platform_lib.demo import write_demo_cubes
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--small", action="store_true", help="5 degrees, 2001-2004, patch 2 (a smoke run)")
+    parser.add_argument(
+        "--small", action="store_true", help="5 degrees, 2001-2004, patch 2, one driver (a smoke run)"
+    )
     parser.add_argument("--resolution", type=float, default=1.0)
     parser.add_argument("--years", type=int, nargs=2, default=(2001, 2021), metavar=("FIRST", "LAST"))
     parser.add_argument("--patch", type=int, default=8, help="cells a side (default 8)")
     args = parser.parse_args(argv)
     resolution, years = (5.0, (2001, 2004)) if args.small else (args.resolution, tuple(args.years))
     patch = 2 if args.small else args.patch
+    drivers = list(DEFAULT_DRIVERS[:1] if args.small else DEFAULT_DRIVERS)
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         store = write_demo_cubes(tmp_path, resolution=resolution, years=years, progress=False)["ts"]
@@ -113,14 +119,14 @@ def main(argv: list[str] | None = None) -> dict:
         events_csv = tmp_path / "events.csv"
         events.drop(columns=[c for c in ("variables",) if c in events]).to_csv(events_csv, index=False)
         ours_out, plain_out = tmp_path / "ours.npz", tmp_path / "plain.npz"
-        ours = measure("ours", store, events_csv, ours_out, ours_out, patch)
-        plain = measure("plain", store, events_csv, plain_out, ours_out, patch)
+        ours = measure("ours", store, events_csv, ours_out, ours_out, patch, drivers)
+        plain = measure("plain", store, events_csv, plain_out, ours_out, patch, drivers)
         a, b = np.load(ours_out), np.load(plain_out)
         names = [str(n) for n in a["names"]]
         for key in [*names, *(f"{n}_climatology" for n in names)]:
             np.testing.assert_allclose(a[key], b[key], rtol=2e-6, atol=1e-6, equal_nan=True, err_msg=key)
         n_minicubes = len(a["time"])
-    size = f"{resolution:g} deg, {years[0]}-{years[1]}, patch {patch}"
+    size = f"{resolution:g} deg, {years[0]}-{years[1]}, patch {patch}, {1 + len(drivers)} variables"
     print(
         f"challenge minicubes, {size}: {len(events)} events found in {events_seconds:.1f} s, {n_minicubes} minicubes"
     )
