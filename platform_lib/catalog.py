@@ -955,8 +955,8 @@ def _check_store(entry: CubeEntry) -> list[str]:
                 f"{where}: variable {var!r} has units {ds[var].attrs.get('units')!r} in the store, {info.get('units')!r} in the metadata"
             )
     if "time" in ds.coords and meta.get("temporal_extent"):
-        times = pd.DatetimeIndex(ds["time"].values)
-        have = [str(times[0].date()), str(times[-1].date())]
+        times = pd.DatetimeIndex(np.ravel(ds["time"].values))  # 2-D for minicubes: (minicube, step)
+        have = [str(times.min().date()), str(times.max().date())]
         if have != [str(pd.Timestamp(t).date()) for t in meta["temporal_extent"]]:
             problems.append(f"{where}: temporal_extent {meta['temporal_extent']} but the store spans {have}")
     if {"lat", "lon"} <= set(ds.coords) and isinstance(meta.get("spatial_extent"), list):

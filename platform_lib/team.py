@@ -176,11 +176,13 @@ def register_cube(
     *,
     description: str | None = None,
     overwrite: bool = False,
+    args: Mapping[str, Any] | None = None,
 ) -> str:
     """Add cube ``name`` (a Zarr store at ``urlpath``) to the team catalog; return ``name``.
 
     The entry is a classic Intake source (``driver: zarr``) with ``metadata`` plus who registered it
-    and when. A name already in the team catalog is an error unless ``overwrite=True``. Safe under
+    and when; ``args`` override the reader's arguments (e.g. ``{"chunks": {}}``: one dask chunk per
+    stored chunk). A name already in the team catalog is an error unless ``overwrite=True``. Safe under
     concurrent registration from several processes (file lock, atomic rewrite).
 
     >>> import tempfile
@@ -196,7 +198,10 @@ def register_cube(
     meta.setdefault("registered_by", current_user())
     meta.setdefault("registered_at", _now())
     entry = catalog_source(
-        _urlpath_for_catalog(urlpath, path), description or meta.get("title") or f"Team cube {name}", meta
+        _urlpath_for_catalog(urlpath, path),
+        description or meta.get("title") or f"Team cube {name}",
+        meta,
+        **dict(args or {}),
     )
     shared = _shared_catalog_names(path)
     if name in shared:

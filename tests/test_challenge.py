@@ -336,6 +336,12 @@ def test_the_command_makes_scores_and_ranks(team, tmp_path, capsys):
     assert esdl(MAKE) == 0
     out = capsys.readouterr().out
     assert "registered 'tiny'" in out and "test" in out
+    from platform_lib.catalog import validate_catalog
+
+    assert validate_catalog(team / "catalog.yaml", open_stores=True) == []  # a well-formed team cube entry
+    from platform_lib.catalog import open_cube
+
+    assert open_cube("tiny").sizes["step"] == 7  # a teammate opens it like any cube
     assert esdl(["challenge", "show", "tiny"]) == 0
     assert '"horizon_steps": 3' in capsys.readouterr().out
     assert esdl(MAKE) == 2  # the name is taken: refused, nothing rewritten

@@ -152,7 +152,24 @@ def make_challenge(
         "title": ds.attrs["title"],
         "kind": "challenge",
         "challenge": card,
-        "variables": sorted(str(v) for v in ds.data_vars),
+        "variables": {
+            str(v): {
+                "units": str(ds[v].attrs.get("units", "")),
+                "long_name": str(ds[v].attrs.get("long_name", v)),
+            }
+            for v in ds.data_vars
+        },
+        # where and when its minicubes are (cell centres), in the catalog's terms
+        "spatial_extent": [
+            float(ds["lon"].min()),
+            float(ds["lat"].min()),
+            float(ds["lon"].max()),
+            float(ds["lat"].max()),
+        ],
+        "temporal_extent": [str(ds["time"].values.min())[:10], str(ds["time"].values.max())[:10]],
+        "chunking": "minicubes",
+        "license": str(cube.attrs.get("license", "see source cube")),
+        "source": f"prediction-challenge minicubes of {label}",
     }
     encoding = {v: {"chunks": (256, ds.sizes["step"], patch, patch)} for v in ds.data_vars}
     team_cubes_dir(team)
@@ -160,7 +177,16 @@ def make_challenge(
         check_name_free(name, catalog, target_store)
         write_zarr_atomic(ds, target_store, encoding=encoding, progress=False)
         try:
-            register_cube(name, target_store, metadata, catalog_path=catalog, description=ds.attrs["title"])
+            # one dask chunk per stored chunk: xarray's "auto" cannot size the minicubes' label coordinates
+            # (variable-length strings), so open_cube(name) would fail with it
+            register_cube(
+                name,
+                target_store,
+                metadata,
+                catalog_path=catalog,
+                description=ds.attrs["title"],
+                args={"chunks": {}},
+            )
         except BaseException:
             remove_path(target_store)
             raise
