@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from fresh_process import REPORT, run_fresh
 
 CHILD = r"""
 import json, sys, time, warnings
@@ -70,24 +70,17 @@ else:
         arrays[f"{name}_climatology"] = np.stack(clims)
     np.savez(out, **arrays)
 elapsed = time.perf_counter() - t0
-peak_kib = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-print(json.dumps({"seconds": elapsed, "peak_mib": peak_kib / 1024}))
 """
+CHILD += REPORT
 
 
 def measure(
     mode: str, store: Path, events: Path, out: Path, ours: Path, patch: int, drivers: list[str]
 ) -> dict:
     """Run one way in a fresh process: its time and peak memory."""
-    args = [mode, str(store), str(events), str(out), str(ours), str(patch), json.dumps(drivers)]
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD, *args],
-        capture_output=True,
-        text=True,
+    return run_fresh(
+        CHILD, mode, str(store), str(events), str(out), str(ours), str(patch), json.dumps(drivers)
     )
-    if done.returncode != 0:
-        raise RuntimeError(f"the {mode} run failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
+
+from fresh_process import REPORT, run_fresh
 
 VARIABLES = [
     "air_temperature_2m",
@@ -61,21 +61,13 @@ else:
         result = xr.apply_ufunc(ratio, cube.to_dataarray("variable"), input_core_dims=[["time"]], vectorize=True)
 elapsed = time.perf_counter() - t0
 result.transpose("variable", "lat", "lon").astype("float64").to_netcdf(out)
-# VmHWM: this process image's own peak (ru_maxrss would carry the parent's peak over the exec)
-peak_kib = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-print(json.dumps({"seconds": elapsed, "peak_mib": peak_kib / 1024}))
 """
+CHILD += REPORT
 
 
 def measure(mode: str, store: Path, out: Path) -> dict:
     """Run one way in a fresh process: its time and peak memory."""
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD, mode, str(store), str(out), json.dumps(VARIABLES)],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_fresh(CHILD, mode, str(store), str(out), json.dumps(VARIABLES))
 
 
 def main(argv: list[str] | None = None) -> dict:

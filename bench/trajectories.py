@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
+
+from fresh_process import REPORT, run_fresh
 
 VARIABLES = [
     "air_temperature_2m",
@@ -75,20 +75,14 @@ else:
     pc1 = np.nanstd(pcs.reshape(shape[:-1]), axis=0)
 elapsed = time.perf_counter() - t0
 np.save(out, pc1)  # a standard deviation: the sign of the eigenvector does not matter
-peak_kib = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-print(json.dumps({"seconds": elapsed, "peak_mib": peak_kib / 1024, "explained_variance": vals.tolist()}))
+extra = {"explained_variance": vals.tolist()}
 """
+CHILD += REPORT
 
 
 def measure(mode: str, store: Path, out: Path) -> dict:
     """Run one way in a fresh process: its time, peak memory and eigenvalues."""
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD, mode, str(store), str(out), json.dumps(VARIABLES)],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_fresh(CHILD, mode, str(store), str(out), json.dumps(VARIABLES))
 
 
 def main(argv: list[str] | None = None) -> dict:
