@@ -377,7 +377,7 @@ def find_cubes(
         meta = entry.metadata
         if wanted and not set(wanted) <= set(meta.get("variables") or {}):
             continue
-        if box is not None and not _extents_overlap(meta.get("spatial_extent"), box):
+        if box is not None and not extents_overlap(meta.get("spatial_extent"), box):
             continue
         if window is not None:
             extent = meta.get("temporal_extent") or [None, None]
@@ -398,8 +398,13 @@ def _lon_intervals(lon_min: float, lon_max: float) -> list[tuple[float, float]]:
     return [(lo, hi)] if lo <= hi else [(lo, 180.0), (-180.0, hi)]
 
 
-def _extents_overlap(extent: Any, box: tuple[float, float, float, float]) -> bool:
-    """Does a catalog ``spatial_extent`` ``[lon_min, lat_min, lon_max, lat_max]`` overlap ``box``?"""
+def extents_overlap(extent: Any, box: tuple[float, float, float, float]) -> bool:
+    """Does a catalog ``spatial_extent`` ``[lon_min, lat_min, lon_max, lat_max]`` overlap ``box`` (the same
+    order; ``lon_min > lon_max`` across the dateline)? Edges that touch overlap.
+
+    >>> extents_overlap([170, 40, -170, 50], (-175, 45, -160, 60)), extents_overlap([0, 0, 10, 10], (20, 0, 30, 10))
+    (True, False)
+    """
     if not isinstance(extent, list | tuple) or len(extent) != 4:
         return False
     e_lon_min, e_lat_min, e_lon_max, e_lat_max = (float(v) for v in extent)

@@ -511,7 +511,7 @@ def test_longitude_overlap_agrees_with_counting_degrees(a, b):
 
     grid = np.union1d(np.linspace(-180, 180, 36001), [*a, *b])
     expected = any(covers(*a, x) and covers(*b, x) for x in grid)
-    assert catalog._extents_overlap([a[0], -10, a[1], 10], (b[0], -5, b[1], 5)) == expected
+    assert catalog.extents_overlap([a[0], -10, a[1], 10], (b[0], -5, b[1], 5)) == expected
 
 
 def test_a_bbox_with_swapped_longitudes_warns_and_one_across_the_dateline_does_not():

@@ -115,23 +115,15 @@ def challenge_events(
 
 def _overlaps_any(table: pd.DataFrame, others: pd.DataFrame) -> np.ndarray:
     """Per row of ``table``: does its window and box overlap a row of ``others``?"""
-
-    def lon_overlap(a0: float, a1: float, b0: float, b1: float) -> bool:
-        def pieces(lo: float, hi: float) -> list[tuple[float, float]]:
-            return [(lo, hi)] if lo <= hi else [(lo, 180.0), (-180.0, hi)]
-
-        return any(x0 <= y1 and y0 <= x1 for x0, x1 in pieces(a0, a1) for y0, y1 in pieces(b0, b1))
+    from platform_lib.catalog import extents_overlap
 
     out = np.zeros(len(table), dtype=bool)
     for i, a in enumerate(table.itertuples()):
-        for b in others.itertuples():
-            if (
-                a.start <= b.end
-                and b.start <= a.end
-                and a.lat_min <= b.lat_max
-                and b.lat_min <= a.lat_max
-                and lon_overlap(a.lon_min, a.lon_max, b.lon_min, b.lon_max)
-            ):
-                out[i] = True
-                break
+        box = (a.lon_min, a.lat_min, a.lon_max, a.lat_max)
+        out[i] = any(
+            a.start <= b.end
+            and b.start <= a.end
+            and extents_overlap([b.lon_min, b.lat_min, b.lon_max, b.lat_max], box)
+            for b in others.itertuples()
+        )
     return out
