@@ -75,10 +75,14 @@ def forecast_array(part: xr.Dataset, values: np.ndarray) -> xr.DataArray:
     )
 
 
-def _context_horizon(part: xr.Dataset, name: str) -> tuple[np.ndarray, np.ndarray]:
+def _steps(part: xr.Dataset, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` (minicube, step, y, x) split into the context and the horizon steps."""
     steps = part["step"].values
-    values = part[name].values
     return values[:, steps < 0], values[:, steps >= 0]
+
+
+def _context_horizon(part: xr.Dataset, name: str) -> tuple[np.ndarray, np.ndarray]:
+    return _steps(part, part[name].values)
 
 
 def _last_finite(context: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -121,9 +125,7 @@ def anomaly_persistence(ds: xr.Dataset) -> float:
     0.53
     """
     part = split_part(ds, "train")
-    anom = (
-        _context_horizon(part, _target(part))[0] - _context_horizon(part, f"{_target(part)}_climatology")[0]
-    )
+    anom = _steps(part, _anomalies(part, _target(part)))[0]
     a, b = anom[:, :-1].ravel(), anom[:, 1:].ravel()
     ok = np.isfinite(a) & np.isfinite(b)
     if ok.sum() < 3:
@@ -136,7 +138,7 @@ def anomaly_persistence(ds: xr.Dataset) -> float:
 def _decayed_last(part: xr.Dataset, rho: float) -> np.ndarray:
     """The last observed anomaly decayed to every horizon step: (minicube, step, y, x), 0 where none."""
     name = _target(part)
-    anom_context = _context_horizon(part, name)[0] - _context_horizon(part, f"{name}_climatology")[0]
+    anom_context = _steps(part, _anomalies(part, name))[0]
     last, lag = _last_finite(anom_context)
     n_steps = int((part["step"].values >= 0).sum())
     ahead = np.arange(1, n_steps + 1)[None, :, None, None] + lag[:, None]
@@ -161,18 +163,12 @@ def ridge_features(ds: xr.Dataset, part: xr.Dataset, rho: float) -> np.ndarray:
     clim = _context_horizon(part, f"{name}_climatology")[1]
     columns = [_decayed_last(part, rho), clim]
     for driver in ds.attrs["drivers"]:
-        context, horizon = (x for x in _context_horizon_of(part, driver))
+        context, horizon = _steps(part, _anomalies(part, driver))
         with warnings.catch_warnings():  # a pixel without a value in its context: NaN, then 0 below
             warnings.simplefilter("ignore", RuntimeWarning)
             context_mean = np.nanmean(context, axis=1, keepdims=True)
         columns += [horizon, np.broadcast_to(context_mean, horizon.shape), horizon * clim]
     return np.nan_to_num(np.stack(columns, axis=-1).astype(np.float64))
-
-
-def _context_horizon_of(part: xr.Dataset, driver: str) -> tuple[np.ndarray, np.ndarray]:
-    anom = _anomalies(part, driver)
-    steps = part["step"].values
-    return anom[:, steps < 0], anom[:, steps >= 0]
 
 
 def _fit_ridge(x: np.ndarray, y: np.ndarray, penalty: float) -> np.ndarray:
@@ -193,7 +189,7 @@ def ridge(ds: xr.Dataset, split: str = "test", penalty: float | None = None) -> 
     name = _target(ds)
     train = split_part(ds, "train")
     x_train = ridge_features(ds, train, rho)
-    y_train = _context_horizon(train, name)[1] - _context_horizon(train, f"{name}_climatology")[1]
+    y_train = _steps(train, _anomalies(train, name))[1]
     mean = x_train.reshape(-1, x_train.shape[-1]).mean(axis=0)
     std = x_train.reshape(-1, x_train.shape[-1]).std(axis=0) + 1e-9
 
