@@ -16,7 +16,7 @@ from platform_lib.ml.torch import (  # noqa: E402
     CubeIterableDataset,
     CubeMapDataset,
     make_dataloader,
-    unpack_batches,
+    split_segment,
 )
 
 SPEC = SampleSpec(
@@ -52,28 +52,26 @@ def test_each_sample_exactly_once_per_epoch_with_workers_and_two_ranks(stores, n
     assert sorted(everything) == list(range(len(ts)))
 
 
-@pytest.mark.parametrize("batch_size", [16, 20_000])  # a pipe-sized and a shared-memory-sized buffer
-def test_a_worker_sends_its_batches_in_groups_of_one_buffer(stores, batch_size):
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_batches_travel_in_segments_and_come_out_as_views(stores, num_workers):
     ts = TrainingSet(stores["ts"], SPEC, nan="fill-mean", window=2)
-    loader = make_dataloader(ts, batch_size=batch_size, num_workers=2, seed=5)
-    raw = torch.utils.data.DataLoader(loader.dataset, batch_size=None, num_workers=2)
-    sent = list(raw)  # what crosses the process boundary, before the loader unpacks it
-    assert sent and all(set(b) == {"_esdl_packed", "_esdl_layout"} for b in sent)
-    assert all(isinstance(b["_esdl_packed"], torch.Tensor) and b["_esdl_packed"].dim() == 1 for b in sent)
-    n_batches = sum(len(unpack_batches(b)) for b in sent)
-    if batch_size == 16:  # small batches travel together: fewer items than batches
-        assert len(sent) < n_batches
+    loader = make_dataloader(ts, batch_size=16, num_workers=num_workers, seed=5)
+    raw = torch.utils.data.DataLoader(loader.dataset, batch_size=None, num_workers=num_workers)
+    sent = list(raw)  # the items the DataLoader moves (across processes with workers), before splitting
+    assert sent and all("_esdl_batch_sizes" in item for item in sent)
+    n_batches = sum(len(split_segment(item)) for item in sent)
+    assert len(sent) < n_batches / 4  # many batches per item: the per-item cost is paid per segment
     ids: list[int] = []
     for batch in loader:
-        assert {"x", "y", "sample"} <= set(batch)
-        assert len({v.untyped_storage().data_ptr() for v in batch.values()}) == 1  # one storage
+        assert {"x", "y", "sample"} <= set(batch) and "_esdl_batch_sizes" not in batch
         assert tuple(batch["x"].shape[1:]) == ts.x_shape and batch["x"].dtype == torch.float32
+        assert batch["x"]._base is not None  # a view of its segment, not a copy
         ids += batch["sample"].tolist()
     assert sorted(ids) == list(range(len(ts)))
-    # the same values as in-process batches (no packing with num_workers=0)
+    # the same values as the dataset's batch-by-batch iteration (no segments)
     plain = {
         int(s): x
-        for b in make_dataloader(ts, batch_size=7, seed=5)
+        for b in torch.utils.data.DataLoader(CubeIterableDataset(ts, 7, seed=5), batch_size=None)
         for s, x in zip(b["sample"], b["x"], strict=True)
     }
     for batch in loader:

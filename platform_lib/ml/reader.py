@@ -17,12 +17,14 @@ import re
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from typing import Any, TypeVar
 
 import numpy as np
 
 from platform_lib.chunks import is_dask_backed
 from platform_lib.errors import EsdlError
+from platform_lib.ml.chunk_files import ChunkFileReader, chunk_file_reader
 
 T = TypeVar("T")
 DIRECT_STORE = "esdl_direct_store"  # encoding key: a store opened by open_cube_for_reading, not subset
@@ -161,7 +163,7 @@ class BlockReader:
         self.variables = tuple(variables)
         self.dims = tuple(str(d) for d in ds[self.variables[0]].dims)
         self.dtype = np.dtype(dtype)
-        self.threads = max(1, min(int(threads), len(self.variables)))
+        self.threads = max(1, int(threads))
         self._pool: ThreadPoolExecutor | None = None
         self._pool_pid = 0
         # float variables without scale/offset, read from a Zarr store as they are stored (a store we
@@ -194,7 +196,8 @@ class BlockReader:
             self._pool_pid = os.getpid()
         return self._pool
 
-    def _array(self, name: str) -> Any:
+    def _array(self, name: str) -> tuple[Any, ChunkFileReader | None]:
+        """The zarr array of direct variable ``name`` and its chunk-file reader (None: read via zarr)."""
         import zarr
 
         if self._arrays_pid != os.getpid():
@@ -204,30 +207,42 @@ class BlockReader:
             need = tuple(n + o for n, o in zip(self.ds[name].shape, self.offsets, strict=True))
             if len(arr.shape) != len(need) or any(a < b for a, b in zip(arr.shape, need, strict=True)):
                 raise EsdlError(f"{self.direct_store}/{name} does not hold the opened cube's region.")
-            self._arrays[name] = arr
+            self._arrays[name] = (arr, chunk_file_reader(arr))
         return self._arrays[name]
 
     def read(self, region: Region) -> np.ndarray:
-        """Read ``region`` (one slice per dim) of every variable, the variables concurrently."""
+        """Read ``region`` (one slice per dim) of every variable, chunks and variables concurrently.
+
+        Direct variables are decoded chunk file by chunk file where :func:`chunk_file_reader` can
+        (else with one zarr call each), the rest are read through xarray; the pieces run on a pool
+        of ``threads`` threads, in as many interleaved groups.
+        """
         shape = tuple(sl.stop - sl.start for sl in region)
         out = np.empty((len(self.variables), *shape), dtype=self.dtype)
         indexer = dict(zip(self.dims, region, strict=True))
         stored = tuple(slice(sl.start + o, sl.stop + o) for sl, o in zip(region, self.offsets, strict=True))
-
-        def one(c: int) -> None:
-            name = self.variables[c]
-            if name in self.direct:
-                self._array(name).get_basic_selection(stored, out=_nd_buffer(out[c]))
-                return
-            var = self.ds[name].variable.isel(indexer)
-            out[c] = var.data.compute(scheduler="synchronous") if is_dask_backed(var) else var.values
-
-        if self.threads == 1:
-            for c in range(len(self.variables)):
-                one(c)
+        jobs: list[Callable[[], None]] = []
+        for c, name in enumerate(self.variables):
+            if name not in self.direct:
+                jobs.append(partial(self._read_through_xarray, name, indexer, out[c]))
+                continue
+            arr, files = self._array(name)
+            if files is None:
+                jobs.append(partial(arr.get_basic_selection, stored, out=_nd_buffer(out[c])))
+            else:
+                jobs += [partial(files.read_piece, piece, out[c]) for piece in files.pieces(stored)]
+        groups = min(self.threads, len(jobs))
+        if groups <= 1:
+            for job in jobs:
+                job()
         else:
-            list(self._variables_pool().map(one, range(len(self.variables))))
+            run = lambda k: [job() for job in jobs[k::groups]]  # noqa: E731
+            list(self._variables_pool().map(run, range(groups)))
         return out
+
+    def _read_through_xarray(self, name: str, indexer: dict[str, slice], out: np.ndarray) -> None:
+        var = self.ds[name].variable.isel(indexer)
+        out[...] = var.data.compute(scheduler="synchronous") if is_dask_backed(var) else var.values
 
     @property
     def itemsize(self) -> int:

@@ -4,11 +4,11 @@ chunk-aware ``Sampler`` and :func:`make_dataloader`. Needs the ``ml`` extra (``p
 
 The iterable dataset gives every (rank, worker) pair its own share of the plan's blocks, so each
 sample is seen exactly once per epoch whatever ``num_workers`` and the world size, and every block is
-read by one process only. Batches are cut inside the dataset (``DataLoader(batch_size=None)``). In a
-worker process batches are packed in groups (about 1 MiB, at most 64 batches) into one contiguous
-buffer, so a group crosses to the main process as one item (through the pipe, or one shared-memory
-segment when large) rather than one tensor per field and batch; the loader unpacks it into views of
-that buffer, batch by batch.
+read by one process only. Batches are cut inside the dataset (``DataLoader(batch_size=None)``).
+:func:`make_dataloader` has the dataset yield a *segment* of several batches at a time (about 8 MB of
+samples, :meth:`TrainingSet.iter_segments`) as one item: from a worker process it crosses to the main
+process as one tensor per field rather than one per field and batch, and the ``DataLoader``'s own
+cost per item is paid once per segment; the loader hands out its batches as views.
 
 >>> import numpy as np, xarray as xr
 >>> from platform_lib.ml import SampleSpec, TrainingSet
@@ -21,7 +21,6 @@ that buffer, batch by batch.
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 from collections.abc import Iterator
@@ -32,7 +31,7 @@ import numpy as np
 from platform_lib.arguments import number_argument
 from platform_lib.errors import EsdlError, import_extra
 from platform_lib.ml.reader import BlockCache
-from platform_lib.ml.training_set import TrainingSet
+from platform_lib.ml.training_set import TrainingSet, rows_of
 
 torch = import_extra("torch", "ml", "The PyTorch adapters (platform_lib.ml.torch)")
 _data = torch.utils.data
@@ -45,82 +44,36 @@ def _tensors(batch: dict[str, np.ndarray]) -> dict[str, Any]:
     }
 
 
-_PACKED = "_esdl_packed"
-_LAYOUT = "_esdl_layout"
-_ALIGN = 64
-_PIPE_LIMIT = 1 << 20  # bytes: smaller packed groups go through the pipe, larger through shared memory
-#: a worker hands over batches in groups of about this many bytes (at most GROUP_BATCHES batches): the
-#: DataLoader's cost per item (a queue put and get, pickling, about 1 ms) is paid once per group
-GROUP_BYTES = 1 << 20
-GROUP_BATCHES = 64
+_SIZES = "_esdl_batch_sizes"
 
 
-def pack_batches(batches: list[dict[str, np.ndarray]]) -> dict[str, Any]:
-    """``batches`` as one contiguous ``uint8`` buffer plus its layout (a JSON string).
+def split_segment(item: dict[str, Any]) -> list[dict[str, Any]]:
+    """The batches of a segment item :class:`CubeIterableDataset` yields with ``grouped=True``
+    (tensors, plus the batch sizes under ``"_esdl_batch_sizes"``): dicts of views of its tensors, one
+    ``torch.split`` per field. Anything else comes back as a one-batch list.
 
-    What a worker sends to the main process: one buffer for a group of batches, a numpy array (pickled
-    through the worker's pipe) below 1 MiB, else a tensor (one shared-memory segment), never one per
-    field or per batch. :func:`unpack_batches` turns it back into the batches, dicts of tensors that
-    are views of the one buffer.
-
-    >>> import numpy as np
-    >>> packed = pack_batches([{"x": np.ones((2, 3), "float32"), "sample": np.arange(2)}, {"x": np.zeros((1, 3), "float32"), "sample": np.arange(2, 3)}])
-    >>> sorted(packed), packed["_esdl_packed"].dtype
-    (['_esdl_layout', '_esdl_packed'], dtype('uint8'))
-    >>> [(tuple(b["x"].shape), b["sample"].tolist()) for b in unpack_batches(packed)]
-    [((2, 3), [0, 1]), ((1, 3), [2])]
+    >>> import torch
+    >>> item = {"x": torch.arange(5.0), "_esdl_batch_sizes": torch.tensor([2, 3])}
+    >>> [b["x"].tolist() for b in split_segment(item)]
+    [[0.0, 1.0], [2.0, 3.0, 4.0]]
+    >>> split_segment({"x": 1})
+    [{'x': 1}]
     """
-    layout = []
-    offset = 0
-    pieces = []
-    for i, batch in enumerate(batches):
-        for k, v in batch.items():
-            v = np.asarray(v)
-            v = v.astype(v.dtype.newbyteorder("="), copy=False)
-            layout.append((i, k, v.dtype.str, list(v.shape), offset))
-            pieces.append(v)
-            offset += -(-v.nbytes // _ALIGN) * _ALIGN
-    buffer = np.empty(max(offset, 1), dtype=np.uint8)
-    for (_, _, _, _, start), v in zip(layout, pieces, strict=True):
-        buffer[start : start + v.nbytes].view(v.dtype).reshape(v.shape)[...] = v
-    if buffer.nbytes >= _PIPE_LIMIT:  # large: one shared-memory segment
-        return {_PACKED: torch.from_numpy(buffer), _LAYOUT: json.dumps(layout)}
-    # small: a numpy array is pickled through the worker's pipe, cheaper than a segment per group
-    return {_PACKED: buffer, _LAYOUT: json.dumps(layout)}
+    if not isinstance(item, dict) or _SIZES not in item:
+        return [item]
+    sizes = item[_SIZES].tolist()
+    parts = {k: torch.split(v, sizes) for k, v in item.items() if k != _SIZES}
+    return [{k: v[i] for k, v in parts.items()} for i in range(len(sizes))]
 
 
-def unpack_batches(packed: dict[str, Any]) -> list[dict[str, Any]]:
-    """The batches :func:`pack_batches` packed, each a dict of tensors (views of its buffer); anything
-    else as a one-batch list.
-
-    >>> import numpy as np
-    >>> unpack_batches(pack_batches([{"y": np.zeros(4, "int16")}]))[0]["y"].dtype
-    torch.int16
-    >>> unpack_batches({"y": 1})
-    [{'y': 1}]
-    """
-    if not isinstance(packed, dict) or _PACKED not in packed:
-        return [packed]
-    buffer = packed[_PACKED]
-    if isinstance(buffer, np.ndarray):
-        buffer = torch.from_numpy(buffer)
-    out: list[dict[str, Any]] = []
-    for i, k, dtype, shape, start in json.loads(packed[_LAYOUT]):
-        dt = np.dtype(dtype)
-        n = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
-        if i == len(out):
-            out.append({})
-        # stored native-endian by pack_batches: a view of the buffer, no copy
-        out[i][k] = buffer[start : start + n].view(torch.from_numpy(np.empty(0, dt)).dtype).reshape(shape)
-    return out
-
-
-class _PackedDataLoader(_data.DataLoader):
-    """A ``DataLoader`` that unpacks the groups of batches :class:`CubeIterableDataset` packs in workers."""
+class _SegmentDataLoader(_data.DataLoader):
+    """A ``DataLoader`` whose items are segments of several batches (from a worker: one transfer for
+    all of them; in the main process: one pass of the ``DataLoader`` machinery), handed out batch by
+    batch as views."""
 
     def __iter__(self) -> Iterator[Any]:
-        for packed in super().__iter__():
-            yield from unpack_batches(packed)
+        for item in super().__iter__():
+            yield from split_segment(item)
 
 
 def _rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -156,13 +109,14 @@ class CubeIterableDataset(_data.IterableDataset):
         rank: int | None = None,
         world_size: int | None = None,
         even: bool = False,
+        grouped: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(training_set, TrainingSet):
             raise EsdlError(f"Expected a TrainingSet; got {type(training_set).__name__}.")
         if even:  # shard sizes must be known up front: apply the NaN drop now
             training_set = training_set.without_dropped(progress=False)
-        self.even = even
+        self.even, self.grouped = even, grouped
         self.training_set = training_set
         _ = training_set.stats  # computed once here, not in every worker
         self.batch_size, self.seed, self.shuffle, self.drop_last = batch_size, seed, shuffle, drop_last
@@ -207,12 +161,9 @@ class CubeIterableDataset(_data.IterableDataset):
         shard, n_shards = self.shard()
         epoch = int(self._epoch.value)
         limit = self.even_limit(epoch, n_shards) if self.even else None
-        # in a worker: groups of batches cross to the main process as one buffer each
-        packed = _data.get_worker_info() is not None
-        group: list[dict[str, np.ndarray]] = []
-        group_bytes = 0
+        grouped = self.grouped and self.batch_size is not None
         seen = 0
-        for batch in self.training_set.iter_batches(
+        for segment, sizes in self.training_set.iter_segments(
             self.batch_size,
             seed=self.seed,
             epoch=epoch,
@@ -221,26 +172,24 @@ class CubeIterableDataset(_data.IterableDataset):
             n_shards=n_shards,
             drop_last=self.drop_last,
         ):
-            if limit is not None:
-                if self.batch_size is None:
-                    batch = {k: v[None] for k, v in batch.items()}
-                take = min(len(batch["sample"]), limit - seen)
-                if take <= 0:
+            if limit is not None:  # even: stop every shard after the same number of samples
+                if seen >= limit:
                     break
-                batch = {k: v[:take] for k, v in batch.items()}
-                seen += take
-                if self.batch_size is None:
-                    batch = {k: v[0] for k, v in batch.items()}
-            if not packed:
-                yield _tensors(batch)
-                continue
-            group.append(batch)
-            group_bytes += sum(np.asarray(v).nbytes for v in batch.values())
-            if group_bytes >= GROUP_BYTES or len(group) >= GROUP_BATCHES:
-                yield pack_batches(group)
-                group, group_bytes = [], 0
-        if group:
-            yield pack_batches(group)
+                keep = np.cumsum(sizes) <= limit - seen
+                if not keep.all():
+                    partial = limit - seen - int(np.sum(np.asarray(sizes)[keep]))
+                    sizes = [*np.asarray(sizes)[keep].tolist(), *([partial] if partial else [])]
+                    segment = {k: v[: sum(sizes)] for k, v in segment.items()}
+                seen += sum(sizes)
+            if self.batch_size is None:
+                yield from (_tensors(row) for row in rows_of(segment))
+            elif grouped:
+                yield {**_tensors(segment), _SIZES: torch.tensor(sizes, dtype=torch.int64)}
+            else:
+                start = 0
+                for size in sizes:
+                    yield _tensors({k: v[start : start + size] for k, v in segment.items()})
+                    start += size
 
 
 class CubeMapDataset(_data.Dataset):
@@ -355,8 +304,9 @@ def make_dataloader(
         rank=rank,
         world_size=world_size,
         even=even,
+        grouped=True,
     )
-    return _PackedDataLoader(dataset, batch_size=None, num_workers=num_workers, **loader_kwargs)
+    return _SegmentDataLoader(dataset, batch_size=None, num_workers=num_workers, **loader_kwargs)
 
 
 class MaterialisedDataset(_data.Dataset):

@@ -45,6 +45,9 @@ class _Block:
     ids: np.ndarray  # sample ids kept in this block
     tiles: dict[str, np.ndarray] | None = None  # "x"/"y": every grid sample of the block, contiguous
     counts: tuple[int, ...] = ()  # grid samples per dim of ``tiles``
+    rows: np.ndarray | None = None  # the row in ``tiles`` of each sample in ``ids``
+    shared: dict[str, np.ndarray] | None = None  # its window's tiles, ``tiles`` a run of their rows
+    first_row: int = 0  # where that run starts
 
 
 class TrainingSet:
@@ -204,8 +207,10 @@ class TrainingSet:
         )
 
     # -- reading and cutting --------------------------------------------------------------------
-    def read_block(self, block: int) -> _Block:
-        """Read block ``block`` once and keep the ids of its samples that survive the NaN policy."""
+    def read_block(self, block: int, into: tuple[dict[str, np.ndarray], int] | None = None) -> _Block:
+        """Read block ``block`` once and keep the ids of its samples that survive the NaN policy.
+
+        ``into``: its window's shared tile arrays and the row where this block's tiles go."""
         region = self.plan.region(block)
         data = self.reader.read(region)
         lo = np.array([sl.start for sl in region], dtype=np.int64)
@@ -222,26 +227,62 @@ class TrainingSet:
                 self.y_offset,
             )
             ids = ids[keep]
-        return self._tiled(_Block(data, lo, ids))
+        return self._tiled(_Block(data, lo, ids), into)
 
-    def _tiled(self, block: _Block) -> _Block:
+    def _tile_counts(self, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+        """Grid samples per dim of a block of ``shape``, or None when its samples cannot be tiled
+        (they overlap, or a target window runs past the block)."""
+        counts = tuple(
+            (n - e) // s + 1 for n, e, s in zip(shape, self.extent, self.stride.tolist(), strict=True)
+        )
+        for _, _, offset, window in self._parts():
+            for k, (off, w, s, c) in enumerate(
+                zip(offset.tolist(), window, self.stride.tolist(), counts, strict=True)
+            ):
+                if w > s or off + c * s > shape[k]:
+                    return None
+        return counts
+
+    def _window_jobs(
+        self, blocks: np.ndarray
+    ) -> Iterator[tuple[int, tuple[dict[str, np.ndarray], int] | None]]:
+        """``(block, into)`` for :meth:`read_block`, window by window: when every block of a window can
+        be tiled, one array per key is allocated for all their tiles (the reader threads fill it), so a
+        segment is then one gather per key."""
+        for w0 in range(0, len(blocks), self.window):
+            group = [int(b) for b in blocks[w0 : w0 + self.window]]
+            counts = [
+                self._tile_counts(tuple(sl.stop - sl.start for sl in self.plan.region(b))) for b in group
+            ]
+            if any(c is None for c in counts):
+                yield from ((b, None) for b in group)
+                continue
+            n_rows = [int(np.prod(c)) for c in counts]  # type: ignore[arg-type]
+            shared = {
+                key: np.empty((sum(n_rows), len(ch), *win), dtype=self.reader.dtype)
+                for key, ch, _, win in self._parts()
+            }
+            first = np.r_[0, np.cumsum(n_rows)[:-1]].tolist()
+            yield from ((b, (shared, f)) for b, f in zip(group, first, strict=True))
+
+    def _tiled(self, block: _Block, into: tuple[dict[str, np.ndarray], int] | None = None) -> _Block:
         """Cut every sample of a non-overlapping sample grid at once (a reshape and one transposed copy),
         in the reader thread; later batches are plain row gathers. Blocks that cannot be tiled (overlap)
         are cut sample by sample instead."""
         data = block.data
         assert data is not None
-        stride = tuple(self.spec.stride_of(d) for d in self.dims)
-        counts = tuple((n - e) // s + 1 for n, e, s in zip(data.shape[1:], self.extent, stride, strict=True))
+        counts = self._tile_counts(data.shape[1:])
+        if counts is None:
+            return block
+        n_rows = int(np.prod(counts))
         tiles = {}
-        parts = [("x", self.x_channels, np.zeros(len(self.dims), dtype=np.int64), self.x_window)]
-        if len(self.y_channels):
-            parts.append(("y", self.y_channels, self.y_offset, self.y_window))
-        for key, channels, offset, window in parts:
-            tile = _tile(data, channels, offset, window, stride, counts)
-            if tile is None:
-                return block
-            tiles[key] = tile
-        return _Block(None, block.lo, block.ids, tiles, counts)
+        for key, channels, offset, window in self._parts():
+            out = into[0][key][into[1] : into[1] + n_rows] if into is not None else None
+            tiles[key] = _tile(data, channels, offset, window, tuple(self.stride.tolist()), counts, out=out)
+        local = (self.plan.starts[block.ids] - block.lo) // self.stride
+        rows = local @ _row_steps(counts)
+        shared, first = into if into is not None else (None, 0)
+        return _Block(None, block.lo, block.ids, tiles, counts, rows, shared, first)
 
     def cut(self, block: _Block, ids: np.ndarray) -> dict[str, np.ndarray]:
         """Cut samples ``ids`` (all in ``block``) from memory: a batch dict of numpy arrays."""
@@ -379,7 +420,51 @@ class TrainingSet:
         """One epoch of batches (dicts of numpy arrays) for shard ``shard`` of ``n_shards``.
 
         Blocks are read once each (``prefetch`` ahead, in threads) in a seeded shuffled order; samples
-        are shuffled within ``window`` blocks. ``batch_size=None`` yields single samples.
+        are shuffled within ``window`` blocks. ``batch_size=None`` yields single samples. The batches
+        are views of the segments :meth:`iter_segments` cuts.
+        """
+        for segment, sizes in self.iter_segments(
+            batch_size,
+            seed=seed,
+            epoch=epoch,
+            shuffle=shuffle,
+            shard=shard,
+            n_shards=n_shards,
+            drop_last=drop_last,
+            progress=progress,
+        ):
+            if batch_size is None:
+                yield from rows_of(segment)
+                continue
+            start = 0
+            for size in sizes:
+                yield {k: v[start : start + size] for k, v in segment.items()}
+                start += size
+
+    def iter_segments(
+        self,
+        batch_size: int | None,
+        *,
+        seed: int = 0,
+        epoch: int = 0,
+        shuffle: bool = True,
+        shard: int = 0,
+        n_shards: int = 1,
+        drop_last: bool = False,
+        progress: bool = False,
+    ) -> Iterator[tuple[dict[str, np.ndarray], list[int]]]:
+        """One epoch of :meth:`iter_batches`' batches, several at a time: ``(segment, sizes)``.
+
+        ``segment`` is a dict of arrays whose consecutive rows, split by ``sizes``, are consecutive
+        batches (about ``SEGMENT_BYTES`` of samples at a time): one gather, one fill and normalise
+        pass per segment instead of per batch, and a consumer (the PyTorch loader) converts and hands
+        over a segment at once. With ``batch_size=None`` every size is 1.
+
+        >>> import xarray as xr
+        >>> ds = xr.Dataset({"a": (("time",), np.arange(10, dtype="float32"))})
+        >>> ts = TrainingSet(ds, SampleSpec(inputs="a", patch={"time": 2}), normalise=False)
+        >>> [(len(seg["x"]), sizes) for seg, sizes in ts.iter_segments(2, seed=0)]
+        [(4, [2, 2]), (1, [1])]
         """
         if batch_size is not None:
             batch_size = number_argument(batch_size, "batch_size (or None)", low=1, integer=True)
@@ -390,15 +475,14 @@ class TrainingSet:
         )
         rng = window_rng(seed, epoch, shard, n_shards)
         bar = _bar(progress, len(blocks), "blocks")
-        stream = read_ahead(self.read_block, blocks, prefetch=self.prefetch, threads=self.threads)
-        # Batches are cut a segment of several batches at a time (about SEGMENT_BYTES): one gather per
-        # block and batch, one fill/normalise pass per segment, and every batch is a view of it.
-        size = batch_size or 256
-        per_sample = self.reader.itemsize * (
-            len(self.x_channels) * int(np.prod(self.x_window))
-            + len(self.y_channels) * int(np.prod(self.y_window))
+        stream = read_ahead(
+            lambda job: self.read_block(*job),
+            self._window_jobs(blocks),
+            prefetch=self.prefetch,
+            threads=self.threads,
         )
-        per_segment = size * max(1, SEGMENT_BYTES // max(1, size * per_sample))
+        size = batch_size or 1
+        per_segment = size * max(1, SEGMENT_BYTES // max(1, size * self._sample_bytes))
         carry: list[dict[str, np.ndarray]] = []  # the first rows of a batch that spans two windows
         n_carry = 0
         window: list[_Block] = []
@@ -410,30 +494,63 @@ class TrainingSet:
             which = np.concatenate([np.full(len(b.ids), k) for k, b in enumerate(window)]).astype(np.int64)
             gids = np.concatenate([b.ids for b in window]).astype(np.int64)
             order = rng.permutation(len(which)) if shuffle else np.arange(len(which))
+            shared = window[0].shared
+            rows = None  # each sample's row in the window's shared tiles, when they have them
+            if shared is not None and all(b.shared is shared and b.rows is not None for b in window):
+                rows = np.concatenate([b.first_row + b.rows for b in window])  # type: ignore[operator]
             # row j of this window's order belongs to batch (n_carry + j) // size of the stream
             start = 0
             while start < len(order):
                 stop = min(len(order), start + per_segment - (n_carry if start == 0 else 0))
                 take = order[start:stop]
                 slot = (np.arange(start, stop) + n_carry) // size
-                seg = self._cut_mixed(window, which[take], gids[take], batch=slot - slot[0])
-                bounds = np.r_[0, np.flatnonzero(np.diff(slot)) + 1, len(take)]
-                for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-                    piece = {k: v[a:b] for k, v in seg.items()}
-                    if batch_size is None:
-                        yield from _rows(piece)
-                        continue
-                    if n_carry + (b - a) < batch_size:  # the last rows of the window: wait for more
+                if rows is not None and shared is not None:
+                    seg = self._finish(
+                        {k: np.take(v, rows[take], axis=0) for k, v in shared.items()},
+                        self.plan.starts[gids[take]],
+                        gids[take],
+                    )
+                else:
+                    seg = self._cut_mixed(window, which[take], gids[take], batch=slot - slot[0])
+                bounds = np.r_[0, np.flatnonzero(np.diff(slot)) + 1, len(take)].tolist()
+                first = 0
+                if n_carry:  # the first piece completes (or extends) the batch carried over
+                    piece = {k: v[: bounds[1]] for k, v in seg.items()}
+                    first = 1
+                    if n_carry + bounds[1] < size:
                         carry.append({k: v.copy() for k, v in piece.items()})
-                        n_carry += int(b - a)
-                        continue
-                    yield _concat([*carry, piece])
-                    carry, n_carry = [], 0
+                        n_carry += bounds[1]
+                    else:
+                        yield _concat([*carry, piece]), [size]
+                        carry, n_carry = [], 0
+                last = len(bounds) - 1
+                if last > first and bounds[last] - bounds[last - 1] < size and batch_size is not None:
+                    # the window's last rows: wait for the next window to fill their batch
+                    carry.append({k: v[bounds[last - 1] :].copy() for k, v in seg.items()})
+                    n_carry += bounds[last] - bounds[last - 1]
+                    last -= 1
+                if last > first:
+                    a, b = bounds[first], bounds[last]
+                    yield (
+                        {k: v[a:b] for k, v in seg.items()},
+                        [
+                            y - x
+                            for x, y in zip(bounds[first:last], bounds[first + 1 : last + 1], strict=True)
+                        ],
+                    )
                 start = stop
             window = []
         bar.close()
         if carry and not drop_last:
-            yield _concat(carry)
+            yield _concat(carry), [n_carry]
+
+    @property
+    def _sample_bytes(self) -> int:
+        """Bytes of one sample's inputs and targets."""
+        return self.reader.itemsize * (
+            len(self.x_channels) * int(np.prod(self.x_window))
+            + len(self.y_channels) * int(np.prod(self.y_window))
+        )
 
     def _cut_mixed(
         self,
@@ -457,10 +574,10 @@ class TrainingSet:
         which, ids, group = which[order], ids[order], group[order]
         n = len(ids)
         origins = self.plan.starts[ids]
-        parts = [("x", self.x_channels, np.zeros(len(self.dims), dtype=np.int64), self.x_window)]
-        if len(self.y_channels):
-            parts.append(("y", self.y_channels, self.y_offset, self.y_window))
-        batch = {key: np.empty((n, len(ch), *win), dtype=self.reader.dtype) for key, ch, _, win in parts}
+        parts = self._parts()
+        batch_arrays = {
+            key: np.empty((n, len(ch), *win), dtype=self.reader.dtype) for key, ch, _, win in parts
+        }
         runs = np.r_[0, np.flatnonzero(np.diff(group)) + 1, n] if n else np.zeros(1, dtype=np.int64)
         # the row of every sample in its block's tiles, for all samples at once
         lo = np.stack([blk.lo for blk in window])[which]
@@ -469,13 +586,33 @@ class TrainingSet:
         for a, b in zip(runs[:-1].tolist(), runs[1:].tolist(), strict=True):
             block = window[int(which[a])]
             if block.tiles is not None:
-                for key in batch:
-                    np.take(block.tiles[key], flat[a:b], axis=0, out=batch[key][a:b], mode="clip")
+                for key in batch_arrays:
+                    np.take(block.tiles[key], flat[a:b], axis=0, out=batch_arrays[key][a:b], mode="clip")
             else:
                 assert block.data is not None
                 local = origins[a:b] - block.lo
                 for key, channels, offset, win in parts:
-                    batch[key][a:b] = self._windows(block.data, channels, local + offset, win)
+                    batch_arrays[key][a:b] = self._windows(block.data, channels, local + offset, win)
+        out = self._finish(batch_arrays, origins, ids)
+        if keep_order and n:
+            inverse = np.empty(n, dtype=np.int64)
+            inverse[order] = np.arange(n)
+            out = {k: v[inverse] for k, v in out.items()}
+        return out
+
+    def _parts(self) -> list[tuple[str, np.ndarray, np.ndarray, tuple[int, ...]]]:
+        """``(key, channels, offset, window)`` of the inputs ``x`` and (when there are targets) ``y``."""
+        parts = [("x", self.x_channels, np.zeros(len(self.dims), dtype=np.int64), self.x_window)]
+        if len(self.y_channels):
+            parts.append(("y", self.y_channels, self.y_offset, self.y_window))
+        return parts
+
+    def _finish(
+        self, batch: dict[str, np.ndarray], origins: np.ndarray, ids: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """Masks, fill and normalisation of cut samples ``batch`` (``x``/``y``), once over all of them;
+        the patch dims squeezed as the spec asks; ``origin`` and ``sample`` added."""
+        n = len(ids)
         for key, names, offset in (("x", self.spec.inputs, 0), ("y", self.spec.targets, self.y_offset)):
             if key not in batch:
                 continue
@@ -494,10 +631,6 @@ class TrainingSet:
             batch[key] = arr.reshape(n, arr.shape[1], *(arr.shape[2 + k] for k in keep_dims))
         batch["origin"] = origins
         batch["sample"] = ids
-        if keep_order and n:
-            inverse = np.empty(n, dtype=np.int64)
-            inverse[order] = np.arange(n)
-            batch = {k: v[inverse] for k, v in batch.items()}
         return batch
 
 
@@ -508,9 +641,11 @@ def _tile(
     window: tuple[int, ...],
     stride: tuple[int, ...],
     counts: tuple[int, ...],
+    out: np.ndarray | None = None,
 ) -> np.ndarray | None:
     """All windows of a regular grid (``counts`` per dim, ``stride`` apart, first at ``offset``) as one
-    contiguous ``(n, channels, *window)`` array, or None when windows overlap or overrun the block.
+    contiguous ``(n, channels, *window)`` array (written into ``out`` when given), or None when windows
+    overlap or overrun the block.
 
     >>> data = np.arange(16, dtype="float32").reshape(1, 4, 4)
     >>> _tile(data, np.array([0]), np.array([0, 0]), (2, 2), (2, 2), (2, 2))[3].tolist()
@@ -529,7 +664,11 @@ def _tile(
     arr = arr[(slice(None), *(x for w in window for x in (slice(None), slice(0, w))))]
     nd = len(window)
     axes = [1 + 2 * k for k in range(nd)] + [0] + [2 + 2 * k for k in range(nd)]
-    return np.ascontiguousarray(arr.transpose(axes)).reshape(-1, len(channels), *window)
+    arr = arr.transpose(axes)
+    if out is None:
+        return np.ascontiguousarray(arr).reshape(-1, len(channels), *window)
+    out.reshape(arr.shape)[...] = arr  # into rows of a shared array (``out`` is a contiguous run)
+    return out
 
 
 def _row_steps(counts: tuple[int, ...]) -> np.ndarray:
@@ -543,8 +682,13 @@ def _concat(pieces: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
 
 
-def _rows(batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
-    for i in range(len(batch["sample"])):
+def rows_of(batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+    """The samples of ``batch`` one by one (each field without its leading dim).
+
+    >>> [r["x"].tolist() for r in rows_of({"x": np.arange(4).reshape(2, 2)})]
+    [[0, 1], [2, 3]]
+    """
+    for i in range(len(next(iter(batch.values())))):
         yield {k: v[i] for k, v in batch.items()}
 
 
