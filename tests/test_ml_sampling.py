@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from ml_helpers import CHUNKINGS, synthetic_cube, write_cube
 
 from platform_lib.errors import EsdlError
@@ -101,6 +103,32 @@ def test_each_sample_once_per_epoch_over_shards_and_seeded_order(stores, chunkin
     sizes = [len(b["sample"]) for b in ts.iter_batches(7, seed=1)]
     n_full, rest = divmod(len(ts), 7)
     assert n_full > 2 and sizes == [7] * n_full + [rest] * (rest > 0)  # full batches across window boundaries
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    batch_size=st.integers(1, 200),
+    segment_bytes=st.integers(1, 40_000),
+    window=st.integers(1, 5),
+    chunking=st.sampled_from(sorted(CHUNKINGS)),
+    drop_last=st.booleans(),
+)
+def test_batches_are_full_whatever_the_segment_and_window_sizes(
+    stores, monkeypatch, batch_size, segment_bytes, window, chunking, drop_last
+):
+    import platform_lib.ml.training_set as training_set
+
+    monkeypatch.setattr(training_set, "SEGMENT_BYTES", segment_bytes)  # windows span many segments
+    spec = SampleSpec(inputs=VARS, targets=["kndvi"], patch={"time": 4, "lat": 3, "lon": 4})
+    ts = TrainingSet(stores[chunking], spec, normalise=False, window=window)
+    sizes, ids = [], []
+    for segment, parts in ts.iter_segments(batch_size, seed=2, drop_last=drop_last):
+        assert len(segment["sample"]) == sum(parts)
+        sizes += parts
+        ids += segment["sample"].tolist()
+    n_full, rest = divmod(len(ts), batch_size)
+    assert sizes == [batch_size] * n_full + [rest] * (rest > 0 and not drop_last)
+    assert len(set(ids)) == len(ids) and len(ids) == len(ts) - (rest if drop_last else 0)
 
 
 class CountingStore(zarr.storage.LocalStore):

@@ -498,12 +498,13 @@ class TrainingSet:
             rows = None  # each sample's row in the window's shared tiles, when they have them
             if shared is not None and all(b.shared is shared and b.rows is not None for b in window):
                 rows = np.concatenate([b.first_row + b.rows for b in window])  # type: ignore[operator]
-            # row j of this window's order belongs to batch (n_carry + j) // size of the stream
+            # row j of this window's order belongs to batch (offset + j) // size of the stream
+            offset = n_carry
             start = 0
             while start < len(order):
-                stop = min(len(order), start + per_segment - (n_carry if start == 0 else 0))
+                stop = min(len(order), start + per_segment - (offset if start == 0 else 0))
                 take = order[start:stop]
-                slot = (np.arange(start, stop) + n_carry) // size
+                slot = (np.arange(start, stop) + offset) // size
                 if rows is not None and shared is not None:
                     seg = self._finish(
                         {k: np.take(v, rows[take], axis=0) for k, v in shared.items()},
