@@ -59,6 +59,7 @@ class ChunkFileReader:
         codecs = list(meta.codecs)
         self._array_bytes = codecs[0]
         self._bytes_bytes = codecs[1:][::-1]  # decoded last-applied first
+        self.in_place = _in_place_decoder(codecs, self.dtype)
 
     def pieces(self, region: Region) -> Iterator[ChunkPiece]:
         """The chunks ``region`` (one slice per dim, step 1, within the array) touches, in C order.
@@ -89,6 +90,11 @@ class ChunkFileReader:
         except FileNotFoundError:
             out[piece.target] = self.fill_value
             return
+        target = out[piece.target]
+        whole = all(sl.stop - sl.start == c for sl, c in zip(piece.source, self.chunks, strict=True))
+        if self.in_place is not None and whole and target.flags.c_contiguous and target.dtype == self.dtype:
+            self.in_place.decode(raw, out=target)  # straight into the block: no second copy
+            return
         data: Any = self._prototype.buffer.from_bytes(raw)
         for codec in self._bytes_bytes:
             data = codec._decode_sync(data, self._spec)
@@ -100,6 +106,25 @@ class ChunkFileReader:
         for piece in self.pieces(region):
             self.read_piece(piece, out)
         return out
+
+
+def _in_place_decoder(codecs: list[Any], dtype: np.dtype) -> Any:
+    """A numcodecs codec that decodes a whole chunk straight into a contiguous output (blosc or zstd
+    after ``bytes`` in the machine's byte order), or None: then the zarr codecs decode and the values
+    are copied into place."""
+    import numcodecs
+    from zarr.codecs import BloscCodec, ZstdCodec
+
+    if len(codecs) != 2 or dtype.byteorder not in ("=", "|", "<" if np.little_endian else ">"):
+        return None
+    endian = getattr(codecs[0], "endian", None)
+    if endian is not None and endian.value != ("little" if np.little_endian else "big"):
+        return None
+    if isinstance(codecs[1], BloscCodec):
+        return numcodecs.Blosc()  # the header says how it was compressed
+    if isinstance(codecs[1], ZstdCodec):
+        return numcodecs.Zstd()
+    return None
 
 
 def chunk_file_reader(array: Any) -> ChunkFileReader | None:

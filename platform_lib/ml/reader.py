@@ -158,12 +158,15 @@ class BlockReader:
     Thread-safe: one reader serves the read-ahead threads.
     """
 
-    def __init__(self, ds: Any, variables: Sequence[str], dtype: Any = np.float32, threads: int = 4) -> None:
+    def __init__(
+        self, ds: Any, variables: Sequence[str], dtype: Any = np.float32, threads: int | None = None
+    ) -> None:
         self.ds = ds
         self.variables = tuple(variables)
         self.dims = tuple(str(d) for d in ds[self.variables[0]].dims)
         self.dtype = np.dtype(dtype)
-        self.threads = max(1, int(threads))
+        # default: up to 4, no more than the cores (more threads than cores only contend)
+        self.threads = max(1, int(threads if threads is not None else min(4, os.cpu_count() or 1)))
         self._pool: ThreadPoolExecutor | None = None
         self._pool_pid = 0
         # float variables without scale/offset, read from a Zarr store as they are stored (a store we

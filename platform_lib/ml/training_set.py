@@ -665,10 +665,17 @@ def _tile(
     arr = arr[(slice(None), *(x for w in window for x in (slice(None), slice(0, w))))]
     nd = len(window)
     axes = [1 + 2 * k for k in range(nd)] + [0] + [2 + 2 * k for k in range(nd)]
-    arr = arr.transpose(axes)
     if out is None:
-        return np.ascontiguousarray(arr).reshape(-1, len(channels), *window)
-    out.reshape(arr.shape)[...] = arr  # into rows of a shared array (``out`` is a contiguous run)
+        out = np.empty((int(np.prod(counts)), len(channels), *window), dtype=data.dtype)
+    target = out.reshape(arr.transpose(axes).shape)  # a view: ``out`` is contiguous
+    if window[-1] > 1:  # copy each run along the last dim as one unit: a few times faster than by value
+        unit = f"V{window[-1] * data.itemsize}"
+        try:
+            target.view(unit)[...] = arr.view(unit).transpose(axes)
+            return out
+        except ValueError:  # the run is not contiguous in ``data``
+            pass
+    target[...] = arr.transpose(axes)
     return out
 
 
