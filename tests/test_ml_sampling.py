@@ -417,3 +417,36 @@ def test_a_computed_or_reordered_cube_is_read_through_xarray(stores, cube):
         assert reader.direct == set() or (label == "arithmetic" and reader.direct == {VARS[1]}), label
         want = np.stack([ds[v].isel(time=region[0], lat=region[1], lon=region[2]).values for v in VARS])
         np.testing.assert_array_equal(reader.read(region), want, err_msg=label)
+
+
+@st.composite
+def tiling_cases(draw):
+    ndim = draw(st.integers(1, 3))
+    window = tuple(draw(st.integers(1, 5)) for _ in range(ndim))
+    stride = tuple(w + draw(st.integers(0, 3)) for w in window)
+    offset = tuple(draw(st.integers(0, 3)) for _ in range(ndim))
+    counts = tuple(draw(st.integers(1, 4)) for _ in range(ndim))
+    shape = tuple(o + c * s + draw(st.integers(0, 3)) for o, c, s in zip(offset, counts, stride, strict=True))
+    n_channels = draw(st.integers(1, 4))
+    channels = draw(st.lists(st.integers(0, n_channels - 1), min_size=1, max_size=3))
+    dtype = draw(st.sampled_from(["float32", "float64", "int16"]))
+    return shape, n_channels, np.array(channels), np.array(offset), window, stride, counts, dtype
+
+
+@settings(max_examples=80, deadline=None)
+@given(case=tiling_cases())
+def test_tiles_are_the_windows_cut_one_by_one(case):
+    from platform_lib.ml.training_set import _tile
+
+    shape, n_channels, channels, offset, window, stride, counts, dtype = case
+    data = np.arange(n_channels * int(np.prod(shape))).reshape(n_channels, *shape).astype(dtype)
+    tiles = _tile(data, channels, offset, window, stride, counts)
+    assert tiles is not None and tiles.shape == (int(np.prod(counts)), len(channels), *window)
+    for row, grid in enumerate(np.ndindex(*counts)):  # row-major over the grid of samples
+        lo = [o + g * s for o, g, s in zip(offset, grid, stride, strict=True)]
+        box = tuple(slice(a, a + w) for a, w in zip(lo, window, strict=True))
+        np.testing.assert_array_equal(tiles[row], data[(channels, *box)])
+    out = np.full((len(tiles) + 2, *tiles.shape[1:]), -1, dtype=dtype)
+    assert _tile(data, channels, offset, window, stride, counts, out=out[1:-1]) is not None
+    np.testing.assert_array_equal(out[1:-1], tiles)  # into rows of a shared array, nothing around
+    assert (out[0] == -1).all() and (out[-1] == -1).all()
