@@ -125,3 +125,28 @@ def test_block_reads_through_chunk_files_equal_reads_through_zarr(tmp_path, chun
     for block in range(direct.plan.n_blocks):
         region = direct.plan.region(block)
         np.testing.assert_array_equal(direct.reader.read(region), through_zarr.reader.read(region))
+
+
+def test_a_block_of_partial_chunks_is_read_as_whole_chunks_and_cut_from_a_view(tmp_path):
+    cube = synthetic_cube(seed=5)
+    path = write_cube(cube, tmp_path / "cube.zarr", CHUNKINGS["map"])
+    # maps of 5 x 7 cells do not fill a 12 x 24 chunk: each block's region is part of its chunks
+    spec = SampleSpec(inputs=["kndvi"], targets=["air_temperature_2m"], patch={"lat": 5, "lon": 7})
+    ts = TrainingSet(path, spec, normalise=False)
+    assert ts.reader.decodes_in_place
+    region = ts.plan.region(0)
+    outer = ts._whole_chunks(region)
+    assert outer != region and all(
+        o.start <= r.start and r.stop <= o.stop for o, r in zip(outer, region, strict=True)
+    )
+    block = ts.read_block(0)
+    assert block.tiles is not None and len(block.ids) == ts.plan.block_samples(0).stop
+    n = 0
+    for batch in ts.iter_batches(50, seed=3):
+        for origin, x, y in zip(batch["origin"], batch["x"], batch["y"], strict=True):
+            t, lat, lon = (int(v) for v in origin)
+            box = {"time": t, "lat": slice(lat, lat + 5), "lon": slice(lon, lon + 7)}
+            np.testing.assert_array_equal(x[0], cube["kndvi"].isel(box).values)
+            np.testing.assert_array_equal(y[0], cube["air_temperature_2m"].isel(box).values)
+            n += 1
+    assert n == len(ts)

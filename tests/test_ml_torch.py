@@ -79,6 +79,24 @@ def test_batches_travel_in_segments_and_come_out_as_views(stores, num_workers):
             torch.testing.assert_close(x, plain[int(s)])
 
 
+class _SharedReportingDataset(CubeIterableDataset):
+    """Segments plus whether their inputs were in shared memory before they left the worker."""
+
+    def __iter__(self):
+        for item in super().__iter__():
+            yield {**item, "x_was_shared": torch.tensor(item["x"].is_shared())}
+
+
+def test_a_worker_cuts_its_segments_into_shared_memory(stores):
+    ts = TrainingSet(stores["map"], SPEC, nan="fill-mean")
+    dataset = _SharedReportingDataset(ts, batch_size=16, seed=2, grouped=True)
+    items = list(torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=2))
+    whole = [i for i in items if len(i["_esdl_batch_sizes"]) > 1]  # not a batch carried between windows
+    assert whole and all(bool(i["x_was_shared"]) for i in whole)  # no copy into shared memory to send it
+    ids = sorted(s for i in items for s in i["sample"].tolist())
+    assert ids == list(range(len(ts)))
+
+
 def test_set_epoch_reshuffles_and_the_same_seed_repeats(stores):
     ts = TrainingSet(stores["map"], SPEC, normalise=False)
     dataset = CubeIterableDataset(ts, batch_size=8, seed=11)
@@ -133,6 +151,26 @@ def test_a_tiny_model_learns_through_the_dataloader_on_cpu(stores):
     assert len(losses) > 20
     print("losses", [round(v, 3) for v in losses])
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
+
+
+class _ThreadReportingDataset(CubeIterableDataset):
+    """Batches plus the read threads the process that cut them used."""
+
+    def __iter__(self):
+        for batch in super().__iter__():
+            ts = self.training_set
+            yield {**batch, "threads": torch.tensor([ts.threads, ts.reader.threads])}
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_workers_divide_the_read_threads_between_them(stores, num_workers):
+    ts = TrainingSet(stores["ts"], SPEC, nan="fill-mean", threads=2)
+    ts.reader.threads = 4
+    dataset = _ThreadReportingDataset(ts, batch_size=32, seed=1)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=num_workers)
+    seen = {tuple(b["threads"].tolist()) for b in loader}
+    assert seen == ({(1, 2)} if num_workers == 2 else {(2, 4)})
+    assert (ts.threads, ts.reader.threads) == (2, 4)  # the main process's set is left as it was
 
 
 def test_set_epoch_reaches_persistent_workers(stores):

@@ -248,6 +248,14 @@ class BlockReader:
         out[...] = var.data.compute(scheduler="synchronous") if is_dask_backed(var) else var.values
 
     @property
+    def decodes_in_place(self) -> bool:
+        """Whether every variable is decoded from chunk files straight into the block when a region
+        holds whole chunks (see :class:`platform_lib.ml.chunk_files.ChunkFileReader`)."""
+        if set(self.variables) - self.direct:
+            return False
+        return all((files := self._array(name)[1]) is not None and files.in_place for name in self.variables)
+
+    @property
     def itemsize(self) -> int:
         """Bytes per cell of one channel."""
         return self.dtype.itemsize

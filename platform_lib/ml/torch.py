@@ -37,6 +37,46 @@ torch = import_extra("torch", "ml", "The PyTorch adapters (platform_lib.ml.torch
 _data = torch.utils.data
 
 
+class SharedSegments:
+    """Allocates segment arrays in shared memory (in a DataLoader worker) and turns them back into
+    the shared tensors, so a segment crosses to the main process without another copy.
+
+    >>> alloc = SharedSegments()
+    >>> a = alloc.empty((3, 2), np.dtype("float32"))
+    >>> a[:] = 1
+    >>> t = alloc.tensors({"x": a[1:]})["x"]
+    >>> t.is_shared(), tuple(t.shape), float(t.sum())
+    (True, (2, 2), 4.0)
+    """
+
+    def __init__(self) -> None:
+        self._bases: list[tuple[int, int, Any]] = []  # (address, bytes, tensor) of this segment's arrays
+
+    def empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        """A numpy view of a new shared-memory tensor."""
+        tensor = torch.from_numpy(np.empty(0, dtype=dtype)).new_empty(shape).share_memory_()
+        array = tensor.numpy()
+        # the arrays of the segment being cut and of the one before it (a segment may be handed
+        # over in two parts): older ones are no longer looked up
+        self._bases = [*self._bases[-3:], (array.ctypes.data, array.nbytes, tensor)]
+        return array
+
+    def tensors(self, segment: dict[str, np.ndarray]) -> dict[str, Any]:
+        """``segment`` as tensors: views of the shared tensors where an array lies in one, else
+        ``torch.from_numpy``."""
+        return {k: self._view(v) if np.ndim(v) else torch.as_tensor(v) for k, v in segment.items()}
+
+    def _view(self, value: np.ndarray) -> Any:
+        address = value.ctypes.data
+        for base, nbytes, tensor in self._bases:
+            if base <= address < base + max(nbytes, 1) and value.dtype == tensor.numpy().dtype:
+                size = value.itemsize
+                return torch.as_strided(
+                    tensor, value.shape, [st // size for st in value.strides], (address - base) // size
+                )
+        return torch.from_numpy(np.ascontiguousarray(value))
+
+
 def _tensors(batch: dict[str, np.ndarray]) -> dict[str, Any]:
     return {
         k: torch.from_numpy(np.ascontiguousarray(v)) if np.ndim(v) else torch.as_tensor(v)
@@ -96,6 +136,9 @@ class CubeIterableDataset(_data.IterableDataset):
     kept in shared memory so persistent workers see it too. ``even=True`` stops every shard after the
     same number of samples (the smallest shard's), so distributed ranks run the same number of steps
     (as ``DistributedDataParallel`` needs); the few samples beyond it change from epoch to epoch.
+    In a ``DataLoader`` worker the training set's read threads (``threads``, and the reader's) are
+    divided among the workers, at least one each. ``grouped=True`` (what :func:`make_dataloader`
+    uses) yields segments of several batches, which its loader splits again.
     """
 
     def __init__(
@@ -157,11 +200,25 @@ class CubeIterableDataset(_data.IterableDataset):
             )
         return limit
 
+    def _share_threads(self) -> None:
+        """In a DataLoader worker: the read threads of the training set divided among the workers
+        (at least one each), so that workers x threads stays what one process would use."""
+        info = _data.get_worker_info()
+        if info is None or getattr(self, "_threads_shared", False):
+            return
+        ts = self.training_set
+        ts.threads = max(1, ts.threads // info.num_workers)
+        ts.reader.threads = max(1, ts.reader.threads // info.num_workers)
+        self._threads_shared = True
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        self._share_threads()
         shard, n_shards = self.shard()
         epoch = int(self._epoch.value)
         limit = self.even_limit(epoch, n_shards) if self.even else None
         grouped = self.grouped and self.batch_size is not None
+        # a worker's grouped segments are cut into shared memory: the hand-over copies nothing
+        shared = SharedSegments() if grouped and _data.get_worker_info() is not None else None
         seen = 0
         for segment, sizes in self.training_set.iter_segments(
             self.batch_size,
@@ -171,6 +228,7 @@ class CubeIterableDataset(_data.IterableDataset):
             shard=shard,
             n_shards=n_shards,
             drop_last=self.drop_last,
+            empty=shared.empty if shared is not None else np.empty,
         ):
             if limit is not None:  # even: stop every shard after the same number of samples
                 if seen >= limit:
@@ -184,7 +242,8 @@ class CubeIterableDataset(_data.IterableDataset):
             if self.batch_size is None:
                 yield from (_tensors(row) for row in rows_of(segment))
             elif grouped:
-                yield {**_tensors(segment), _SIZES: torch.tensor(sizes, dtype=torch.int64)}
+                tensors = shared.tensors(segment) if shared is not None else _tensors(segment)
+                yield {**tensors, _SIZES: torch.tensor(sizes, dtype=torch.int64)}
             else:
                 start = 0
                 for size in sizes:

@@ -18,7 +18,7 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,6 +129,7 @@ class TrainingSet:
                 block_bytes=block_bytes,
             )
         self.plan = plan
+        self._in_place = self.reader.decodes_in_place
         self._stats = stats
         self._cache: BlockCache | None = None
         self._slots = season_slots(self.ds["time"].values) if self.nan.fill == "seasonal" else None
@@ -212,7 +213,11 @@ class TrainingSet:
 
         ``into``: its window's shared tile arrays and the row where this block's tiles go."""
         region = self.plan.region(block)
-        data = self.reader.read(region)
+        outer = self._whole_chunks(region)
+        data = self.reader.read(outer)
+        if outer != region:  # the block is a view of whole chunks decoded in place
+            inner = (slice(r.start - o.start, r.stop - o.start) for r, o in zip(region, outer, strict=True))
+            data = data[(slice(None), *inner)]
         lo = np.array([sl.start for sl in region], dtype=np.int64)
         ids = np.arange(*self.plan.block_samples(block).indices(self.plan.n_samples))
         if self.nan.drop is not None:
@@ -228,6 +233,20 @@ class TrainingSet:
             )
             ids = ids[keep]
         return self._tiled(_Block(data, lo, ids), into)
+
+    def _whole_chunks(self, region: tuple[slice, ...]) -> tuple[slice, ...]:
+        """``region`` grown to the edges of the chunks it touches, when the reader then decodes every
+        chunk straight into the block (saving a copy of each value), the block is tiled (a view is
+        cut like a block) and that at most doubles it."""
+        if not self._in_place or self._tile_counts(tuple(s.stop - s.start for s in region)) is None:
+            return region
+        outer = []
+        for sl, edges in zip(region, self.plan.chunk_edges, strict=True):
+            lo = int(edges[np.searchsorted(edges, sl.start, side="right") - 1])
+            hi = int(edges[min(np.searchsorted(edges, sl.stop, side="left"), len(edges) - 1)])
+            outer.append(slice(lo, max(hi, sl.stop)))
+        grown = np.prod([s.stop - s.start for s in outer]) / np.prod([s.stop - s.start for s in region])
+        return tuple(outer) if grown <= 2 else region
 
     def _tile_counts(self, shape: tuple[int, ...]) -> tuple[int, ...] | None:
         """Grid samples per dim of a block of ``shape``, or None when its samples cannot be tiled
@@ -452,13 +471,15 @@ class TrainingSet:
         n_shards: int = 1,
         drop_last: bool = False,
         progress: bool = False,
+        empty: Callable[[tuple[int, ...], Any], np.ndarray] = np.empty,
     ) -> Iterator[tuple[dict[str, np.ndarray], list[int]]]:
         """One epoch of :meth:`iter_batches`' batches, several at a time: ``(segment, sizes)``.
 
         ``segment`` is a dict of arrays whose consecutive rows, split by ``sizes``, are consecutive
         batches (about ``SEGMENT_BYTES`` of samples at a time): one gather, one fill and normalise
         pass per segment instead of per batch, and a consumer (the PyTorch loader) converts and hands
-        over a segment at once. With ``batch_size=None`` every size is 1.
+        over a segment at once. With ``batch_size=None`` every size is 1. ``empty(shape, dtype)``
+        allocates a segment's ``x`` and ``y`` (a DataLoader worker passes shared memory).
 
         >>> import xarray as xr
         >>> ds = xr.Dataset({"a": (("time",), np.arange(10, dtype="float32"))})
@@ -507,12 +528,15 @@ class TrainingSet:
                 slot = (np.arange(start, stop) + offset) // size
                 if rows is not None and shared is not None:
                     seg = self._finish(
-                        {k: np.take(v, rows[take], axis=0) for k, v in shared.items()},
+                        {
+                            k: np.take(v, rows[take], axis=0, out=empty((len(take), *v.shape[1:]), v.dtype))
+                            for k, v in shared.items()
+                        },
                         self.plan.starts[gids[take]],
                         gids[take],
                     )
                 else:
-                    seg = self._cut_mixed(window, which[take], gids[take], batch=slot - slot[0])
+                    seg = self._cut_mixed(window, which[take], gids[take], batch=slot - slot[0], empty=empty)
                 bounds = np.r_[0, np.flatnonzero(np.diff(slot)) + 1, len(take)].tolist()
                 first = 0
                 if n_carry:  # the first piece completes (or extends) the batch carried over
@@ -560,6 +584,7 @@ class TrainingSet:
         ids: np.ndarray,
         keep_order: bool = False,
         batch: np.ndarray | None = None,
+        empty: Callable[[tuple[int, ...], Any], np.ndarray] = np.empty,
     ) -> dict[str, np.ndarray]:
         """Cut samples ``ids`` (``which``: their block's position in ``window``) into one batch.
 
@@ -576,9 +601,7 @@ class TrainingSet:
         n = len(ids)
         origins = self.plan.starts[ids]
         parts = self._parts()
-        batch_arrays = {
-            key: np.empty((n, len(ch), *win), dtype=self.reader.dtype) for key, ch, _, win in parts
-        }
+        batch_arrays = {key: empty((n, len(ch), *win), self.reader.dtype) for key, ch, _, win in parts}
         runs = np.r_[0, np.flatnonzero(np.diff(group)) + 1, n] if n else np.zeros(1, dtype=np.int64)
         # the row of every sample in its block's tiles, for all samples at once
         lo = np.stack([blk.lo for blk in window])[which]
