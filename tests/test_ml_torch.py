@@ -84,15 +84,29 @@ class _SharedReportingDataset(CubeIterableDataset):
 
     def __iter__(self):
         for item in super().__iter__():
-            yield {**item, "x_was_shared": torch.tensor(item["x"].is_shared())}
+            x = item["x"]
+            yield {**item, "x_was_shared": isinstance(x, torch.Tensor) and x.is_shared()}
 
 
-def test_a_worker_cuts_its_segments_into_shared_memory(stores):
+@pytest.mark.parametrize("share_above", [0, None])
+def test_a_worker_cuts_large_segments_into_shared_memory_and_pickles_small_ones(
+    stores, monkeypatch, share_above
+):
+    import platform_lib.ml.torch as ml_torch
+
+    if share_above is not None:  # every array counts as large (workers are forked: they see this)
+        monkeypatch.setattr(ml_torch, "SHARE_ABOVE", share_above)
     ts = TrainingSet(stores["map"], SPEC, nan="fill-mean")
+    collate = make_dataloader(ts, batch_size=16, num_workers=2).collate_fn  # what the loader uses
     dataset = _SharedReportingDataset(ts, batch_size=16, seed=2, grouped=True)
-    items = list(torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=2))
+    items = list(torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=2, collate_fn=collate))
     whole = [i for i in items if len(i["_esdl_batch_sizes"]) > 1]  # not a batch carried between windows
-    assert whole and all(bool(i["x_was_shared"]) for i in whole)  # no copy into shared memory to send it
+    assert whole
+    if share_above == 0:  # cut into shared memory: no copy into a segment to send it
+        assert all(i["x_was_shared"] and isinstance(i["x"], torch.Tensor) for i in whole)
+    else:  # this cube's segments are small: numpy arrays through the pipe, no shared memory
+        assert all(isinstance(i["x"], np.ndarray) and not i["x_was_shared"] for i in items)
+    assert all(isinstance(i["sample"], np.ndarray) for i in items)  # ids never take a segment
     ids = sorted(s for i in items for s in i["sample"].tolist())
     assert ids == list(range(len(ts)))
 

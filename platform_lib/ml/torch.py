@@ -37,23 +37,32 @@ torch = import_extra("torch", "ml", "The PyTorch adapters (platform_lib.ml.torch
 _data = torch.utils.data
 
 
+#: a worker cuts a segment array of at least this many bytes into shared memory; smaller ones (and
+#: origins, sample ids, masks) are pickled through the worker's pipe, cheaper than a segment each
+SHARE_ABOVE = 1 << 20
+
+
 class SharedSegments:
-    """Allocates segment arrays in shared memory (in a DataLoader worker) and turns them back into
-    the shared tensors, so a segment crosses to the main process without another copy.
+    """What a DataLoader worker sends for a segment: its large arrays allocated in shared memory from
+    the start (they cross to the main process as tensors without another copy), the small ones as
+    numpy arrays, pickled through the worker's pipe (no shared-memory segment of their own).
 
     >>> alloc = SharedSegments()
-    >>> a = alloc.empty((3, 2), np.dtype("float32"))
-    >>> a[:] = 1
-    >>> t = alloc.tensors({"x": a[1:]})["x"]
-    >>> t.is_shared(), tuple(t.shape), float(t.sum())
-    (True, (2, 2), 4.0)
+    >>> big, small = alloc.empty((2**18, 2), np.dtype("float32")), alloc.empty((3,), np.dtype("int64"))
+    >>> big[:] = 1
+    >>> sent = alloc.prepare({"x": big[1:], "sample": small})
+    >>> sent["x"].is_shared(), tuple(sent["x"].shape), type(sent["sample"]).__name__
+    (True, (262143, 2), 'ndarray')
     """
 
     def __init__(self) -> None:
-        self._bases: list[tuple[int, int, Any]] = []  # (address, bytes, tensor) of this segment's arrays
+        self._bases: list[tuple[int, int, Any]] = []  # (address, bytes, tensor) of recent shared arrays
 
     def empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-        """A numpy view of a new shared-memory tensor."""
+        """An empty array: a numpy view of a new shared-memory tensor when large."""
+        dtype = np.dtype(dtype)
+        if int(np.prod(shape)) * dtype.itemsize < SHARE_ABOVE:
+            return np.empty(shape, dtype=dtype)
         tensor = torch.from_numpy(np.empty(0, dtype=dtype)).new_empty(shape).share_memory_()
         array = tensor.numpy()
         # the arrays of the segment being cut and of the one before it (a segment may be handed
@@ -61,20 +70,26 @@ class SharedSegments:
         self._bases = [*self._bases[-3:], (array.ctypes.data, array.nbytes, tensor)]
         return array
 
-    def tensors(self, segment: dict[str, np.ndarray]) -> dict[str, Any]:
-        """``segment`` as tensors: views of the shared tensors where an array lies in one, else
-        ``torch.from_numpy``."""
-        return {k: self._view(v) if np.ndim(v) else torch.as_tensor(v) for k, v in segment.items()}
+    def prepare(self, segment: dict[str, np.ndarray]) -> dict[str, Any]:
+        """``segment`` to send: views of the shared tensors where an array lies in one, the rest as
+        they are (numpy, converted by :func:`split_segment` in the main process)."""
+        return {k: self._shared_view(v) for k, v in segment.items()}
 
-    def _view(self, value: np.ndarray) -> Any:
+    def _shared_view(self, value: np.ndarray) -> Any:
         address = value.ctypes.data
         for base, nbytes, tensor in self._bases:
-            if base <= address < base + max(nbytes, 1) and value.dtype == tensor.numpy().dtype:
+            if base <= address < base + nbytes and value.dtype == tensor.numpy().dtype:
                 size = value.itemsize
                 return torch.as_strided(
                     tensor, value.shape, [st // size for st in value.strides], (address - base) // size
                 )
-        return torch.from_numpy(np.ascontiguousarray(value))
+        return value
+
+
+def _as_is(item: Any) -> Any:
+    """The ``DataLoader`` ``collate_fn`` of segments: items are sent as they are (numpy arrays
+    pickled, not turned into tensors, each with a shared-memory segment, inside the worker)."""
+    return item
 
 
 def _tensors(batch: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -87,22 +102,26 @@ def _tensors(batch: dict[str, np.ndarray]) -> dict[str, Any]:
 _SIZES = "_esdl_batch_sizes"
 
 
-def split_segment(item: dict[str, Any]) -> list[dict[str, Any]]:
+def split_segment(item: dict[str, Any], pin: bool = False) -> list[dict[str, Any]]:
     """The batches of a segment item :class:`CubeIterableDataset` yields with ``grouped=True``
-    (tensors, plus the batch sizes under ``"_esdl_batch_sizes"``): dicts of views of its tensors, one
-    ``torch.split`` per field. Anything else comes back as a one-batch list.
+    (tensors or numpy arrays, plus the batch sizes under ``"_esdl_batch_sizes"``): dicts of tensors,
+    views of the segment's, one ``torch.split`` per field (``pin``: its fields pinned first, once).
+    Anything else comes back as a one-batch list.
 
-    >>> import torch
-    >>> item = {"x": torch.arange(5.0), "_esdl_batch_sizes": torch.tensor([2, 3])}
-    >>> [b["x"].tolist() for b in split_segment(item)]
-    [[0.0, 1.0], [2.0, 3.0, 4.0]]
+    >>> import numpy as np, torch
+    >>> item = {"x": torch.arange(5.0), "sample": np.arange(5), "_esdl_batch_sizes": np.array([2, 3])}
+    >>> [(b["x"].tolist(), b["sample"].tolist()) for b in split_segment(item)]
+    [([0.0, 1.0], [0, 1]), ([2.0, 3.0, 4.0], [2, 3, 4])]
     >>> split_segment({"x": 1})
     [{'x': 1}]
     """
     if not isinstance(item, dict) or _SIZES not in item:
         return [item]
-    sizes = item[_SIZES].tolist()
-    parts = {k: torch.split(v, sizes) for k, v in item.items() if k != _SIZES}
+    sizes = np.asarray(item[_SIZES]).tolist()
+    fields = {k: torch.as_tensor(v) for k, v in item.items() if k != _SIZES}
+    if pin:
+        fields = {k: v if v.is_pinned() else v.pin_memory() for k, v in fields.items()}
+    parts = {k: torch.split(v, sizes) for k, v in fields.items()}
     return [{k: v[i] for k, v in parts.items()} for i in range(len(sizes))]
 
 
@@ -112,8 +131,9 @@ class _SegmentDataLoader(_data.DataLoader):
     batch as views."""
 
     def __iter__(self) -> Iterator[Any]:
+        pin = bool(self.pin_memory) and torch.cuda.is_available()  # fields pickled as numpy too
         for item in super().__iter__():
-            yield from split_segment(item)
+            yield from split_segment(item, pin=pin)
 
 
 def _rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -242,8 +262,8 @@ class CubeIterableDataset(_data.IterableDataset):
             if self.batch_size is None:
                 yield from (_tensors(row) for row in rows_of(segment))
             elif grouped:
-                tensors = shared.tensors(segment) if shared is not None else _tensors(segment)
-                yield {**tensors, _SIZES: torch.tensor(sizes, dtype=torch.int64)}
+                sent = shared.prepare(segment) if shared is not None else _tensors(segment)
+                yield {**sent, _SIZES: np.asarray(sizes, dtype=np.int64)}
             else:
                 start = 0
                 for size in sizes:
@@ -341,6 +361,8 @@ def make_dataloader(
         raise EsdlError(f"num_workers must be >= 0; got {num_workers}.")
     if num_workers > 0:
         loader_kwargs.setdefault("persistent_workers", True)
+    if not map_style:  # segments travel as they are (see SharedSegments); the loader splits them
+        loader_kwargs.setdefault("collate_fn", _as_is)
     if map_style:
         dataset = CubeMapDataset(training_set)
         sampler = ChunkAwareSampler(
