@@ -31,7 +31,7 @@ import numpy as np
 from platform_lib.arguments import number_argument
 from platform_lib.errors import EsdlError, import_extra
 from platform_lib.ml.reader import BlockCache
-from platform_lib.ml.training_set import TrainingSet, rows_of
+from platform_lib.ml.training_set import TrainingSet, batches_of, rows_of
 
 torch = import_extra("torch", "ml", "The PyTorch adapters (platform_lib.ml.torch)")
 _data = torch.utils.data
@@ -265,10 +265,7 @@ class CubeIterableDataset(_data.IterableDataset):
                 sent = shared.prepare(segment) if shared is not None else _tensors(segment)
                 yield {**sent, _SIZES: np.asarray(sizes, dtype=np.int64)}
             else:
-                start = 0
-                for size in sizes:
-                    yield _tensors({k: v[start : start + size] for k, v in segment.items()})
-                    start += size
+                yield from (_tensors(batch) for batch in batches_of(segment, sizes))
 
 
 class CubeMapDataset(_data.Dataset):
@@ -354,7 +351,9 @@ def make_dataloader(
     ``persistent_workers`` defaults to True: the workers (and the stores they opened) live from epoch
     to epoch instead of starting again each time (about 0.15 s an epoch on a laptop); the next epoch's
     shuffle still reaches them (``loader.dataset.set_epoch(n)``). ``even=True`` gives every rank and
-    worker the same number of samples (for ``DistributedDataParallel``).
+    worker the same number of samples (for ``DistributedDataParallel``). The iterable loader's items
+    are segments of several batches, which it splits into batches of tensors; a ``collate_fn`` given
+    here receives those segments, not batches.
     """
     batch_size = number_argument(batch_size, "batch_size", low=1, integer=True)
     if num_workers < 0:

@@ -452,13 +452,7 @@ class TrainingSet:
             drop_last=drop_last,
             progress=progress,
         ):
-            if batch_size is None:
-                yield from rows_of(segment)
-                continue
-            start = 0
-            for size in sizes:
-                yield {k: v[start : start + size] for k, v in segment.items()}
-                start += size
+            yield from rows_of(segment) if batch_size is None else batches_of(segment, sizes)
 
     def iter_segments(
         self,
@@ -711,6 +705,18 @@ def _concat(pieces: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     if len(pieces) == 1:
         return pieces[0]
     return {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
+
+
+def batches_of(segment: dict[str, np.ndarray], sizes: list[int]) -> Iterator[dict[str, np.ndarray]]:
+    """The consecutive batches of ``sizes`` rows of ``segment`` (views).
+
+    >>> [b["x"].tolist() for b in batches_of({"x": np.arange(5)}, [2, 3])]
+    [[0, 1], [2, 3, 4]]
+    """
+    start = 0
+    for size in sizes:
+        yield {k: v[start : start + size] for k, v in segment.items()}
+        start += size
 
 
 def rows_of(batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
