@@ -329,9 +329,14 @@ def bench_opened(stores: dict[str, Path], catalog: Path, spec_of, batch_size: in
         spec = spec_of(path)
         bbox, time_range = aligned_region(path)
         cube = open_cube(f"esdc-demo-{chunking}", bbox=bbox, time_range=time_range, catalog=str(catalog))
-        repeat = max(repeat, 5)  # epochs of a tenth of a second: more tries against the noise
-        store = bench_ours(path, spec, batch_size, 0, repeat)
-        opened = bench_ours(cube, spec, batch_size, 0, repeat)
+        # epochs of a tenth of a second: the two take turns, 2 epochs at a time, so a slow spell of a
+        # shared machine does not fall on one side only; the best epoch of each counts
+        turns = [
+            (bench_ours(path, spec, batch_size, 0, 2), bench_ours(cube, spec, batch_size, 0, 2))
+            for _ in range(max(repeat, 4))
+        ]
+        store = max((t[0] for t in turns), key=lambda r: r["samples_s"])
+        opened = max((t[1] for t in turns), key=lambda r: r["samples_s"])
         dask = bench_ours(cube, spec, batch_size, 0, 1, through_xarray=True)
         rows.append((chunking, bbox, time_range, dict(cube.sizes), store, opened, dask))
     return rows
