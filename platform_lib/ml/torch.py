@@ -6,9 +6,10 @@ The iterable dataset gives every (rank, worker) pair its own share of the plan's
 sample is seen exactly once per epoch whatever ``num_workers`` and the world size, and every block is
 read by one process only. Batches are cut inside the dataset (``DataLoader(batch_size=None)``).
 :func:`make_dataloader` has the dataset yield a *segment* of several batches at a time (about 8 MB of
-samples, :meth:`TrainingSet.iter_segments`) as one item: from a worker process it crosses to the main
-process as one tensor per field rather than one per field and batch, and the ``DataLoader``'s own
-cost per item is paid once per segment; the loader hands out its batches as views.
+samples, :meth:`TrainingSet.iter_segments`) as one item, so the ``DataLoader``'s own cost per item is
+paid once per segment; from a worker process a segment's large arrays travel as shared-memory tensors
+they were cut into, its small ones pickled through the pipe (:class:`SharedSegments`). The loader
+hands out its batches as views.
 
 >>> import numpy as np, xarray as xr
 >>> from platform_lib.ml import SampleSpec, TrainingSet
@@ -136,6 +137,21 @@ class _SegmentDataLoader(_data.DataLoader):
             yield from split_segment(item, pin=pin)
 
 
+def _first_rows(sizes: list[int], room: int) -> list[int]:
+    """The batch sizes that hold the first ``room`` rows of batches of ``sizes`` (the last cut short).
+
+    >>> _first_rows([4, 4, 4], 6), _first_rows([4, 4], 8), _first_rows([4], 9)
+    ([4, 2], [4, 4], [4])
+    """
+    kept = []
+    for size in sizes:
+        if room <= 0:
+            break
+        kept.append(min(size, room))
+        room -= kept[-1]
+    return kept
+
+
 def _rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
     if rank is None and world_size is None:
         dist = torch.distributed
@@ -180,6 +196,7 @@ class CubeIterableDataset(_data.IterableDataset):
         if even:  # shard sizes must be known up front: apply the NaN drop now
             training_set = training_set.without_dropped(progress=False)
         self.even, self.grouped = even, grouped
+        self._threads_shared = False  # set in a worker once its read threads are divided
         self.training_set = training_set
         _ = training_set.stats  # computed once here, not in every worker
         self.batch_size, self.seed, self.shuffle, self.drop_last = batch_size, seed, shuffle, drop_last
@@ -224,7 +241,7 @@ class CubeIterableDataset(_data.IterableDataset):
         """In a DataLoader worker: the read threads of the training set divided among the workers
         (at least one each), so that workers x threads stays what one process would use."""
         info = _data.get_worker_info()
-        if info is None or getattr(self, "_threads_shared", False):
+        if info is None or self._threads_shared:
             return
         ts = self.training_set
         ts.threads = max(1, ts.threads // info.num_workers)
@@ -253,11 +270,8 @@ class CubeIterableDataset(_data.IterableDataset):
             if limit is not None:  # even: stop every shard after the same number of samples
                 if seen >= limit:
                     break
-                keep = np.cumsum(sizes) <= limit - seen
-                if not keep.all():
-                    partial = limit - seen - int(np.sum(np.asarray(sizes)[keep]))
-                    sizes = [*np.asarray(sizes)[keep].tolist(), *([partial] if partial else [])]
-                    segment = {k: v[: sum(sizes)] for k, v in segment.items()}
+                sizes = _first_rows(sizes, limit - seen)
+                segment = {k: v[: sum(sizes)] for k, v in segment.items()}
                 seen += sum(sizes)
             if self.batch_size is None:
                 yield from (_tensors(row) for row in rows_of(segment))
